@@ -1,0 +1,182 @@
+"""The error tree of cmpay-async.
+
+Every error the library raises derives from :class:`CmpayError`. Local problems (a bad order,
+a bad configuration) are told apart from remote ones (a payload from the gateway or a
+notification that cannot be trusted), as h11 tells ``LocalProtocolError`` from
+``RemoteProtocolError``. Errors also derive from the builtin they refine, so that
+``except ValueError`` and ``except TimeoutError`` keep working::
+
+    CmpayError
+    ├── ConfigurationError (ValueError)        bad key, bad client setting
+    ├── ValidationError (ValueError)           an order breaks the registry's rules; before any I/O
+    │   └── EncodingError                      a value the chosen characterSet cannot represent
+    ├── ClientClosedError (RuntimeError)       the client was used after aclose()
+    ├── RemoteProtocolError                    a payload we received cannot be trusted or used
+    │   ├── DecodeError (ValueError)           malformed: bad bytes, bad field, missing field
+    │   │   ├── PayloadTooLargeError           over the size limit
+    │   │   └── DuplicateFieldError            a field given twice
+    │   ├── SignatureError                     the signature does not verify
+    │   │   └── SignTypeMismatchError          signType is not the verifier's kind (no downgrade)
+    │   └── UnexpectedMessageError             wrong type, version or merchantId
+    ├── GatewayError                           the gateway answered with a failure return code
+    └── TransportError (OSError)               the exchange with the gateway failed
+        ├── ConnectError                       certainly never sent; safe to retry
+        └── TransportTimeoutError (TimeoutError)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+__all__ = [
+    "ClientClosedError",
+    "CmpayError",
+    "ConfigurationError",
+    "ConnectError",
+    "DecodeError",
+    "DuplicateFieldError",
+    "EncodingError",
+    "GatewayError",
+    "PayloadTooLargeError",
+    "Problem",
+    "RemoteProtocolError",
+    "SignTypeMismatchError",
+    "SignatureError",
+    "TransportError",
+    "TransportTimeoutError",
+    "UnexpectedMessageError",
+    "ValidationError",
+]
+
+
+class CmpayError(Exception):
+    """Root of every error raised by cmpay-async."""
+
+
+class ConfigurationError(CmpayError, ValueError):
+    """A key, certificate or client setting is unusable."""
+
+
+@attrs.frozen
+class Problem:
+    """One broken rule: the wire name of the field and what is wrong with it."""
+
+    field: str
+    rule: str
+    #: A stable identifier of the rule (``required``, ``max_length``, ``digits``, ...).
+    code: str = "invalid"
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.rule}"
+
+
+class ValidationError(CmpayError, ValueError):
+    """One or more fields break the protocol's rules; raised before anything is sent."""
+
+    problems: tuple[Problem, ...]
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        if len(self.problems) == 1:
+            return str(self.problems[0])
+        listed = "; ".join(str(p) for p in self.problems)
+        return f"{len(self.problems)} problems: {listed}"
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Wire names of the offending fields, in order of appearance."""
+        return tuple(p.field for p in self.problems)
+
+
+class EncodingError(ValidationError):
+    """A value holds a character that the chosen ``characterSet`` cannot encode."""
+
+
+class ClientClosedError(CmpayError, RuntimeError):
+    """The client was used after it was closed."""
+
+
+class RemoteProtocolError(CmpayError):
+    """A payload received from the gateway (or claiming to be) cannot be trusted or used."""
+
+    field: str | None
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class DecodeError(RemoteProtocolError, ValueError):
+    """A received payload is malformed: undecodable, missing a field, or a field is invalid."""
+
+
+class PayloadTooLargeError(DecodeError):
+    """A received payload is larger than the library accepts."""
+
+
+class DuplicateFieldError(DecodeError):
+    """A received payload gives the same field more than once."""
+
+
+class SignatureError(RemoteProtocolError):
+    """A signature does not verify; the payload must not be used."""
+
+
+class SignTypeMismatchError(SignatureError):
+    """The payload's ``signType`` is not the one the verifier checks (a downgrade attempt)."""
+
+
+class UnexpectedMessageError(RemoteProtocolError):
+    """A verified payload is not the message expected (type, version or merchant)."""
+
+
+class GatewayError(CmpayError):
+    """The gateway answered with a return code other than success."""
+
+    code: str
+    gateway_message: str
+    explanation: str
+    hint: str | None
+
+    def __init__(
+        self, code: str, gateway_message: str, *, explanation: str, hint: str | None = None
+    ) -> None:
+        self.code = code
+        self.gateway_message = gateway_message
+        self.explanation = explanation
+        self.hint = hint
+        text = f"{code}: {explanation}"
+        if gateway_message:
+            text += f" (gateway said: {gateway_message})"
+        if hint:
+            text += f". Hint: {hint}"
+        super().__init__(text)
+
+
+class TransportError(CmpayError, OSError):
+    """The HTTP exchange with the gateway failed."""
+
+    #: True when the request may have reached the gateway and been processed.
+    maybe_sent: bool
+    status_code: int | None
+
+    def __init__(self, message: str, *, maybe_sent: bool, status_code: int | None = None) -> None:
+        self.maybe_sent = maybe_sent
+        self.status_code = status_code
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ConnectError(TransportError):
+    """The connection could not be made: the request certainly never reached the gateway."""
+
+
+class TransportTimeoutError(TransportError, TimeoutError):
+    """The gateway did not answer in time."""

@@ -1,0 +1,198 @@
+"""Typed values of cmpay-async: attrs, frozen, keyword-only. Money is always an int of fen.
+
+The models declare typed attributes (so that type checkers see them), but their names must be
+the registry's ``attr`` names: every conversion to and from the wire iterates the registry, and
+``_codec`` refuses at import a model attribute the registry does not know.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
+from urllib.parse import quote
+
+import attrs
+
+from ._appendix import SUCCESS_CODES
+from ._enums import CouponsFlag, Currency, PaymentStatus, PeriodUnit, SignType
+from ._exceptions import Problem, ValidationError
+
+__all__ = [
+    "CHINA_TZ",
+    "AmountItems",
+    "Notification",
+    "OfflineNotify",
+    "Order",
+    "PageNotify",
+    "PayUrl",
+    "PaymentResponse",
+    "yuan_to_fen",
+]
+
+#: China Standard Time, the gateway's clock (no daylight saving).
+CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")
+
+
+def yuan_to_fen(yuan: Decimal | str | int) -> int:
+    """Convert yuan (``Decimal("12.50")``, ``"12.50"`` or int) to int fen, exactly.
+
+    Floats are refused (``0.1 + 0.2`` is not money) and so are amounts below one fen.
+    """
+    if isinstance(yuan, (bool, float)):
+        raise ValidationError([Problem("amount", "give yuan as Decimal or str, not float")])
+    try:
+        value = Decimal(yuan.strip() if isinstance(yuan, str) else yuan)
+    except (InvalidOperation, TypeError, ValueError):
+        raise ValidationError([Problem("amount", "not a decimal number of yuan")]) from None
+    if not value.is_finite():
+        raise ValidationError([Problem("amount", "not a finite amount")])
+    fen = value * 100
+    if fen != fen.to_integral_value():
+        raise ValidationError([Problem("amount", "finer than one fen")])
+    return int(fen)
+
+
+@attrs.frozen(kw_only=True)
+class Order:
+    """The business fields of a DirectPayConfirm order, as the merchant states them."""
+
+    #: Amount in fen (1 yuan = 100); see ``yuan_to_fen``.
+    amount: int
+    order_id: str
+    product_name: str
+    period: int = 1
+    period_unit: PeriodUnit = PeriodUnit.DAYS
+    currency: Currency = Currency.CNY
+    bank_abbr: str = ""
+    merchant_abbr: str = ""
+    product_desc: str = ""
+    product_id: str = ""
+    product_num: int | None = None
+    reserved1: str = ""
+    reserved2: str = ""
+    #: Buyer's phone number or account nickname: personal data, so not in repr.
+    user_token: str = attrs.field(default="", repr=False)
+    show_url: str = ""
+    coupons_flag: CouponsFlag | None = None
+    #: Defaults to today in China time when the request is built.
+    order_date: dt.date | None = None
+    mer_ac_date: dt.date | None = None
+    #: Empty means the client's default.
+    callback_url: str = ""
+    notify_url: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class AmountItems:
+    """The parts of a paid amount (``amtItem``), each in fen."""
+
+    cash: int = 0
+    top_up_card: int = 0
+    e_coupon: int = 0
+    voucher: int = 0
+    points: int = 0
+    #: Parts the 2011 document does not name, kept rather than dropped.
+    extra: Mapping[str, int] = attrs.field(factory=lambda: MappingProxyType({}))
+
+    @property
+    def total(self) -> int:
+        """Sum of all parts in fen."""
+        return (
+            self.cash
+            + self.top_up_card
+            + self.e_coupon
+            + self.voucher
+            + self.points
+            + sum(self.extra.values())
+        )
+
+
+@attrs.frozen(kw_only=True)
+class PayUrl:
+    """The decoded ``payUrl`` token: where and how to send the buyer to the cashier."""
+
+    url: str
+    method: str
+    session_id: str
+    #: Other keys of the token, in order, empty values kept.
+    extra: tuple[tuple[str, str], ...] = ()
+    #: The token as received.
+    raw: str = ""
+
+    @property
+    def redirect_url(self) -> str:
+        """A URL for a GET redirect: ``url?sessionId=ID``."""
+        sep = "&" if "?" in self.url else "?"
+        return f"{self.url}{sep}sessionId={quote(self.session_id, safe='')}"
+
+    def form_html(self) -> str:
+        """A minimal HTML page that auto-submits the buyer to the cashier; values escaped."""
+        method = "get" if self.method.lower() == "get" else "post"
+        action = html.escape(self.url, quote=True)
+        sid = html.escape(self.session_id, quote=True)
+        return (
+            '<!DOCTYPE html><html><head><meta charset="utf-8"><title>CMPay</title></head>'
+            f'<body onload="document.forms[0].submit()">'
+            f'<form method="{method}" action="{action}">'
+            f'<input type="hidden" name="sessionId" value="{sid}">'
+            '<noscript><button type="submit">Continue to payment</button></noscript>'
+            "</form></body></html>"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class PaymentResponse:
+    """The gateway's verified answer to a DirectPayConfirm order."""
+
+    merchant_id: str
+    request_id: str
+    sign_type: SignType
+    type: str
+    version: str
+    return_code: str
+    message: str
+    pay_url: PayUrl
+
+
+@attrs.frozen(kw_only=True)
+class Notification:
+    """A verified payment notification (PageNotify or OfflineNotify)."""
+
+    merchant_id: str
+    pay_no: str
+    return_code: str
+    message: str
+    sign_type: SignType
+    type: str
+    version: str
+    amount: int
+    amount_items: AmountItems
+    bank_abbr: str
+    #: Masked by the gateway (first three and last four digits), yet kept out of repr.
+    mobile: str = attrs.field(repr=False)
+    order_id: str
+    pay_date: dt.datetime
+    account_date: dt.date
+    reserved1: str
+    reserved2: str
+    status: PaymentStatus
+    order_date: dt.date
+    fee: int
+
+    @property
+    def paid(self) -> bool:
+        """True only for status SUCCESS with a success return code."""
+        return self.status is PaymentStatus.SUCCESS and self.return_code in SUCCESS_CODES
+
+
+@attrs.frozen(kw_only=True)
+class PageNotify(Notification):
+    """The browser-redirect notification posted to ``callbackUrl``."""
+
+
+@attrs.frozen(kw_only=True)
+class OfflineNotify(Notification):
+    """The server-to-server notification posted to ``notifyUrl``; answer it with ``ack()``."""

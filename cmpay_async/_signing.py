@@ -1,0 +1,313 @@
+"""Signature sources and the two signature schemes: double HMAC-MD5 and SHA1withRSA.
+
+See PROTOCOL.md sections 1 and 2. Signers sign a source string; verifiers raise
+:class:`SignatureError` on mismatch and never return a bool. No signer shows its key.
+"""
+
+from __future__ import annotations
+
+import binascii
+import contextlib
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from ._enums import SignType
+from ._exceptions import ConfigurationError, SignatureError
+from ._schema import Schema, schema_for
+
+__all__ = [
+    "Md5Signer",
+    "RsaSigner",
+    "RsaVerifier",
+    "Signer",
+    "Verifier",
+    "inner_digest",
+    "signing_source",
+    "source_of",
+]
+
+
+def signing_source(message: str, fields: Mapping[str, str]) -> str:
+    """Concatenate the signed field values of ``message`` in schema order; absent is empty."""
+    return source_of(schema_for(message), fields)
+
+
+def source_of(schema: Schema, fields: Mapping[str, str]) -> str:
+    """``signing_source`` for an already looked-up schema."""
+    get = fields.get
+    return "".join([get(name) or "" for name in schema.signed_names])
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """Signs a source string for outgoing requests."""
+
+    @property
+    def sign_type(self) -> SignType:
+        """The ``signType`` this signer produces."""
+
+    @property
+    def merchant_cert(self) -> str:
+        """The ``merchantCert`` value to send with requests ("" for MD5)."""
+
+    def sign(self, source: str) -> str:
+        """Return the signature of ``source`` as lowercase hex."""
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    """Checks the signature of a received source string."""
+
+    @property
+    def sign_type(self) -> SignType:
+        """The ``signType`` this verifier accepts."""
+
+    def verify(self, source: str, signature: str) -> None:
+        """Return if ``signature`` is valid for ``source``, else raise ``SignatureError``."""
+
+
+_BLOCK = 64
+_TRANS_36 = bytes(b ^ 0x36 for b in range(256))
+_TRANS_5C = bytes(b ^ 0x5C for b in range(256))
+
+
+def _pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    # HMAC's two MD5 states, precomputed once: each signature then copies them instead of
+    # re-hashing the padded key, which roughly halves the cost (PROTOCOL.md section 1).
+    padded = key.ljust(_BLOCK, b"\0")
+    return hashlib.md5(padded.translate(_TRANS_36)), hashlib.md5(padded.translate(_TRANS_5C))
+
+
+_EMPTY_INNER, _EMPTY_OUTER = _pads(b"")
+
+
+def inner_digest(source: str) -> str:
+    """The first, keyless HMAC-MD5 of the UTF-8 ``source``, as lowercase hex."""
+    h = _EMPTY_INNER.copy()
+    h.update(source.encode("utf-8"))
+    o = _EMPTY_OUTER.copy()
+    o.update(h.digest())
+    return o.hexdigest()
+
+
+class Md5Signer:
+    """The ``MD5`` scheme: HMAC-MD5 with an empty key, then HMAC-MD5 with the signKey.
+
+    It serves as both signer and verifier, since the gateway signs with the same key.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, sign_key: str) -> None:
+        if not isinstance(sign_key, str):
+            raise ConfigurationError("sign_key must be a str")
+        key = sign_key.encode("utf-8")
+        if not key:
+            raise ConfigurationError("sign_key is empty")
+        if len(key) > _BLOCK:
+            raise ConfigurationError(
+                f"sign_key is {len(key)} bytes long; a CMPay signKey has at most {_BLOCK}"
+            )
+        self._inner, self._outer = _pads(key)
+
+    def __repr__(self) -> str:
+        return "Md5Signer(sign_key=<hidden>)"
+
+    def __reduce__(self) -> str:
+        # Pickling would carry the key's pad states into queues and caches.
+        raise TypeError("Md5Signer cannot be pickled: it holds a secret key")
+
+    @property
+    def sign_type(self) -> SignType:
+        """Always ``SignType.MD5``."""
+        return SignType.MD5
+
+    @property
+    def merchant_cert(self) -> str:
+        """MD5 requests carry no certificate."""
+        return ""
+
+    def sign(self, source: str) -> str:
+        """Return the lowercase hex ``hmac`` of ``source``."""
+        h = _EMPTY_INNER.copy()
+        h.update(source.encode("utf-8"))
+        o = _EMPTY_OUTER.copy()
+        o.update(h.digest())
+        h = self._inner.copy()
+        h.update(o.hexdigest().encode("ascii"))
+        o = self._outer.copy()
+        o.update(h.digest())
+        return o.hexdigest()
+
+    def verify(self, source: str, signature: str) -> None:
+        """Raise ``SignatureError`` unless ``signature`` (either hex case) signs ``source``."""
+        if not _hex_ok(signature, 32) or not hmac.compare_digest(
+            self.sign(source), signature.lower()
+        ):
+            raise SignatureError("signature does not match", field="hmac")
+
+
+def _hex_ok(signature: object, length: int | None = None) -> bool:
+    if not isinstance(signature, str) or not signature.isascii():
+        return False
+    return length is None or len(signature) == length
+
+
+KeyInput = bytes | str
+
+
+def _key_bytes(data: KeyInput) -> list[tuple[str, bytes]]:
+    """Return the encodings ``data`` may be in: PEM text, DER, or hex of DER."""
+    raw = data.encode("ascii", "replace") if isinstance(data, str) else bytes(data)
+    stripped = raw.strip()
+    if stripped.startswith(b"-----BEGIN"):
+        return [("pem", stripped)]
+    candidates: list[tuple[str, bytes]] = []
+    if isinstance(data, str) or all(c in b"0123456789abcdefABCDEF \r\n" for c in stripped):
+        with contextlib.suppress(binascii.Error, ValueError):
+            candidates.append(("der", binascii.unhexlify(b"".join(stripped.split()))))
+    if isinstance(data, str):
+        with contextlib.suppress(binascii.Error, ValueError):
+            candidates.append(("der", binascii.a2b_base64(stripped)))
+    else:
+        candidates.append(("der", raw))
+    return candidates
+
+
+class RsaSigner:
+    """The ``RSA`` scheme for requests: SHA1withRSA (PKCS#1 v1.5) with the merchant's key."""
+
+    __slots__ = ("_cert", "_key")
+
+    def __init__(
+        self,
+        private_key: KeyInput | rsa.RSAPrivateKey,
+        *,
+        password: bytes | None = None,
+        merchant_cert: str | None = None,
+    ) -> None:
+        self._key = _load_private(private_key, password)
+        if merchant_cert is None:
+            # Without an issued certificate, send the public key (hex of DER), which is what
+            # the field holds ("商户证书公钥").
+            merchant_cert = (
+                self._key.public_key()
+                .public_bytes(
+                    serialization.Encoding.DER,
+                    serialization.PublicFormat.SubjectPublicKeyInfo,
+                )
+                .hex()
+            )
+        self._cert = merchant_cert
+
+    def __repr__(self) -> str:
+        return f"RsaSigner(key_size={self._key.key_size}, private_key=<hidden>)"
+
+    def __reduce__(self) -> str:
+        raise TypeError("RsaSigner cannot be pickled: it holds a private key")
+
+    @property
+    def sign_type(self) -> SignType:
+        """Always ``SignType.RSA``."""
+        return SignType.RSA
+
+    @property
+    def merchant_cert(self) -> str:
+        """The ``merchantCert`` value sent with requests."""
+        return self._cert
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        """The public half, e.g. to configure a test gateway."""
+        return self._key.public_key()
+
+    def sign(self, source: str) -> str:
+        """Return the lowercase hex SHA1withRSA signature of the UTF-8 ``source``."""
+        return self._key.sign(source.encode("utf-8"), padding.PKCS1v15(), hashes.SHA1()).hex()
+
+
+class RsaVerifier:
+    """Verifies SHA1withRSA signatures with the gateway public key the merchant configured."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, public_key: KeyInput | rsa.RSAPublicKey | x509.Certificate) -> None:
+        self._key = _load_public(public_key)
+
+    def __repr__(self) -> str:
+        return f"RsaVerifier(key_size={self._key.key_size})"
+
+    @property
+    def sign_type(self) -> SignType:
+        """Always ``SignType.RSA``."""
+        return SignType.RSA
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        """The configured gateway public key."""
+        return self._key
+
+    def verify(self, source: str, signature: str) -> None:
+        """Raise ``SignatureError`` unless ``signature`` (hex) signs ``source``."""
+        try:
+            if not _hex_ok(signature):
+                raise ValueError
+            raw = bytes.fromhex(signature)
+            self._key.verify(raw, source.encode("utf-8"), padding.PKCS1v15(), hashes.SHA1())
+        except (InvalidSignature, ValueError):
+            raise SignatureError("signature does not match", field="hmac") from None
+
+
+def _load_private(key: KeyInput | rsa.RSAPrivateKey, password: bytes | None) -> rsa.RSAPrivateKey:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key
+    # Untyped callers may pass anything: refuse it plainly rather than fail inside cryptography.
+    if not isinstance(key, (bytes, str)) or not key:  # type: ignore[redundant-expr]
+        raise ConfigurationError("private_key must be a non-empty PEM, DER or hex-of-DER")
+    for form, data in _key_bytes(key):
+        try:
+            if form == "pem":
+                loaded = serialization.load_pem_private_key(data, password)
+            else:
+                loaded = serialization.load_der_private_key(data, password)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            continue
+        if not isinstance(loaded, rsa.RSAPrivateKey):
+            raise ConfigurationError("private_key is not an RSA key")
+        return loaded
+    # Never echo the input: it is a secret.
+    raise ConfigurationError("private_key is not a loadable RSA private key (PEM, DER or hex)")
+
+
+def _load_public(key: KeyInput | rsa.RSAPublicKey | x509.Certificate) -> rsa.RSAPublicKey:
+    if isinstance(key, x509.Certificate):
+        key = key.public_key()  # type: ignore[assignment]
+    if isinstance(key, rsa.RSAPublicKey):
+        return key
+    if not isinstance(key, (bytes, str)) or not key:
+        raise ConfigurationError("public_key must be a non-empty PEM, DER or hex-of-DER")
+    for form, data in _key_bytes(key):
+        loaders = (
+            (serialization.load_pem_public_key, x509.load_pem_x509_certificate)
+            if form == "pem"
+            else (serialization.load_der_public_key, x509.load_der_x509_certificate)
+        )
+        for loader in loaders:
+            try:
+                loaded = loader(data)
+            except (ValueError, TypeError, UnsupportedAlgorithm):
+                continue
+            public = loaded.public_key() if isinstance(loaded, x509.Certificate) else loaded
+            if not isinstance(public, rsa.RSAPublicKey):
+                raise ConfigurationError("public_key is not an RSA key")
+            return public
+    raise ConfigurationError(
+        "public_key is not a loadable RSA public key or certificate (PEM, DER or hex)"
+    )

@@ -1,0 +1,51 @@
+"""Test data shared by several test modules: vectors, keys and a valid order."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from cmpay_async import Order
+
+VECTORS = Path(__file__).parent / "vectors"
+
+
+def load_vectors(name: str) -> dict[str, Any]:
+    """Load a JSON vector file from ``tests/vectors``."""
+    data: dict[str, Any] = json.loads((VECTORS / name).read_text("utf-8"))
+    return data
+
+
+MD5_VECTORS = load_vectors("md5.json")
+TEST_KEY: str = MD5_VECTORS["sign_key"]
+TEST_MERCHANT = "888009941120001"
+NOTIFY_BODY: str = MD5_VECTORS["vectors"][0]["body"]
+TODAY = dt.date(2026, 11, 26)
+
+
+@functools.lru_cache(maxsize=4)
+def rsa_key(bits: int = 1024) -> rsa.RSAPrivateKey:
+    """A throwaway RSA key, generated once per test run (no public RSA vector exists)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def valid_order(**overrides: Any) -> Order:
+    """An order that passes every check; override fields to break them."""
+    values: dict[str, Any] = {
+        "amount": 100,
+        "order_id": "201103071740044998",
+        "product_name": "测试商品",
+        "product_desc": "一件商品",
+        "merchant_abbr": "商户",
+        "reserved1": "31",
+        "bank_abbr": "ICBC",
+        "callback_url": "https://shop.example/cmpay/return",
+        "notify_url": "https://shop.example/cmpay/notify",
+    }
+    values.update(overrides)
+    return Order(**values)

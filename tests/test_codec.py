@@ -1,0 +1,266 @@
+"""Form encoding and decoding, the payUrl token, amtItem and dates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cmpay_async import (
+    CHINA_TZ,
+    AmountItems,
+    CharacterSet,
+    DecodeError,
+    DuplicateFieldError,
+    EncodingError,
+    Md5Signer,
+    PayloadTooLargeError,
+    SignatureError,
+    decode_payload,
+    encode_form,
+    parse_amount_items,
+    parse_date,
+    parse_datetime,
+    parse_pay_url,
+    signing_source,
+)
+from cmpay_async._codec import encode_answer, escaped_readings, format_amount_items
+from cmpay_async._protocol import verify_fields
+from cmpay_async._schema import REGISTRY
+
+from .helpers import NOTIFY_BODY, TEST_KEY
+
+NASTY = ["", "中文", "😀", "&", "=", "%", "+", "#", "<hi:=>", "a b", "%41", "<hi:$$>", "é"]
+values = st.one_of(st.sampled_from(NASTY), st.text(max_size=30))
+CHARSETS = list(CharacterSet)
+
+
+def _representable(value: str, charset: CharacterSet) -> bool:
+    try:
+        value.encode(charset.codec)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@given(st.dictionaries(st.sampled_from(REGISTRY["PageNotify"].signed_names), values, min_size=1))
+def test_form_roundtrip_in_every_charset(fields: dict[str, str]) -> None:
+    """encode -> decode returns the same values in each charset that can represent them."""
+    for charset in CHARSETS:
+        if not all(_representable(v, charset) for v in fields.values()):
+            with pytest.raises(EncodingError):
+                encode_form(fields.items(), charset)
+            continue
+        body = encode_form(fields.items(), charset)
+        assert fields == decode_payload(body, form=True, charset=charset.codec)
+
+
+@given(
+    st.dictionaries(st.sampled_from(REGISTRY["PageNotify"].signed_names), values),
+    st.data(),
+)
+def test_sign_verify_and_any_change_fails(fields: dict[str, str], data: Any) -> None:
+    """sign -> verify succeeds; changing one signed field or the signature fails."""
+    signer = Md5Signer(TEST_KEY)
+    full = {**fields, "signType": "MD5"}
+    full["hmac"] = signer.sign(signing_source("PageNotify", full))
+    body = encode_form(full.items(), CharacterSet.UTF8)
+    decoded = decode_payload(body, form=True)
+
+    verify_fields(REGISTRY["PageNotify"], decoded, signer)
+
+    name = data.draw(st.sampled_from(REGISTRY["PageNotify"].signed_names))
+    changed = dict(decoded)
+    changed[name] = changed.get(name, "") + "x"
+    with pytest.raises(SignatureError):
+        verify_fields(REGISTRY["PageNotify"], changed, signer)
+    tampered = dict(decoded)
+    tampered["hmac"] = ("0" if full["hmac"][0] != "0" else "1") + full["hmac"][1:]
+    with pytest.raises(SignatureError):
+        verify_fields(REGISTRY["PageNotify"], tampered, signer)
+
+
+def test_encoding_error_names_field_and_character() -> None:
+    """A value the charset lacks names the field and the character."""
+    with pytest.raises(EncodingError) as info:
+        encode_form([("productName", "咖啡😀")], CharacterSet.GBK)
+
+    assert ("productName",) == info.value.fields
+    assert "U+1F600" in str(info.value)
+    assert "GBK" in str(info.value)
+
+
+def test_form_body_matches_standard_decoding() -> None:
+    """The body is ordinary form encoding: the stdlib decodes it to the same pairs."""
+    pairs = [("productName", "咖啡 & 茶=好+%"), ("amount", "100")]
+
+    body = encode_form(pairs, CharacterSet.GBK)
+
+    assert pairs == parse_qsl(body.decode("ascii"), encoding="gbk")
+
+
+def test_notification_body_decodes_from_bytes_str_and_mapping() -> None:
+    """The section 8.3 body decodes alike from bytes, str and a dict of lists."""
+    from_bytes = decode_payload(NOTIFY_BODY.encode(), form=True)
+
+    assert from_bytes == decode_payload(NOTIFY_BODY, form=True)
+    assert from_bytes == decode_payload({k: [v] for k, v in from_bytes.items()}, form=True)
+    assert "CNY_AMT=100#CMY_AMT=0#RED_AMT=0#VCH_AMT=0#POT_CHG_AMT=0" == from_bytes["amtItem"]
+
+
+def test_decode_never_mutates_a_mapping() -> None:
+    """The caller's mapping is left exactly as it was."""
+    given_ = {"a": "1", "b": ["2"]}
+    snapshot = {"a": "1", "b": ["2"]}
+
+    decode_payload(given_, form=True)
+
+    assert snapshot == given_
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"a=1&a=2", "a=1&b=2&a=3", {"a": ["1", "2"]}],
+)
+def test_duplicate_fields_are_refused(payload: Any) -> None:
+    """A field given twice is refused, naming it."""
+    with pytest.raises(DuplicateFieldError, match=r"^a: "):
+        decode_payload(payload, form=True)
+
+
+def test_oversize_and_empty_payloads_are_refused() -> None:
+    """Bodies over 64 KiB and empty bodies are refused before parsing."""
+    with pytest.raises(PayloadTooLargeError):
+        decode_payload(b"a=" + b"x" * 70_000, form=True)
+    with pytest.raises(DecodeError, match="empty"):
+        decode_payload(b"", form=True)
+
+
+def test_gbk_body_is_detected_when_not_utf8() -> None:
+    """Bytes that are not UTF-8 are read as GBK; an explicit charset is obeyed strictly."""
+    body = encode_form([("reserved1", "中文")], CharacterSet.GBK)
+
+    assert {"reserved1": "中文"} == decode_payload(body, form=True)
+    with pytest.raises(DecodeError, match="not valid utf-8"):
+        decode_payload(body, form=True, charset="utf-8")
+
+
+def test_answer_mode_keeps_raw_values_and_splits_on_first_equals() -> None:
+    """Gateway answers keep '=' and '#' inside values and are not form-decoded."""
+    body = b"payUrl=url<hi:=>https://x/y<hi:$$>sessionId<hi:=>1&amtItem=A=1#B=2&message=%E4%B8%AD"
+
+    fields = decode_payload(body, form=False)
+
+    assert "url<hi:=>https://x/y<hi:$$>sessionId<hi:=>1" == fields["payUrl"]
+    assert "A=1#B=2" == fields["amtItem"]
+    assert "%E4%B8%AD" == fields["message"]
+
+
+def test_escaped_readings_offer_decoded_then_raw() -> None:
+    """Chinese fields still percent-encoded are offered fully decoded first, raw last."""
+    schema = REGISTRY["PageNotify"]
+    fields = {"message": "%25E4%25B8%25AD", "orderId": "%41"}
+
+    readings = escaped_readings(schema, fields)
+
+    assert "中" == readings[0]["message"]
+    assert "%41" == readings[0]["orderId"]  # only Chinese-capable fields are decoded
+    assert fields == readings[-1]
+
+
+def test_encode_answer_escapes_only_chinese_fields() -> None:
+    """The gateway's answer format: payUrl raw, message percent-encoded UTF-8."""
+    schema = REGISTRY["DirectPayConfirmResponse"]
+
+    body = encode_answer(schema, {"message": "成功 ok", "payUrl": "url<hi:=>https://a"})
+
+    assert b"message=%E6%88%90%E5%8A%9F+ok" in body
+    assert b"payUrl=url<hi:=>https://a" in body
+
+
+TOKEN = "url<hi:=>https://ipos.10086.cn/ips/FormTrans3<hi:$$>method<hi:=>post<hi:$$>sessionId<hi:=>2011010199999"
+
+
+def test_pay_url_token_parses_document_example() -> None:
+    """The document's token gives the URL, method and session id."""
+    pay = parse_pay_url(TOKEN)
+
+    assert "https://ipos.10086.cn/ips/FormTrans3" == pay.url
+    assert "post" == pay.method
+    assert "2011010199999" == pay.session_id
+    assert "https://ipos.10086.cn/ips/FormTrans3?sessionId=2011010199999" == pay.redirect_url
+    assert TOKEN == pay.raw
+
+
+@pytest.mark.parametrize("tail", ["h", "i", ":", "$", ">"])
+def test_pay_url_keeps_urls_ending_in_marker_characters(tail: str) -> None:
+    """Unlike the vendor's character-class regex, URLs ending in h, i or : survive."""
+    token = f"url<hi:=>https://a.example/pat{tail}<hi:$$>sessionId<hi:=>1"
+
+    assert f"https://a.example/pat{tail}" == parse_pay_url(token).url
+
+
+def test_pay_url_keeps_unknown_keys_and_empty_values() -> None:
+    """Extra keys, even empty ones, are kept in order."""
+    pay = parse_pay_url(TOKEN + "<hi:$$>MERC_PAY_TPY<hi:=><hi:$$>x<hi:=>1")
+
+    assert (("MERC_PAY_TPY", ""), ("x", "1")) == pay.extra
+
+
+def test_pay_url_form_escapes_every_value() -> None:
+    """The auto-submit form HTML-escapes the URL and the session id."""
+    token = 'url<hi:=>https://a.example/"><script><hi:$$>sessionId<hi:=>1"&<'
+
+    page = parse_pay_url(token).form_html()
+
+    assert "<script>" not in page
+    assert html.escape('https://a.example/"><script>', quote=True) in page
+    assert 'value="1&quot;&amp;&lt;"' in page
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "garbage", "url<hi:=>ftp://x<hi:$$>sessionId<hi:=>1", "url<hi:=>https://x"],
+)
+def test_bad_pay_url_tokens_raise_decode_error(token: str) -> None:
+    """Tokens without an http(s) url or a session id are refused."""
+    with pytest.raises(DecodeError, match=r"^payUrl: "):
+        parse_pay_url(token)
+
+
+def test_amount_items_parse_and_format_roundtrip() -> None:
+    """amtItem parses into int fen parts and formats back identically."""
+    text = "CNY_AMT=90#CMY_AMT=0#RED_AMT=10#VCH_AMT=0#POT_CHG_AMT=0#NEW_AMT=5"
+
+    items = parse_amount_items(text)
+
+    assert AmountItems(cash=90, e_coupon=10, extra={"NEW_AMT": 5}) == items
+    assert 105 == items.total
+    assert text == format_amount_items(items)
+
+
+@pytest.mark.parametrize("text", ["CNY_AMT=x", "CNY_AMT", "CNY_AMT=1#CNY_AMT=2", "CNY_AMT=-1"])
+def test_bad_amount_items_raise(text: str) -> None:
+    """Non-digit, key-only and repeated parts are refused, naming amtItem."""
+    with pytest.raises(DecodeError, match=r"^amtItem: "):
+        parse_amount_items(text)
+
+
+def test_dates_parse_in_china_time() -> None:
+    """Dates are dates; payDate is an aware datetime at UTC+8."""
+    assert dt.date(2019, 1, 31) == parse_date("20190131")
+    when = parse_datetime("20190131102735")
+    assert dt.datetime(2019, 1, 31, 2, 27, 35, tzinfo=dt.timezone.utc) == when
+    assert CHINA_TZ == when.tzinfo
+
+
+@pytest.mark.parametrize("text", ["2019013", "20190230", "2019-1-31", "２０１９０１３１"])
+def test_bad_dates_raise(text: str) -> None:
+    """Wrong lengths, impossible days and non-ASCII digits are refused."""
+    with pytest.raises(DecodeError):
+        parse_date(text)

@@ -1,0 +1,173 @@
+"""Building signed requests and reading signed gateway answers, end to end in memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cmpay_async import (
+    CharacterSet,
+    DecodeError,
+    GatewayError,
+    Md5Signer,
+    RsaSigner,
+    RsaVerifier,
+    SignatureError,
+    SignType,
+    SignTypeMismatchError,
+    UnexpectedMessageError,
+    build_payment_request,
+    decode_payload,
+    parse_payment_response,
+    signing_source,
+)
+from cmpay_async._codec import encode_answer
+from cmpay_async._schema import REGISTRY
+
+from .helpers import TEST_KEY, TEST_MERCHANT, TODAY, rsa_key, valid_order
+
+TOKEN = (
+    "url<hi:=>https://ipos.10086.cn/ips/FormTrans3<hi:$$>method<hi:=>post<hi:$$>sessionId<hi:=>S1"
+)
+
+
+def answer(signer: Any = None, **overrides: str) -> bytes:
+    """A gateway answer signed like the gateway signs it."""
+    signer = signer or Md5Signer(TEST_KEY)
+    fields = {
+        "merchantId": TEST_MERCHANT,
+        "requestId": "R1",
+        "signType": signer.sign_type.value,
+        "type": "DirectPayConfirm",
+        "version": "2.0.0",
+        "returnCode": "000000",
+        "message": "成功",
+        "payUrl": TOKEN,
+    }
+    fields.update(overrides)
+    fields["hmac"] = signer.sign(signing_source("DirectPayConfirmResponse", fields))
+    return encode_answer(REGISTRY["DirectPayConfirmResponse"], fields)
+
+
+@pytest.mark.parametrize("charset", list(CharacterSet))
+def test_request_body_decodes_in_its_charset_and_verifies_over_utf8(charset: CharacterSet) -> None:
+    """The gateway side decodes the body in the declared charset; the hmac covers UTF-8."""
+    signer = Md5Signer(TEST_KEY)
+    request = build_payment_request(
+        valid_order(product_name="中文商品"),
+        merchant_id=TEST_MERCHANT,
+        request_id="R1",
+        ip_address="10.0.0.1",
+        signer=signer,
+        today=TODAY,
+        character_set=charset,
+    )
+
+    fields = decode_payload(request.body, form=True, charset=charset.codec)
+
+    assert "中文商品" == fields["productName"]
+    assert charset.value == fields["characterSet"]
+    signer.verify(signing_source("DirectPayConfirm", fields), fields["hmac"])
+    assert list(fields) == [
+        f.wire for f in REGISTRY["DirectPayConfirm"].fields if f.wire != "merchantCert"
+    ]
+
+
+def test_rsa_request_carries_merchant_cert_and_verifies() -> None:
+    """An RSA request sends merchantCert (unsigned) and a SHA1withRSA hmac."""
+    signer = RsaSigner(rsa_key())
+    request = build_payment_request(
+        valid_order(),
+        merchant_id=TEST_MERCHANT,
+        request_id="R1",
+        ip_address="10.0.0.1",
+        signer=signer,
+        today=TODAY,
+    )
+
+    fields = decode_payload(request.body, form=True)
+    assert "RSA" == fields["signType"]
+    assert signer.merchant_cert == fields["merchantCert"]
+    RsaVerifier(signer.public_key).verify(
+        signing_source("DirectPayConfirm", fields), fields["hmac"]
+    )
+
+
+def test_success_answer_parses_to_typed_response() -> None:
+    """A signed success answer gives the decoded message and payUrl."""
+    response = parse_payment_response(
+        answer(), verifier=Md5Signer(TEST_KEY), merchant_id=TEST_MERCHANT, request_id="R1"
+    )
+
+    assert "成功" == response.message
+    assert "S1" == response.pay_url.session_id
+    assert SignType.MD5 is response.sign_type
+
+
+def test_tampered_answer_is_refused() -> None:
+    """Changing the payUrl after signing raises SignatureError; no content is returned."""
+    body = answer().replace(b"sessionId<hi:=>S1", b"sessionId<hi:=>S2")
+
+    with pytest.raises(SignatureError):
+        parse_payment_response(body, verifier=Md5Signer(TEST_KEY))
+
+
+def test_failure_code_raises_gateway_error_with_explanation() -> None:
+    """A signed failure answer raises GatewayError with code, message and hint."""
+    body = answer(returnCode="IPS0008", message="签名不符", payUrl="")
+
+    with pytest.raises(GatewayError) as info:
+        parse_payment_response(body, verifier=Md5Signer(TEST_KEY))
+
+    assert "IPS0008" == info.value.code
+    assert "签名不符" == info.value.gateway_message
+    assert info.value.hint is not None
+    assert "UTF-8" in info.value.hint
+
+
+def test_unsigned_failure_answer_is_still_a_gateway_error() -> None:
+    """An unsigned failure answer can only ever raise, so it raises the gateway's code."""
+    body = b"merchantId=X&returnCode=IPS0001&message=%E5%95%86%E6%88%B7"
+
+    with pytest.raises(GatewayError, match="IPS0001") as info:
+        parse_payment_response(body, verifier=Md5Signer(TEST_KEY))
+    assert "商户" == info.value.gateway_message
+
+
+def test_unsigned_success_answer_is_refused() -> None:
+    """A success answer without hmac is a SignatureError, never a payUrl."""
+    body = answer().split(b"&hmac=")[0]
+
+    with pytest.raises(SignatureError, match="hmac: missing"):
+        parse_payment_response(body, verifier=Md5Signer(TEST_KEY))
+
+
+def test_answer_for_another_request_is_refused() -> None:
+    """A verified answer for another requestId is not taken as ours."""
+    with pytest.raises(UnexpectedMessageError, match="requestId"):
+        parse_payment_response(answer(), verifier=Md5Signer(TEST_KEY), request_id="R2")
+
+
+def test_md5_answer_is_refused_by_rsa_verifier() -> None:
+    """No downgrade: an MD5-signed answer does not pass an RSA verifier."""
+    with pytest.raises(SignTypeMismatchError):
+        parse_payment_response(answer(), verifier=RsaVerifier(rsa_key().public_key()))
+
+
+def test_rsa_answer_verifies_with_configured_key_only() -> None:
+    """An RSA answer verifies with the configured key; a carried serverCert is ignored."""
+    gateway = RsaSigner(rsa_key())
+    forger = RsaSigner(rsa_key(2048))
+    forged = answer(forger, serverCert=forger.merchant_cert)
+
+    parse_payment_response(answer(gateway), verifier=RsaVerifier(gateway.public_key))
+    with pytest.raises(SignatureError):
+        parse_payment_response(forged, verifier=RsaVerifier(gateway.public_key))
+
+
+@pytest.mark.parametrize("body", [b"", b"<html><body>502</body></html>", b"returnCode="])
+def test_malformed_answers_raise_decode_errors(body: bytes) -> None:
+    """Empty, HTML and code-less answers are protocol errors."""
+    with pytest.raises(DecodeError):
+        parse_payment_response(body, verifier=Md5Signer(TEST_KEY))

@@ -1,0 +1,142 @@
+"""The registry is the only field list: models, signing order and parsing all derive from it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import attrs
+import pytest
+
+from cmpay_async import (
+    REGISTRY,
+    DecodeError,
+    Kind,
+    Notification,
+    OfflineNotify,
+    Order,
+    PageNotify,
+    PaymentResponse,
+    signing_source,
+)
+from cmpay_async._codec import _MODEL_SCHEMAS, encode_form, typed_values
+from cmpay_async._enums import CharacterSet
+from cmpay_async._validate import check_fields
+
+PACKAGE = Path(__file__).parent.parent / "cmpay_async"
+WIRE_NAMES = frozenset(f.wire for s in REGISTRY.values() for f in s.fields)
+
+
+def _displays_with_field_names(tree: ast.AST) -> list[tuple[int, list[str]]]:
+    found = []
+    for node in ast.walk(tree):
+        elements: list[ast.expr | None] = []
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            elements = list(node.elts)
+        elif isinstance(node, ast.Dict):
+            elements = list(node.keys) + list(node.values)
+        names = [
+            e.value
+            for e in elements
+            if isinstance(e, ast.Constant) and isinstance(e.value, str) and e.value in WIRE_NAMES
+        ]
+        if len(names) >= 2:
+            found.append((node.lineno, names))
+    return found
+
+
+def test_no_field_list_outside_the_registry() -> None:
+    """No module but _schema.py writes a list, tuple, set or dict of two or more wire names."""
+    offenders = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "_schema.py":
+            continue
+        found = _displays_with_field_names(ast.parse(path.read_text("utf-8")))
+        if found:
+            offenders[path.name] = found
+
+    assert {} == offenders
+
+
+def test_the_scan_finds_a_planted_field_list() -> None:
+    """The scan above is not vacuous: it flags a field list when one is written."""
+    planted = ast.parse('ORDER = ("merchantId", "requestId", "signType")')
+
+    assert [(1, ["merchantId", "requestId", "signType"])] == _displays_with_field_names(planted)
+
+
+@pytest.mark.parametrize("model", [Order, PaymentResponse, PageNotify, OfflineNotify])
+def test_model_attributes_are_registry_attributes(model: type) -> None:
+    """Every model attribute is a field of its message, under the registry's attr name."""
+    messages = _MODEL_SCHEMAS[model if model in _MODEL_SCHEMAS else Notification]
+
+    for message in messages:
+        assert {a.name for a in attrs.fields(model)} <= set(REGISTRY[message].by_attr)
+
+
+def test_notification_model_holds_every_signed_field() -> None:
+    """A notification model carries every signed field of PageNotify (nothing dropped)."""
+    signed_attrs = {f.attr for f in REGISTRY["PageNotify"].fields if f.signed}
+
+    assert signed_attrs == {a.name for a in attrs.fields(PageNotify)}
+
+
+def test_signing_order_is_the_registry_order() -> None:
+    """The signing source places each field where the registry puts it."""
+    for name, schema in REGISTRY.items():
+        fields = {f.wire: f"<{i}>" for i, f in enumerate(schema.fields)}
+        expected = "".join(f"<{i}>" for i, f in enumerate(schema.fields) if f.signed)
+
+        assert expected == signing_source(name, fields), name
+
+
+def test_wire_order_and_parser_follow_the_registry() -> None:
+    """Encoding walks the registry order; the parser reads exactly the registry's fields."""
+    schema = REGISTRY["PageNotify"]
+    body = encode_form(((f.wire, "1") for f in schema.fields), CharacterSet.UTF8).decode()
+
+    assert [f.wire for f in schema.fields] == [pair.split("=")[0] for pair in body.split("&")]
+    with pytest.raises(DecodeError, match=r"^payNo: "):
+        typed_values(schema, {"merchantId": "M"}, PageNotify)
+
+
+def test_request_schema_has_the_documented_27_fields_plus_cert_and_hmac() -> None:
+    """DirectPayConfirm: 27 signed fields, then merchantCert and hmac (section 6.1.3)."""
+    schema = REGISTRY["DirectPayConfirm"]
+
+    assert 27 == len(schema.signed_names)
+    assert ("merchantCert", "hmac") == tuple(f.wire for f in schema.fields[27:])
+    assert ("characterSet", "couponsFlag") == (schema.signed_names[0], schema.signed_names[-1])
+
+
+def test_wap_request_differs_only_in_type() -> None:
+    """WAPDirectPayConfirm is data alone: the same fields, another type value."""
+    pc, wap = REGISTRY["DirectPayConfirm"], REGISTRY["WAPDirectPayConfirm"]
+
+    assert pc.signed_names == wap.signed_names
+    assert ("WAPDirectPayConfirm",) == wap.by_wire["type"].choices
+
+
+def test_validation_reads_rules_from_the_registry() -> None:
+    """Changing a max length in the registry changes what validation accepts."""
+    schema = REGISTRY["DirectPayConfirm"]
+    shorter = attrs.evolve(
+        schema,
+        fields=tuple(
+            attrs.evolve(f, max_length=2) if f.wire == "productName" else f for f in schema.fields
+        ),
+    )
+
+    assert [] == [
+        p for p in check_fields(schema, {"productName": "abc"}) if p.field == "productName"
+    ]
+    assert ["productName"] == [
+        p.field for p in check_fields(shorter, {"productName": "abc"}) if p.field == "productName"
+    ]
+
+
+def test_every_schema_ends_with_its_signature_field() -> None:
+    """Each message carries hmac last, after its unsigned certificate field."""
+    for schema in REGISTRY.values():
+        assert Kind.SIGNATURE is schema.fields[-1].kind
+        assert schema.cert_field is not None

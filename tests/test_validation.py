@@ -1,0 +1,160 @@
+"""Validation before any I/O: every problem of an order reported together, by field and rule."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from cmpay_async import (
+    CharacterSet,
+    EncodingError,
+    Md5Signer,
+    Order,
+    PeriodUnit,
+    ValidationError,
+    build_payment_request,
+    yuan_to_fen,
+)
+
+from .helpers import TEST_KEY, TEST_MERCHANT, TODAY, valid_order
+
+
+def build(order: Order, **kw: Any) -> Any:
+    """Build a request with sensible protocol values."""
+    args: dict[str, Any] = {
+        "merchant_id": TEST_MERCHANT,
+        "request_id": "R1",
+        "ip_address": "10.9.26.2",
+        "signer": Md5Signer(TEST_KEY),
+        "today": TODAY,
+    }
+    args.update(kw)
+    return build_payment_request(order, **args)
+
+
+def test_valid_order_builds() -> None:
+    """A valid order yields a signed UTF-8 form body."""
+    request = build(valid_order())
+
+    assert "application/x-www-form-urlencoded; charset=UTF-8" == request.content_type
+    assert request.body.endswith(b"&hmac=" + request.fields["hmac"].encode())
+    assert "20261126" == request.fields["orderDate"] == request.fields["merAcDate"]
+
+
+def test_ten_invalid_fields_are_all_named_in_one_error() -> None:
+    """Ten different broken rules come back together, each naming its field."""
+    order = valid_order(
+        amount=0,  # below one fen
+        product_name="",  # required
+        period=1000,  # longer than 3 digits
+        period_unit="09",  # not an enum value
+        bank_abbr="NOPE",  # not in appendix 9.1
+        product_desc="x" * 257,  # too long
+        callback_url="ftp://shop.example/",  # not http(s)
+        notify_url="not a url",  # not a URL at all
+        show_url="javascript:alert(1)",  # not http(s)
+        product_num=-1,  # not digits
+    )
+
+    with pytest.raises(ValidationError) as info:
+        build(order)
+
+    assert {
+        "amount",
+        "productName",
+        "period",
+        "periodUnit",
+        "bankAbbr",
+        "productDesc",
+        "callbackUrl",
+        "notifyUrl",
+        "showUrl",
+        "productNum",
+    } == set(info.value.fields)
+    assert str(info.value).startswith("10 problems: ")
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "kw", "expected"),
+    [
+        ({"product_name": "长" * 51}, {}, "productName: longer than 50 characters"),
+        ({"amount": 12.5}, {}, "amount: must be an int of fen, not float"),
+        ({"amount": True}, {}, "amount: must not be a bool"),
+        ({"amount": 10**10}, {}, "amount: longer than 10 characters"),
+        ({"order_id": ""}, {}, "orderId: required"),
+        ({}, {"ip_address": "256.1.1.1"}, "ipAddress: must be an IPv4 address"),
+        ({}, {"ip_address": "::1"}, "ipAddress: must be an IPv4 address"),
+        ({}, {"merchant_id": ""}, "merchantId: required"),
+        ({"period": 0}, {}, "period: must be at least 1"),
+        ({"order_date": dt.datetime(2026, 1, 1)}, {}, "orderDate: datetime must be timezone-aware"),
+        ({"currency": "01"}, {}, "currency: must be one of 00"),
+        ({"coupons_flag": "50"}, {}, "couponsFlag: must be one of 00, 10, 20, 30, 40"),
+    ],
+)
+def test_single_problem_messages(
+    overrides: dict[str, Any], kw: dict[str, Any], expected: str
+) -> None:
+    """Each rule produces a message naming the field and the rule."""
+    with pytest.raises(ValidationError) as info:
+        build(valid_order(**overrides), **kw)
+
+    assert expected == str(info.value)
+
+
+def test_unknown_bank_code_can_be_allowed() -> None:
+    """A bank code newer than the 2011 table passes when the merchant allows it."""
+    with pytest.raises(ValidationError, match="bankAbbr: unknown bank code 'WEBANK'"):
+        build(valid_order(bank_abbr="WEBANK"))
+
+    request = build(valid_order(bank_abbr="WEBANK"), extra_bank_codes={"WEBANK"})
+    assert "WEBANK" == request.fields["bankAbbr"]
+
+
+def test_charset_problem_names_field_and_character() -> None:
+    """A GBK order with an emoji is refused before sending, naming the field."""
+    with pytest.raises(EncodingError) as info:
+        build(valid_order(product_name="咖啡☕"), character_set=CharacterSet.GB2312)
+
+    assert ("productName",) == info.value.fields
+
+
+def test_enum_values_and_strings_are_accepted_alike() -> None:
+    """PeriodUnit.HOURS and "01" give the same request."""
+    a = build(valid_order(period_unit=PeriodUnit.HOURS))
+    b = build(valid_order(period_unit="01"))
+
+    assert a.body == b.body
+
+
+def test_order_rejects_non_order() -> None:
+    """Passing a dict where an Order belongs is a TypeError, not a silent request."""
+    with pytest.raises(TypeError, match="Order"):
+        build({"amount": 1})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("yuan", "fen"),
+    [("12.50", 1250), (Decimal("0.01"), 1), (3, 300), (" 1.1 ", 110), ("100", 10000)],
+)
+def test_yuan_to_fen_is_exact(yuan: Any, fen: int) -> None:
+    """Yuan as str, Decimal or int convert to exact fen."""
+    assert fen == yuan_to_fen(yuan)
+
+
+@pytest.mark.parametrize(
+    ("yuan", "match"),
+    [
+        (12.5, "not float"),
+        ("0.001", "finer than one fen"),
+        ("abc", "not a decimal"),
+        ("NaN", "finite"),
+    ],
+)
+def test_yuan_to_fen_refuses_floats_and_sub_fen(yuan: Any, match: str) -> None:
+    """Floats, sub-fen amounts and non-numbers are refused, naming amount."""
+    with pytest.raises(ValidationError, match=f"amount: .*{match}"):
+        yuan_to_fen(yuan)

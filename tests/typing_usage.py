@@ -1,0 +1,58 @@
+"""Public API used as a merchant would; checked by ``mypy --strict`` (never run)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import cmpay_async
+from cmpay_async import (
+    CharacterSet,
+    GatewayError,
+    Md5Signer,
+    Order,
+    PaymentResponse,
+    PeriodUnit,
+    Signer,
+    ValidationError,
+    Verifier,
+    build_payment_request,
+    parse_payment_response,
+    yuan_to_fen,
+)
+
+
+def make_order() -> Order:
+    """An order built with typed values."""
+    return Order(
+        amount=yuan_to_fen(Decimal("12.50")),
+        order_id="A1",
+        product_name="咖啡",
+        period=30,
+        period_unit=PeriodUnit.MINUTES,
+        order_date=dt.date(2026, 11, 26),
+    )
+
+
+def sign_and_read(body: bytes) -> str:
+    """Sign a request and read an answer."""
+    signer: Signer = Md5Signer("k")
+    verifier: Verifier = Md5Signer("k")
+    try:
+        request = build_payment_request(
+            make_order(),
+            merchant_id="M",
+            request_id="R",
+            ip_address="1.2.3.4",
+            signer=signer,
+            today=dt.date(2026, 11, 26),
+            character_set=CharacterSet.GBK,
+        )
+    except ValidationError as exc:
+        return "; ".join(f"{p.field}={p.rule}" for p in exc.problems)
+    assert request.content_type
+    try:
+        response: PaymentResponse = parse_payment_response(body, verifier=verifier)
+    except GatewayError as exc:
+        return exc.code
+    return response.pay_url.redirect_url + cmpay_async.__version__
