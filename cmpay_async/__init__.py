@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._appendix import BANK_CODES, RETURN_CODES, SUCCESS_CODES, ReturnCode, explain_return_code
+from ._client import PRODUCTION_ENDPOINT, TEST_ENDPOINT, CmpayClient, RetryPolicy, Timeouts
 from ._codec import (
     content_type,
     decode_payload,
@@ -22,6 +23,7 @@ from ._exceptions import (
     DuplicateFieldError,
     EncodingError,
     GatewayError,
+    HTTPStatusError,
     PayloadTooLargeError,
     Problem,
     RemoteProtocolError,
@@ -43,6 +45,7 @@ from ._models import (
     PayUrl,
     yuan_to_fen,
 )
+from ._notify import Ack, ack, nack, verify_notification
 from ._protocol import PreparedRequest, build_payment_request, parse_payment_response
 from ._schema import REGISTRY, Field, Kind, Schema, schema_for
 from ._signing import Md5Signer, RsaSigner, RsaVerifier, Signer, Verifier, signing_source
@@ -55,12 +58,16 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "BANK_CODES",
     "CHINA_TZ",
+    "PRODUCTION_ENDPOINT",
     "REGISTRY",
     "RETURN_CODES",
     "SUCCESS_CODES",
+    "TEST_ENDPOINT",
+    "Ack",
     "AmountItems",
     "CharacterSet",
     "ClientClosedError",
+    "CmpayClient",
     "CmpayError",
     "ConfigurationError",
     "ConnectError",
@@ -71,6 +78,7 @@ __all__ = [
     "EncodingError",
     "Field",
     "GatewayError",
+    "HTTPStatusError",
     "Kind",
     "Md5Signer",
     "Notification",
@@ -85,6 +93,7 @@ __all__ = [
     "PreparedRequest",
     "Problem",
     "RemoteProtocolError",
+    "RetryPolicy",
     "ReturnCode",
     "RsaSigner",
     "RsaVerifier",
@@ -93,17 +102,20 @@ __all__ = [
     "SignTypeMismatchError",
     "SignatureError",
     "Signer",
+    "Timeouts",
     "TransportError",
     "TransportTimeoutError",
     "UnexpectedMessageError",
     "ValidationError",
     "Verifier",
     "__version__",
+    "ack",
     "build_payment_request",
     "content_type",
     "decode_payload",
     "encode_form",
     "explain_return_code",
+    "nack",
     "parse_amount_items",
     "parse_date",
     "parse_datetime",
@@ -111,5 +123,6 @@ __all__ = [
     "parse_payment_response",
     "schema_for",
     "signing_source",
+    "verify_notification",
     "yuan_to_fen",
 ]

@@ -93,12 +93,17 @@ def wire_fields(
 ) -> tuple[dict[str, str], list[Problem]]:
     """Turn typed values keyed by attribute name into wire strings keyed by wire name.
 
-    Values the wire cannot carry (a float amount, a naive datetime) become problems.
+    Fields with a single allowed value (``type``, ``version``) are filled in. Values the wire
+    cannot carry (a float amount, a naive datetime) become problems.
     """
     out: dict[str, str] = {}
     problems: list[Problem] = []
     for field in schema.fields:
-        result = _wire_value(field, values.get(field.attr))
+        value = values.get(field.attr)
+        if value is None and field.choices is not None and len(field.choices) == 1:
+            # A field with one allowed value (type, version) needs no caller to state it.
+            value = field.choices[0]
+        result = _wire_value(field, value)
         if isinstance(result, Problem):
             problems.append(result)
             out[field.wire] = ""

@@ -21,7 +21,11 @@ notification that cannot be trusted), as h11 tells ``LocalProtocolError`` from
     ├── GatewayError                           the gateway answered with a failure return code
     └── TransportError (OSError)               the exchange with the gateway failed
         ├── ConnectError                       certainly never sent; safe to retry
-        └── TransportTimeoutError (TimeoutError)
+        ├── TransportTimeoutError (TimeoutError)
+        └── HTTPStatusError                    the gateway answered with a non-2xx status
+
+Every ``TransportError`` says whether the request may have been processed (``maybe_sent``):
+when it is true, query the order before trying again, and never resend the same order blindly.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ __all__ = [
     "DuplicateFieldError",
     "EncodingError",
     "GatewayError",
+    "HTTPStatusError",
     "PayloadTooLargeError",
     "Problem",
     "RemoteProtocolError",
@@ -105,10 +110,19 @@ class RemoteProtocolError(CmpayError):
     """A payload received from the gateway (or claiming to be) cannot be trusted or used."""
 
     field: str | None
+    #: Set by the client: the HTTP status and a short, redacted excerpt of the answer.
+    status_code: int | None = None
+    excerpt: str | None = None
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
         super().__init__(f"{field}: {message}" if field else message)
+
+    def __str__(self) -> str:
+        text = str(self.args[0])
+        if self.status_code is not None:
+            text += f" (HTTP {self.status_code}, answer began {self.excerpt!r})"
+        return text
 
 
 class DecodeError(RemoteProtocolError, ValueError):
@@ -142,17 +156,28 @@ class GatewayError(CmpayError):
     gateway_message: str
     explanation: str
     hint: str | None
+    #: False when the failure answer was unsigned or its signature did not verify.
+    verified: bool
 
     def __init__(
-        self, code: str, gateway_message: str, *, explanation: str, hint: str | None = None
+        self,
+        code: str,
+        gateway_message: str,
+        *,
+        explanation: str,
+        hint: str | None = None,
+        verified: bool = True,
     ) -> None:
         self.code = code
         self.gateway_message = gateway_message
         self.explanation = explanation
         self.hint = hint
+        self.verified = verified
         text = f"{code}: {explanation}"
         if gateway_message:
             text += f" (gateway said: {gateway_message})"
+        if not verified:
+            text += " [answer not signed with the configured key]"
         if hint:
             text += f". Hint: {hint}"
         super().__init__(text)
@@ -164,10 +189,26 @@ class TransportError(CmpayError, OSError):
     #: True when the request may have reached the gateway and been processed.
     maybe_sent: bool
     status_code: int | None
+    #: A short, redacted excerpt of the answer body, when there was one.
+    excerpt: str | None
+    order_id: str | None
+    request_id: str | None
 
-    def __init__(self, message: str, *, maybe_sent: bool, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        maybe_sent: bool,
+        status_code: int | None = None,
+        excerpt: str | None = None,
+        order_id: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
         self.maybe_sent = maybe_sent
         self.status_code = status_code
+        self.excerpt = excerpt
+        self.order_id = order_id
+        self.request_id = request_id
         super().__init__(message)
 
     def __str__(self) -> str:
@@ -180,3 +221,7 @@ class ConnectError(TransportError):
 
 class TransportTimeoutError(TransportError, TimeoutError):
     """The gateway did not answer in time."""
+
+
+class HTTPStatusError(TransportError):
+    """The gateway (or a proxy before it) answered with a non-2xx HTTP status."""

@@ -27,7 +27,7 @@ from ._exceptions import (
     ValidationError,
 )
 from ._models import Order, PaymentResponse
-from ._schema import VERSION, Kind, Schema, schema_for
+from ._schema import Kind, Schema, schema_for
 from ._signing import Signer, Verifier, source_of
 from ._validate import check_fields
 
@@ -83,8 +83,6 @@ def build_payment_request(
         request_id=request_id,
         ip_address=ip_address,
         sign_type=signer.sign_type,
-        type=schema.wire_type,
-        version=VERSION,
         merchant_cert=signer.merchant_cert,
         callback_url=order.callback_url or callback_url,
         notify_url=order.notify_url or notify_url,
@@ -146,10 +144,10 @@ def verify_fields(schema: Schema, fields: Mapping[str, str], verifier: Verifier)
     raise SignatureError("signature does not match", field=schema.signature_field.wire)
 
 
-def gateway_error(code: str, message: str) -> GatewayError:
+def gateway_error(code: str, message: str, verified: bool) -> GatewayError:
     """The ``GatewayError`` for a failure return code, explained from appendix 9.2."""
     row = explain_return_code(code)
-    return GatewayError(code, message, explanation=row.english, hint=row.hint)
+    return GatewayError(code, message, explanation=row.english, hint=row.hint, verified=verified)
 
 
 def parse_payment_response(
@@ -171,13 +169,16 @@ def parse_payment_response(
     code = fields.get("returnCode", "")
     if not code:
         raise DecodeError("missing or empty", field="returnCode")
-    if code not in SUCCESS_CODES and not fields.get(schema.signature_field.wire):
-        # Failure answers may come unsigned (the gateway cannot sign for a merchant it does
-        # not know). They are only ever raised, never returned as data.
-        raise gateway_error(code, _readable(schema, fields).get("message", ""))
-    verified = verify_fields(schema, fields, verifier)
     if code not in SUCCESS_CODES:
-        raise gateway_error(code, verified.get("message", ""))
+        # A failure answer is only ever raised, never returned as data, so one that is unsigned
+        # or signed with another key (the gateway cannot sign for a merchant it does not know;
+        # after IPS0008 the merchant's own key is the wrong one) still reports its code.
+        try:
+            verified = verify_fields(schema, fields, verifier)
+        except SignatureError:
+            raise gateway_error(code, _readable(schema, fields).get("message", ""), False) from None
+        raise gateway_error(code, verified.get("message", ""), True)
+    verified = verify_fields(schema, fields, verifier)
     if merchant_id is not None and verified.get("merchantId") != merchant_id:
         raise UnexpectedMessageError("answer is for another merchant", field="merchantId")
     if request_id is not None and verified.get("requestId") != request_id:

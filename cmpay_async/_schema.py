@@ -59,6 +59,8 @@ class Field:
     utf8_escaped: bool = False
     #: Personal data: never logged in clear.
     sensitive: bool = False
+    #: A sample wire value (the document's own where it gives one), for test helpers and docs.
+    example: str = ""
 
     @property
     def signed(self) -> bool:
@@ -67,10 +69,22 @@ class Field:
 
 
 def _enum_field(
-    wire: str, attr: str, max_length: int, cls: type[enum.Enum], *, optional: bool = False
+    wire: str,
+    attr: str,
+    max_length: int,
+    cls: type[enum.Enum],
+    *,
+    optional: bool = False,
+    example: str = "",
 ) -> Field:
     return Field(
-        wire, attr, max_length, choices=tuple(m.value for m in cls), enum=cls, optional=optional
+        wire,
+        attr,
+        max_length,
+        choices=tuple(m.value for m in cls),
+        enum=cls,
+        optional=optional,
+        example=example,
     )
 
 
@@ -108,16 +122,17 @@ class Schema:
 
 # -- Field definitions shared by several messages ------------------------------------------------
 
-_MERCHANT_ID = Field("merchantId", "merchant_id", 50)
+# Examples are the values of the document's section 8.3 sample.
+_MERCHANT_ID = Field("merchantId", "merchant_id", 50, example="888009941120001")
 _REQUEST_ID = Field("requestId", "request_id", 50)
 _SIGN_TYPE = _enum_field("signType", "sign_type", 3, SignType)
 #: The only protocol version this library speaks.
 VERSION = "2.0.0"
 
-_VERSION = Field("version", "version", 10, choices=(VERSION,))
-_RETURN_CODE = Field("returnCode", "return_code", 10)
-_MESSAGE = Field("message", "message", 256, optional=True, utf8_escaped=True)
-_ORDER_ID = Field("orderId", "order_id", 50)
+_VERSION = Field("version", "version", 10, choices=(VERSION,), example=VERSION)
+_RETURN_CODE = Field("returnCode", "return_code", 10, example="000000")
+_MESSAGE = Field("message", "message", 256, optional=True, utf8_escaped=True, example="SUCCESS")
+_ORDER_ID = Field("orderId", "order_id", 50, example="201103091030298930")
 _RESERVED1 = Field("reserved1", "reserved1", 256, optional=True, utf8_escaped=True)
 _RESERVED2 = Field("reserved2", "reserved2", 256, optional=True, utf8_escaped=True)
 _MERCHANT_CERT = Field("merchantCert", "merchant_cert", kind=Kind.CERT, optional=True)
@@ -125,8 +140,8 @@ _SERVER_CERT = Field("serverCert", "server_cert", kind=Kind.CERT, optional=True)
 _HMAC = Field("hmac", "hmac", kind=Kind.SIGNATURE)
 
 
-def _type(*values: str) -> Field:
-    return Field("type", "type", 20, choices=values)
+def _type(value: str) -> Field:
+    return Field("type", "type", 20, choices=(value,), example=value)
 
 
 def _payment_request(wire_type: str) -> Schema:
@@ -203,18 +218,24 @@ def _notification(wire_type: str) -> Schema:
             _type(wire_type),
             _VERSION,
             _AMOUNT_PAID,
-            Field("amtItem", "amount_items", 256, Kind.AMT_ITEM),
+            Field(
+                "amtItem",
+                "amount_items",
+                256,
+                Kind.AMT_ITEM,
+                example="CNY_AMT=100#CMY_AMT=0#RED_AMT=0#VCH_AMT=0#POT_CHG_AMT=0",
+            ),
             # Not checked against appendix 9.1: a signed notification may name a newer bank.
-            Field("bankAbbr", "bank_abbr", 8, optional=True),
-            Field("mobile", "mobile", 15, optional=True, sensitive=True),
+            Field("bankAbbr", "bank_abbr", 8, optional=True, example="ICBC"),
+            Field("mobile", "mobile", 15, optional=True, sensitive=True, example="151****0263"),
             _ORDER_ID,
-            Field("payDate", "pay_date", 20, Kind.DATETIME),
-            Field("accountDate", "account_date", 8, Kind.DATE),
+            Field("payDate", "pay_date", 20, Kind.DATETIME, example="20190131102735"),
+            Field("accountDate", "account_date", 8, Kind.DATE, example="20190131"),
             _RESERVED1,
             _RESERVED2,
-            _enum_field("status", "status", 10, PaymentStatus),
-            Field("orderDate", "order_date", 10, Kind.DATE),
-            Field("fee", "fee", 10, Kind.NUMBER),
+            _enum_field("status", "status", 10, PaymentStatus, example="SUCCESS"),
+            Field("orderDate", "order_date", 10, Kind.DATE, example="20110309"),
+            Field("fee", "fee", 10, Kind.NUMBER, example="0"),
             _SERVER_CERT,
             _HMAC,
         ),
@@ -253,8 +274,8 @@ def _order_answer(wire_type: str, *business: Field) -> Schema:
     )
 
 
-_AMOUNT_PAID = Field("amount", "amount", 10, Kind.NUMBER)
-_PAY_NO = Field("payNo", "pay_no", 50)
+_AMOUNT_PAID = Field("amount", "amount", 10, Kind.NUMBER, example="100")
+_PAY_NO = Field("payNo", "pay_no", 50, example="201901310005378468")
 
 _SCHEMAS = (
     _payment_request("DirectPayConfirm"),
