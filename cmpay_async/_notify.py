@@ -78,6 +78,10 @@ def build_notification(
     fields, problems = wire_fields(schema, {**values, "sign_type": signer.sign_type})
     if problems:
         raise ValidationError(problems)
+    cert = schema.cert_field
+    if cert is not None and not fields[cert.wire]:
+        # RSA payloads carry the signer's certificate ("此项必输"); verifiers never use it.
+        fields[cert.wire] = signer.merchant_cert
     fields[schema.signature_field.wire] = signer.sign(source_of(schema, fields))
     return fields
 

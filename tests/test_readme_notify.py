@@ -1,0 +1,114 @@
+"""The README's notification handlers, run in the real frameworks they are written for."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from cmpay_async import Md5Signer
+from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
+
+from .readme import run_examples
+
+pytestmark = pytest.mark.anyio
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment the README's setup block reads."""
+    monkeypatch.setenv("CMPAY_SIGN_KEY", PUBLIC_TEST_KEY)
+    monkeypatch.setenv("CMPAY_MERCHANT_ID", PUBLIC_TEST_MERCHANT)
+
+
+Post = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+
+
+async def check_handler(post: Post, paid: dict[str, int]) -> None:
+    """A signed notification is acked once per pay_no; a forged one never gets SUCCESS."""
+    body = sign_notification(order_id="R1", amount=1250, pay_no="PAY1")
+    forged = sign_notification(order_id="R1", amount=1250, pay_no="PAY2", signer=Md5Signer("x"))
+
+    assert (200, b"SUCCESS") == await post(body)
+    assert (200, b"SUCCESS") == await post(body)  # the retry of the same payment
+    status, answer = await post(forged)
+    assert answer != b"SUCCESS"
+    assert 400 == status
+    assert {"PAY1": 1250} == paid
+
+
+async def test_starlette_handler(env: None) -> None:
+    """The Starlette/FastAPI handler, through httpx's ASGI transport."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    ns = run_examples("notify-setup", "starlette")
+    app = Starlette(routes=[Route("/cmpay/notify", ns["cmpay_notify"], methods=["POST"])])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://shop") as http:
+
+        async def post(body: bytes) -> tuple[int, bytes]:
+            response = await http.post("/cmpay/notify", content=body, headers=FORM)
+            return response.status_code, response.content
+
+        await check_handler(post, ns["PAID"])
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp runs on asyncio only
+async def test_aiohttp_handler(env: None, anyio_backend: str) -> None:
+    """The aiohttp handler, on aiohttp's own test server."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    ns = run_examples("notify-setup", "aiohttp")
+    app = web.Application()
+    app.router.add_post("/cmpay/notify", ns["cmpay_notify"])
+    async with TestClient(TestServer(app)) as client:
+
+        async def post(body: bytes) -> tuple[int, bytes]:
+            response = await client.post("/cmpay/notify", data=body, headers=FORM)
+            return response.status, await response.read()
+
+        await check_handler(post, ns["PAID"])
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # Django's async client is asyncio-based
+async def test_django_handler(env: None, anyio_backend: str) -> None:
+    """The Django async view, through Django's async test client."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            ROOT_URLCONF="readme_django_urls",
+            ALLOWED_HOSTS=["*"],
+            SECRET_KEY="test-only",
+            MIDDLEWARE=["django.middleware.csrf.CsrfViewMiddleware"],
+            INSTALLED_APPS=[],
+            DATABASES={},
+            USE_TZ=True,
+        )
+        django.setup()
+    from django.test import AsyncClient
+    from django.urls import clear_url_caches, path
+
+    ns = run_examples("notify-setup", "django")
+    urls: Any = types.ModuleType("readme_django_urls")
+    urls.urlpatterns = [path("cmpay/notify", ns["cmpay_notify"])]
+    sys.modules["readme_django_urls"] = urls
+    clear_url_caches()
+    client = AsyncClient(enforce_csrf_checks=True)
+
+    async def post(body: bytes) -> tuple[int, bytes]:
+        response = await client.post(
+            "/cmpay/notify", data=body, content_type="application/x-www-form-urlencoded"
+        )
+        return response.status_code, response.content
+
+    await check_handler(post, ns["PAID"])
