@@ -3,35 +3,56 @@
 It holds merchants and orders in memory, answers ``POST /ips/cmpayService`` like the gateway
 (appendix 9.2 codes for the first problem found), serves a cashier page, and delivers signed
 PageNotify and OfflineNotify messages, with OfflineNotify retried on the document's schedule.
+Time runs on a ``SandboxClock``: scaled (a minute in 10 ms, say) and advanceable by hand.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import html
 import itertools
 import json
+import math
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import attrs
+import httpx
+from anyio.abc import TaskGroup
 
 from ._appendix import RETURN_CODES, SUCCESS_CODES
+from ._asgi import Receive, Request, Scope, Send, read_request, respond
 from ._codec import decode_payload, encode_answer
-from ._enums import CharacterSet
+from ._enums import CharacterSet, PaymentStatus
 from ._exceptions import DecodeError, Problem, SignatureError
-from ._models import CHINA_TZ
+from ._models import CHINA_TZ, AmountItems
+from ._notify import build_notification, encode_notification
 from ._protocol import verify_fields
 from ._schema import REGISTRY, Schema
 from ._signing import Md5Signer, RsaSigner, Signer, Verifier, source_of
 from ._validate import check_fields
 
-__all__ = ["PUBLIC_TEST_KEY", "PUBLIC_TEST_MERCHANT", "Merchant", "Sandbox", "SandboxOrder"]
+__all__ = [
+    "OFFLINE_GAPS_MINUTES",
+    "PUBLIC_TEST_KEY",
+    "PUBLIC_TEST_MERCHANT",
+    "Merchant",
+    "NotifyAttempt",
+    "Sandbox",
+    "SandboxClock",
+    "SandboxOrder",
+]
 
 #: The vendor's public test merchant and signKey (PROTOCOL.md section 6): not a secret.
 PUBLIC_TEST_MERCHANT = "888009941120001"
 PUBLIC_TEST_KEY = "8Fb5j7RAYj4Dw3s6bZ11hVynY9oyx0LHdTz3Xww8xmNsfzGd1qABCerSz0ZRXMA3"
+
+#: Minutes between the 8 OfflineNotify attempts (section 8.1): about 24.3 hours in all.
+OFFLINE_GAPS_MINUTES = (1, 5, 10, 60, 120, 360, 900)
 
 #: A code of the sandbox's own, for a broken rule the appendix gives no code for.
 SANDBOX_INVALID = "SBX01000"
@@ -46,11 +67,58 @@ _PROBLEM_CODES: Mapping[tuple[str, str], str] = {
     ("period", "min_value"): "MCG01028",
     ("orderDate", "required"): "MCG01024",
     ("orderDate", "date"): "MCG01025",
-    ("orderDate", "digits"): "MCG01025",
+    ("orderDate", "max_length"): "MCG01025",
     ("currency", "required"): "MCG01018",
     ("currency", "choices"): "MCG01019",
     ("amount", "required"): "MCG01014",
 }
+
+
+class SandboxClock:
+    """Virtual minutes for the notification schedule: scaled real time plus manual advances.
+
+    ``seconds_per_minute=0.01`` runs a virtual minute in 10 ms; ``None`` stops time, so only
+    ``advance()`` moves it (for tests that step through the schedule).
+    """
+
+    def __init__(self, seconds_per_minute: float | None = 60.0) -> None:
+        if seconds_per_minute is not None and seconds_per_minute <= 0:
+            raise ValueError("seconds_per_minute must be positive or None")
+        self.seconds_per_minute = seconds_per_minute
+        self._start = time.monotonic()
+        self._offset = 0.0
+        self._waiters: list[anyio.Event] = []
+
+    def now(self) -> float:
+        """Virtual minutes since the clock started."""
+        scaled = 0.0
+        if self.seconds_per_minute is not None:
+            scaled = (time.monotonic() - self._start) / self.seconds_per_minute
+        return self._offset + scaled
+
+    @property
+    def sleepers(self) -> int:
+        """How many tasks are waiting on this clock right now."""
+        return len(self._waiters)
+
+    def advance(self, minutes: float) -> None:
+        """Move virtual time forward, waking sleepers whose time has come."""
+        self._offset += minutes
+        waiters, self._waiters = self._waiters, []
+        for event in waiters:
+            event.set()
+
+    async def sleep(self, minutes: float) -> None:
+        """Sleep this many virtual minutes."""
+        target = self.now() + minutes
+        while (remaining := target - self.now()) > 1e-9:
+            event = anyio.Event()
+            self._waiters.append(event)
+            real = (
+                math.inf if self.seconds_per_minute is None else remaining * self.seconds_per_minute
+            )
+            with anyio.move_on_after(real):
+                await event.wait()
 
 
 @attrs.define(kw_only=True)
@@ -80,13 +148,16 @@ class Merchant:
 
 @attrs.define(kw_only=True)
 class NotifyAttempt:
-    """One delivery attempt of a notification, and what the merchant answered."""
+    """One delivery of a notification, and what the merchant answered."""
 
     kind: str
     attempt: int
-    at: str
+    #: Virtual minute of the sandbox clock when it was sent.
+    minute: float
     status: int | None
     answer: str
+    forged: bool = False
+    duplicate: bool = False
 
 
 @attrs.define(kw_only=True)
@@ -102,6 +173,8 @@ class SandboxOrder:
     pay_no: str = ""
     pay_date: str = ""
     refunded: int = 0
+    #: idle, delivering, acknowledged (SUCCESS received), exhausted (8 attempts failed)
+    delivery: str = "idle"
     attempts: list[NotifyAttempt] = attrs.field(factory=list)
 
     @property
@@ -112,7 +185,7 @@ class SandboxOrder:
     def to_json(self) -> dict[str, Any]:
         """The order as shown by ``GET /_sandbox/orders``; the hmac is not included."""
         data = attrs.asdict(self)
-        signature = REGISTRY[self.fields.get("type", "DirectPayConfirm")].signature_field.wire
+        signature = REGISTRY[self.fields["type"]].signature_field.wire
         data["fields"] = {k: v for k, v in self.fields.items() if k != signature}
         data["amount"] = self.amount
         return data
@@ -120,7 +193,7 @@ class SandboxOrder:
 
 @attrs.define(kw_only=True)
 class Faults:
-    """One-shot faults for the next request, to test how merchant code copes."""
+    """One-shot faults, to test how merchant code copes."""
 
     return_code: str | None = None
     raw_answer: tuple[int, bytes] | None = None
@@ -130,11 +203,14 @@ class Faults:
     drop_after_processing: bool = False
 
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+@attrs.define(kw_only=True)
+class NotifyFaults:
+    """One-shot faults for the next payment's OfflineNotify delivery."""
 
-_MAX_BODY = 64 * 1024
+    #: Before the real OfflineNotify, post a copy with a broken signature.
+    forged: bool = False
+    #: Post the first OfflineNotify this many extra times.
+    duplicates: int = 0
 
 
 class _Dropped(Exception):
@@ -144,37 +220,46 @@ class _Dropped(Exception):
 class Sandbox:
     """A simulated CMPay gateway as an ASGI application.
 
-    By default it knows the vendor's public test merchant; add others with ``add_merchant``.
-    Orders live in memory in ``orders``; ``faults`` injects one-shot failures.
+    By default it knows the vendor's public test merchant; pass ``merchants`` for others.
+    Background delivery of OfflineNotify runs while the app's lifespan runs (any ASGI server)
+    or inside ``async with sandbox.running():`` (in-process tests).
     """
 
     def __init__(
         self,
         *,
         merchants: list[Merchant] | None = None,
-        clock: Callable[[], dt.datetime] | None = None,
+        clock: SandboxClock | None = None,
+        notify_transport: httpx.AsyncBaseTransport | None = None,
+        now: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self.merchants: dict[str, Merchant] = {}
         for merchant in merchants or [Merchant.md5(PUBLIC_TEST_MERCHANT, PUBLIC_TEST_KEY)]:
-            self.add_merchant(merchant)
+            self.merchants[merchant.merchant_id] = merchant
+        self.clock = clock or SandboxClock()
         self.orders: dict[tuple[str, str], SandboxOrder] = {}
         self.sessions: dict[str, SandboxOrder] = {}
         self.request_ids: set[tuple[str, str]] = set()
         self.faults = Faults()
-        self._clock = clock or (lambda: dt.datetime.now(CHINA_TZ))
-        self._pay_numbers = itertools.count(1)
+        self.notify_faults = NotifyFaults()
         self.requests_seen = 0
+        self._now = now or (lambda: dt.datetime.now(CHINA_TZ))
+        self._pay_numbers = itertools.count(1)
+        self._notify_transport = notify_transport
+        self._task_group: TaskGroup | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._pending: list[tuple[SandboxOrder, bytes, NotifyFaults]] = []
 
-    # -- configuration -------------------------------------------------------------------------
-
-    def add_merchant(self, merchant: Merchant) -> None:
-        """Register a merchant account."""
-        self.merchants[merchant.merchant_id] = merchant
+    # -- configuration and inspection ---------------------------------------------------------
 
     @property
     def merchant_id(self) -> str:
         """The id of the first (default) merchant."""
         return next(iter(self.merchants))
+
+    def order(self, order_id: str, merchant_id: str | None = None) -> SandboxOrder:
+        """The order with this id (of the default merchant unless told)."""
+        return self.orders[(merchant_id or self.merchant_id, order_id)]
 
     def fail_next(self, return_code: str) -> None:
         """Answer the next valid order with this return code instead of success."""
@@ -196,44 +281,135 @@ class Sandbox:
         """Process the next order, then cut the connection before the answer is complete."""
         self.faults.drop_after_processing = True
 
-    def order(self, order_id: str, merchant_id: str | None = None) -> SandboxOrder:
-        """The order with this id (of the default merchant unless told)."""
-        return self.orders[(merchant_id or self.merchant_id, order_id)]
+    def forge_next_notification(self) -> None:
+        """Precede the next payment's OfflineNotify with a copy whose signature is broken."""
+        self.notify_faults.forged = True
+
+    def duplicate_next_notification(self, times: int = 1) -> None:
+        """Post the next payment's first OfflineNotify ``times`` extra times."""
+        self.notify_faults.duplicates = times
+
+    # -- background delivery ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Sandbox]:
+        """Run notification delivery in the background for the duration of the block."""
+        async with (
+            httpx.AsyncClient(transport=self._notify_transport, timeout=10) as http,
+            anyio.create_task_group() as tg,
+        ):
+            self._task_group, self._http = tg, http
+            pending, self._pending = self._pending, []
+            for job in pending:
+                tg.start_soon(self._deliver, *job)
+            try:
+                yield self
+            finally:
+                self._task_group = self._http = None
+                tg.cancel_scope.cancel()
+
+    def _schedule(self, order: SandboxOrder, body: bytes, faults: NotifyFaults) -> None:
+        order.delivery = "delivering"
+        if self._task_group is None:
+            self._pending.append((order, body, faults))
+        else:
+            self._task_group.start_soon(self._deliver, order, body, faults)
+
+    async def _deliver(self, order: SandboxOrder, body: bytes, faults: NotifyFaults) -> None:
+        url = order.fields["notifyUrl"]
+        if faults.forged:
+            await self._post(order, url, _break_signature(body), 0, forged=True)
+        for attempt, gap in enumerate((0, *OFFLINE_GAPS_MINUTES), start=1):
+            if gap:
+                await self.clock.sleep(gap)
+            if attempt == 1:
+                for _ in range(faults.duplicates):
+                    await self._post(order, url, body, attempt, duplicate=True)
+            if await self._post(order, url, body, attempt):
+                order.delivery = "acknowledged"
+                return
+        order.delivery = "exhausted"
+
+    async def _post(
+        self, order: SandboxOrder, url: str, body: bytes, attempt: int, **flags: bool
+    ) -> bool:
+        """Post one OfflineNotify; True when the merchant answered exactly ``SUCCESS``."""
+        if self._http is None:
+            raise RuntimeError("notifications are delivered only while the sandbox is running")
+        minute = round(self.clock.now(), 3)
+        try:
+            response = await self._http.post(
+                url, content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+            )
+        except httpx.HTTPError as exc:
+            order.attempts.append(
+                NotifyAttempt(
+                    kind="OfflineNotify",
+                    attempt=attempt,
+                    minute=minute,
+                    status=None,
+                    answer=f"{type(exc).__name__}",
+                    **flags,
+                )
+            )
+            return False
+        order.attempts.append(
+            NotifyAttempt(
+                kind="OfflineNotify",
+                attempt=attempt,
+                minute=minute,
+                status=response.status_code,
+                answer=response.content[:64].decode("utf-8", "replace"),
+                **flags,
+            )
+        )
+        return response.content == b"SUCCESS" and not flags
 
     # -- ASGI -----------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
-        method, path = scope["method"], scope["path"]
-        body = await _read_body(receive)
-        base = _base_url(scope)
-        if path == "/ips/cmpayService" and method == "POST":
-            await self._service(body, base, send)
-        elif path == "/_sandbox/orders" and method == "GET":
+        request = await read_request(scope, receive)
+        route = (request.method, request.path)
+        if route == ("POST", "/ips/cmpayService"):
+            await self._service(request, send)
+        elif request.path in ("/ips/FormTrans3", "/ips/WAPCashier"):
+            await self._cashier(request, send)
+        elif route == ("POST", "/ips/FormTrans3/pay"):
+            await self._pay_page(request, send)
+        elif route == ("GET", "/_sandbox/orders"):
             data = [o.to_json() for o in self.orders.values()]
-            await _respond(
-                send, 200, json.dumps(data, ensure_ascii=False).encode(), "application/json"
-            )
+            body = json.dumps(data, ensure_ascii=False, indent=1).encode()
+            await respond(send, 200, body, "application/json")
         else:
-            await _respond(send, 404, b"not found", "text/plain; charset=utf-8")
+            await respond(send, 404, b"not found")
 
-    # -- the gateway ----------------------------------------------------------------------------
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        async with self.running():
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+        await send({"type": "lifespan.shutdown.complete"})
 
-    async def _service(self, body: bytes, base: str, send: Send) -> None:
+    # -- the service endpoint -------------------------------------------------------------------
+
+    async def _service(self, request: Request, send: Send) -> None:
         self.requests_seen += 1
         faults, self.faults = self.faults, Faults()
         if faults.delay:
             await anyio.sleep(faults.delay)
         if faults.raw_answer is not None:
             status, raw = faults.raw_answer
-            await _respond(send, status, raw, "text/html; charset=UTF-8")
+            await respond(send, status, raw, "text/html; charset=UTF-8")
             return
-        answer = self._handle(body, base, faults)
+        answer = self._handle(request.body, request.base_url, faults)
         if faults.drop_after_processing:
             await send(
                 {
@@ -244,47 +420,45 @@ class Sandbox:
             )
             await send({"type": "http.response.body", "body": answer[:10], "more_body": True})
             raise _Dropped("connection cut by fault injection")
-        await _respond(send, 200, answer, "text/plain; charset=UTF-8")
+        await respond(send, 200, answer, "text/plain; charset=UTF-8")
 
     def _handle(self, body: bytes, base: str, faults: Faults) -> bytes:
         """Process one service request and return the answer body."""
-        charset = _charset_of(body)
         try:
-            fields = decode_payload(body, form=True, charset=charset)
+            fields = decode_payload(body, form=True, charset=_charset_of(body))
         except DecodeError as exc:
             return _unsigned_answer({}, SANDBOX_INVALID, str(exc))
         message = fields.get("type", "")
         schema = REGISTRY.get(message)
-        if schema is None or REGISTRY.get(message + "Response") is None:
-            return _unsigned_answer(fields, SANDBOX_INVALID, f"type: unknown type {message[:20]!r}")
-        answer_schema = REGISTRY[message + "Response"]
+        answer_schema = REGISTRY.get(message + "Response")
+        if schema is None or answer_schema is None:
+            return _unsigned_answer(fields, SANDBOX_INVALID, f"type: unknown {message[:20]!r}")
         merchant = self.merchants.get(fields.get("merchantId", ""))
         if merchant is None:
             return _unsigned_answer(fields, "IPS0001", RETURN_CODES["IPS0001"].chinese)
         try:
             verify_fields(schema, fields, merchant.verifier)
         except SignatureError:
-            return self._answer(merchant, answer_schema, fields, "IPS0008", faults)
+            return _answer(merchant, answer_schema, fields, "IPS0008", faults)
         problems = check_fields(schema, fields)
         if problems:
-            return self._answer(
-                merchant, answer_schema, fields, _code_for(problems[0]), faults, problems[0]
-            )
-        handler = self._HANDLERS.get(message)
+            code = _PROBLEM_CODES.get((problems[0].field, problems[0].code), SANDBOX_INVALID)
+            return _answer(merchant, answer_schema, fields, code, faults, problems[0])
+        handler = _HANDLERS.get(message)
         if handler is None:
-            return self._answer(merchant, answer_schema, fields, "RPM77040", faults)
+            return _answer(merchant, answer_schema, fields, "RPM77040", faults)
         return handler(self, merchant, answer_schema, fields, base, faults)
 
-    def _pay(
+    def _create(
         self, merchant: Merchant, schema: Schema, fields: dict[str, str], base: str, faults: Faults
     ) -> bytes:
         key = (merchant.merchant_id, fields["orderId"])
         request_key = (merchant.merchant_id, fields["requestId"])
         if key in self.orders or request_key in self.request_ids:
-            return self._answer(merchant, schema, fields, "RPM22208", faults)
+            return _answer(merchant, schema, fields, "RPM22208", faults)
         self.request_ids.add(request_key)
         if faults.return_code is not None:
-            return self._answer(merchant, schema, fields, faults.return_code, faults)
+            return _answer(merchant, schema, fields, faults.return_code, faults)
         session_id = secrets.token_hex(12)
         order = SandboxOrder(
             merchant_id=merchant.merchant_id,
@@ -295,51 +469,141 @@ class Sandbox:
         )
         self.orders[key] = order
         self.sessions[session_id] = order
-        cashier = (
-            "/ips/WAPCashier" if fields.get("type", "").startswith("WAP") else "/ips/FormTrans3"
-        )
+        cashier = "/ips/WAPCashier" if schema.wire_type.startswith("WAP") else "/ips/FormTrans3"
         pay_url = (
             f"url<hi:=>{base}{cashier}<hi:$$>method<hi:=>post<hi:$$>sessionId<hi:=>{session_id}"
         )
-        return self._answer(merchant, schema, fields, "000000", faults, pay_url=pay_url)
+        return _answer(merchant, schema, fields, "000000", faults, pay_url=pay_url)
 
-    _HANDLERS: Mapping[str, Callable[..., bytes]] = {
-        "DirectPayConfirm": _pay,
-        "WAPDirectPayConfirm": _pay,
-    }
+    # -- the cashier ------------------------------------------------------------------------------
 
-    def _answer(
-        self,
-        merchant: Merchant,
-        schema: Schema,
-        request: Mapping[str, str],
-        code: str,
-        faults: Faults,
-        problem: Problem | None = None,
-        **business: str,
-    ) -> bytes:
-        """A signed answer echoing the request's protocol fields."""
-        row = RETURN_CODES.get(code)
-        message = "成功" if code in SUCCESS_CODES else (row.chinese if row else "交易失败")
-        if problem is not None:
-            message = f"{message} ({problem})"
-        wire_by_attr = {f.attr: f.wire for f in schema.fields}
-        fields = {f.wire: request.get(f.wire, "") for f in schema.fields if f.signed}
-        fields.update(
-            signType=merchant.signer.sign_type.value,
-            returnCode=code,
-            message=message,
+    async def _cashier(self, request: Request, send: Send) -> None:
+        params = dict(request.query)
+        if request.method == "POST":
+            params.update(decode_payload(request.body, form=True) if request.body.strip() else {})
+        order = self.sessions.get(params.get("sessionId", ""))
+        if order is None:
+            await respond(
+                send, 404, _page("CMPay sandbox", "<p>Unknown or expired session.</p>"), _HTML
+            )
+            return
+        merchant = self.merchants[order.merchant_id]
+        mobile = request.path == "/ips/WAPCashier"
+        fields = order.fields
+        rows = [
+            ("Merchant", fields.get("merchantAbbr") or merchant.name),
+            ("Product", fields.get("productName", "")),
+            ("Order", order.order_id),
+            ("Amount", f"¥{order.amount // 100}.{order.amount % 100:02d}"),
+        ]
+        table = "".join(f"<tr><th>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+        sid = html.escape(order.session_id, quote=True)
+        if order.state != "pending":
+            body = f"<table>{table}</table><p>This order is already {order.state}.</p>"
+        else:
+            buttons = "".join(
+                f'<form method="post" action="/ips/FormTrans3/pay">'
+                f'<input type="hidden" name="sessionId" value="{sid}">'
+                f'<button name="outcome" value="{value}">{label}</button></form>'
+                for value, label in (("pay", "Pay"), ("fail", "Fail"))
+            )
+            body = f"<table>{table}</table>{buttons}"
+        title = "CMPay sandbox cashier" + (" (mobile)" if mobile else "")
+        await respond(send, 200, _page(title, body, mobile=mobile), _HTML)
+
+    async def _pay_page(self, request: Request, send: Send) -> None:
+        form = decode_payload(request.body, form=True) if request.body.strip() else {}
+        order = self.sessions.get(form.get("sessionId", ""))
+        if order is None or order.state != "pending":
+            await respond(send, 409, _page("CMPay sandbox", "<p>Nothing to pay.</p>"), _HTML)
+            return
+        paid = form.get("outcome", "pay") == "pay"
+        faults, self.notify_faults = self.notify_faults, NotifyFaults()
+        page_fields, offline_body = self.settle(order, paid=paid)
+        self._schedule(order, offline_body, faults)
+        order.attempts.append(
+            NotifyAttempt(
+                kind="PageNotify",
+                attempt=1,
+                minute=round(self.clock.now(), 3),
+                status=None,
+                answer="handed to the buyer's browser",
+            )
         )
-        fields.update({wire_by_attr[k]: v for k, v in business.items()})
-        fields[schema.signature_field.wire] = merchant.signer.sign(source_of(schema, fields))
-        if faults.tamper_answer:
-            sig = fields[schema.signature_field.wire]
-            fields[schema.signature_field.wire] = ("0" if sig[0] != "0" else "1") + sig[1:]
-        return encode_answer(schema, fields)
+        inputs = "".join(
+            f'<input type="hidden" name="{html.escape(k, quote=True)}" '
+            f'value="{html.escape(v, quote=True)}">'
+            for k, v in page_fields.items()
+        )
+        action = html.escape(order.fields["callbackUrl"], quote=True)
+        body = (
+            f'<form id="notify" method="post" action="{action}">{inputs}'
+            '<noscript><button type="submit">Return to the shop</button></noscript></form>'
+            '<script>document.getElementById("notify").submit()</script>'
+        )
+        await respond(send, 200, _page("Returning to the shop", body), _HTML)
+
+    def settle(self, order: SandboxOrder, *, paid: bool) -> tuple[dict[str, str], bytes]:
+        """Mark an order paid or failed; return PageNotify fields and the OfflineNotify body."""
+        now = self._now().astimezone(CHINA_TZ)
+        order.state = "paid" if paid else "failed"
+        order.pay_no = f"{now:%Y%m%d}{next(self._pay_numbers):010d}"
+        order.pay_date = f"{now:%Y%m%d%H%M%S}"
+        merchant = self.merchants[order.merchant_id]
+        request_schema = REGISTRY[order.fields["type"]]
+        # Echo the order's own values (amount, orderId, reserved fields...) by registry name;
+        # fixed-vocabulary fields (type, version, signType) are the notification's own.
+        values: dict[str, Any] = {
+            f.attr: order.fields.get(request_schema.by_attr[f.attr].wire, "")
+            for f in REGISTRY["PageNotify"].fields
+            if f.attr in request_schema.by_attr and f.choices is None and f.signed
+        }
+        values.update(
+            pay_no=order.pay_no,
+            return_code="000000",
+            message="SUCCESS" if paid else "FAILED",
+            amount_items=AmountItems(cash=order.amount if paid else 0),
+            mobile=_mask(order.fields.get("userToken", "")),
+            pay_date=now,
+            account_date=now.date(),
+            status=PaymentStatus.SUCCESS if paid else PaymentStatus.FAILED,
+            fee=0,
+        )
+        page = build_notification("PageNotify", values, signer=merchant.signer)
+        offline = build_notification("OfflineNotify", values, signer=merchant.signer)
+        return page, encode_notification("OfflineNotify", offline, charset=CharacterSet.UTF8)
 
 
-def _code_for(problem: Problem) -> str:
-    return _PROBLEM_CODES.get((problem.field, problem.code), SANDBOX_INVALID)
+_HTML = "text/html; charset=utf-8"
+
+_HANDLERS: Mapping[str, Callable[..., bytes]] = {
+    "DirectPayConfirm": Sandbox._create,
+    "WAPDirectPayConfirm": Sandbox._create,
+}
+
+
+def _answer(
+    merchant: Merchant,
+    schema: Schema,
+    request: Mapping[str, str],
+    code: str,
+    faults: Faults,
+    problem: Problem | None = None,
+    **business: str,
+) -> bytes:
+    """A signed answer echoing the request's protocol fields."""
+    row = RETURN_CODES.get(code)
+    message = "成功" if code in SUCCESS_CODES else (row.chinese if row else "交易失败")
+    if problem is not None:
+        message = f"{message} ({problem})"
+    fields = {f.wire: request.get(f.wire, "") for f in schema.fields if f.signed}
+    fields.update(signType=merchant.signer.sign_type.value, returnCode=code, message=message)
+    fields.update({schema.by_attr[k].wire: v for k, v in business.items()})
+    signature = merchant.signer.sign(source_of(schema, fields))
+    if faults.tamper_answer:
+        signature = ("0" if signature[0] != "0" else "1") + signature[1:]
+    fields[schema.signature_field.wire] = signature
+    return encode_answer(schema, fields)
 
 
 def _unsigned_answer(request: Mapping[str, str], code: str, message: str) -> bytes:
@@ -348,6 +612,19 @@ def _unsigned_answer(request: Mapping[str, str], code: str, message: str) -> byt
     fields = {f.wire: request.get(f.wire, "") for f in schema.fields if f.signed}
     fields.update(returnCode=code, message=message, payUrl="")
     return encode_answer(schema, fields)
+
+
+def _break_signature(body: bytes) -> bytes:
+    head, sep, signature = body.rpartition(b"hmac=")
+    flipped = b"0" if signature[:1] != b"0" else b"1"
+    return head + sep + flipped + signature[1:]
+
+
+def _mask(user_token: str) -> str:
+    # The gateway reports the payer's phone as its first three and last four digits.
+    if len(user_token) == 11 and user_token.isdigit():
+        return f"{user_token[:3]}****{user_token[-4:]}"
+    return ""
 
 
 def _charset_of(body: bytes) -> str:
@@ -362,51 +639,10 @@ def _charset_of(body: bytes) -> str:
     return CharacterSet.GBK.codec  # the document's default when empty
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > _MAX_BODY:
-            break
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-async def _respond(send: Send, status: int, body: bytes, content_type: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-def _base_url(scope: Scope) -> str:
-    headers = dict(scope.get("headers") or [])
-    host = headers.get(b"host", b"").decode("latin-1")
-    if not host:
-        server = scope.get("server") or ("127.0.0.1", 80)
-        host = f"{server[0]}:{server[1]}"
-    return f"{scope.get('scheme', 'http')}://{host}"
+def _page(title: str, body: str, *, mobile: bool = False) -> bytes:
+    viewport = '<meta name="viewport" content="width=device-width">' if mobile else ""
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8">{viewport}'
+        f"<title>{html.escape(title)}</title></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    ).encode()

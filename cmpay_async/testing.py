@@ -15,15 +15,27 @@ from typing import Any
 from ._enums import CharacterSet
 from ._models import CHINA_TZ, AmountItems
 from ._notify import build_notification, encode_notification
-from ._sandbox import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Merchant, Sandbox, SandboxOrder
+from ._sandbox import (
+    OFFLINE_GAPS_MINUTES,
+    PUBLIC_TEST_KEY,
+    PUBLIC_TEST_MERCHANT,
+    Merchant,
+    NotifyAttempt,
+    Sandbox,
+    SandboxClock,
+    SandboxOrder,
+)
 from ._schema import REGISTRY, Kind
 from ._signing import Md5Signer, Signer
 
 __all__ = [
+    "OFFLINE_GAPS_MINUTES",
     "PUBLIC_TEST_KEY",
     "PUBLIC_TEST_MERCHANT",
     "Merchant",
+    "NotifyAttempt",
     "Sandbox",
+    "SandboxClock",
     "SandboxOrder",
     "notification_defaults",
     "sign_notification",
