@@ -17,6 +17,7 @@ class ScriptedMerchant:
         self.received: list[bytes] = []
         self.verified: list[Any] = []
         self.rejected = 0
+        self.page_notes: list[Any] = []
         self.verifier = Md5Signer(PUBLIC_TEST_KEY)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -24,6 +25,10 @@ class ScriptedMerchant:
         if scope["type"] != "http":
             return
         request = await read_request(scope, receive)
+        if request.path == "/return":  # PageNotify from the buyer's browser
+            self.page_notes.append(verify_notification(request.body, verifier=self.verifier))
+            await respond(send, 200, b"thank you")
+            return
         self.received.append(request.body)
         try:
             self.verified.append(verify_notification(request.body, verifier=self.verifier))

@@ -1,0 +1,253 @@
+"""The ``cmpay`` command line: sandbox, demo, and the signature debugger (sign, verify).
+
+Keys never come from a command-line argument (shell history, ``ps``): only from a file or an
+environment variable, or the vendor's public test key when asked for explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._codec import decode_payload, escaped_readings
+from ._exceptions import CmpayError, ConfigurationError
+from ._sandbox import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
+from ._schema import REGISTRY, Schema
+from ._signing import Md5Signer, RsaSigner, RsaVerifier, Signer, Verifier, inner_digest, source_of
+
+__all__ = ["main"]
+
+_DEFAULT_ENV = "CMPAY_SIGN_KEY"
+
+
+def _add_key_options(parser: argparse.ArgumentParser, *, rsa: str) -> None:
+    keys = parser.add_argument_group("key (never given on the command line)")
+    keys.add_argument("--key-file", type=Path, help="file holding the MD5 signKey")
+    keys.add_argument(
+        "--key-env",
+        default=_DEFAULT_ENV,
+        metavar="NAME",
+        help=f"environment variable holding the MD5 signKey (default {_DEFAULT_ENV})",
+    )
+    keys.add_argument(
+        "--public-test-key",
+        action="store_true",
+        help="use the vendor's public test signKey (test merchant 888009941120001)",
+    )
+    keys.add_argument(f"--rsa-{rsa}-key-file", type=Path, help=f"RSA {rsa} key file (PEM/DER/hex)")
+
+
+def _add_body_options(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--body", help="the message as k=v&k=v text (use - to read stdin)")
+    source.add_argument("--body-file", type=Path, help="file holding the message body")
+    source.add_argument(
+        "--field", action="append", metavar="NAME=VALUE", help="one field; repeat for each"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cmpay", description="cmpay-async: CMPay sandbox, demo and signature debugger."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="run the whole payment flow on loopback and print a timeline"
+    )
+    demo.add_argument(
+        "--minute-seconds",
+        type=float,
+        default=0.01,
+        help="real seconds per gateway minute for the retry schedule (default 0.01)",
+    )
+    demo.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+
+    sandbox = commands.add_parser("sandbox", help="serve the sandbox gateway over HTTP")
+    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sandbox.add_argument("--port", type=int, default=8800, help="port (default 8800, 0 = free)")
+    sandbox.add_argument(
+        "--minute-seconds",
+        type=float,
+        default=1.0,
+        help="real seconds per gateway minute for the retry schedule (default 1)",
+    )
+
+    names = ", ".join(REGISTRY)
+    sign = commands.add_parser(
+        "sign",
+        help="print the signature source, inner and final hmac of a message",
+        description=f"Messages: {names}.",
+    )
+    sign.add_argument("message", help="message name, e.g. DirectPayConfirm or PageNotify")
+    _add_body_options(sign)
+    _add_key_options(sign, rsa="private")
+
+    verify = commands.add_parser(
+        "verify",
+        help="find which field order and decoding make a message's hmac match",
+        description=f"Messages: {names}. Without a message, every one is tried.",
+    )
+    verify.add_argument("message", nargs="?", help="message name (default: try them all)")
+    _add_body_options(verify)
+    _add_key_options(verify, rsa="public")
+    return parser
+
+
+def _md5_key(args: argparse.Namespace) -> str:
+    if args.public_test_key:
+        return PUBLIC_TEST_KEY
+    if args.key_file is not None:
+        return str(args.key_file.read_text("utf-8").strip())
+    value = os.environ.get(args.key_env, "")
+    if not value:
+        raise ConfigurationError(
+            f"no key: set ${args.key_env}, or pass --key-file, or --public-test-key"
+        )
+    return value.strip()
+
+
+def _signer(args: argparse.Namespace) -> Signer:
+    path = getattr(args, "rsa_private_key_file", None)
+    return RsaSigner(path.read_bytes()) if path else Md5Signer(_md5_key(args))
+
+
+def _verifier(args: argparse.Namespace) -> Verifier:
+    path = getattr(args, "rsa_public_key_file", None)
+    return RsaVerifier(path.read_bytes()) if path else Md5Signer(_md5_key(args))
+
+
+def _body(args: argparse.Namespace) -> bytes:
+    if args.field:
+        pairs = [item.partition("=") for item in args.field]
+        bad = [name for name, sep, _ in pairs if not sep]
+        if bad:
+            raise ConfigurationError(f"--field {bad[0]!r} is not NAME=VALUE")
+        # Fields given one by one are taken literally: joined raw, not percent-decoded.
+        return "&".join(f"{n}={v}" for n, _, v in pairs).encode("utf-8")
+    if args.body_file is not None:
+        return bytes(args.body_file.read_bytes().strip())
+    if args.body == "-":
+        return sys.stdin.buffer.read().strip()
+    return str(args.body).strip().encode("utf-8")
+
+
+def _schema(name: str) -> Schema:
+    schema = REGISTRY.get(name)
+    if schema is None:
+        raise ConfigurationError(f"unknown message {name!r}; known: {', '.join(REGISTRY)}")
+    return schema
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    schema = _schema(args.message)
+    raw = _body(args)
+    fields = decode_payload(raw, form=not args.field)
+    signer = _signer(args)
+    print(f"message: {schema.name} (signType {signer.sign_type.value})")
+    print("fields in signing order:")
+    for name in schema.signed_names:
+        print(f"  {name:<13} = {fields.get(name, '')}")
+    unused = sorted(set(fields) - set(schema.signed_names) - {"hmac", "merchantCert", "serverCert"})
+    if unused:
+        print(f"not part of {schema.name}, ignored: {', '.join(unused)}")
+    source = source_of(schema, fields)
+    print(f"source: {source}")
+    if isinstance(signer, Md5Signer):
+        print(f"inner:  {inner_digest(source)}")
+    print(f"hmac:   {signer.sign(source)}")
+    return 0
+
+
+def _decodings(raw: bytes) -> list[tuple[str, dict[str, str]]]:
+    """The ways a body may have been read: each a label and its fields."""
+    out: list[tuple[str, dict[str, str]]] = []
+    for label, form, charset in (
+        ("form-decoded UTF-8", True, "utf-8"),
+        ("form-decoded GBK", True, "gbk"),
+        ("raw k=v (answer style)", False, "utf-8"),
+    ):
+        try:
+            out.append((label, decode_payload(raw, form=form, charset=charset)))
+        except CmpayError:
+            continue
+    return out
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    raw = _body(args)
+    verifier = _verifier(args)
+    decodings = _decodings(raw)
+    if not decodings:
+        print("the body cannot be decoded as UTF-8 or GBK form data")
+        return 1
+    signature = decodings[0][1].get("hmac", "")
+    if not signature:
+        print("the body has no hmac field")
+        return 1
+    schemas = [_schema(args.message)] if args.message else list(REGISTRY.values())
+    matched = []
+    tried = 0
+    for schema in schemas:
+        for label, fields in decodings:
+            readings = escaped_readings(schema, fields)
+            for index, reading in enumerate(readings):
+                tried += 1
+                how = label if index == len(readings) - 1 else f"{label}, Chinese fields decoded"
+                try:
+                    verifier.verify(source_of(schema, reading), signature)
+                except CmpayError:
+                    continue
+                matched.append((schema.name, how, source_of(schema, reading)))
+    if not matched:
+        print(f"NO MATCH: hmac {signature} fits none of {tried} field orders x decodings tried.")
+        print("Usual causes: another key, a field missing or extra, a value changed in transit,")
+        print("or the source signed in another encoding than UTF-8.")
+        if args.message:
+            fields = decodings[0][1]
+            print(f"source in {args.message} order: {source_of(_schema(args.message), fields)}")
+        return 1
+    for name, how, source in matched:
+        print(f"MATCH: field order of {name}, {how}")
+        print(f"  source: {source}")
+    return 0
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from ._sandbox import Sandbox, SandboxClock
+    from ._serve import _uvicorn
+
+    uvicorn = _uvicorn()
+    app = Sandbox(clock=SandboxClock(args.minute_seconds))
+    base = f"http://{args.host}:{args.port}"
+    print("cmpay-async sandbox gateway")
+    print(f"  merchant id : {PUBLIC_TEST_MERCHANT}")
+    print("  signKey     : the vendor's public test key (PROTOCOL.md section 6);")
+    print("                `python -m cmpay_async sign --public-test-key` uses it too")
+    print(f"  endpoint    : {base}/ips/cmpayService   (CmpayClient(endpoint=...))")
+    print(f"  orders      : {base}/_sandbox/orders")
+    print(f"  time        : one gateway minute = {args.minute_seconds:g} s")
+    sys.stdout.flush()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", lifespan="on")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m cmpay_async`` and the ``cmpay`` script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from ._demo import run_demo
+
+            return run_demo(seconds_per_minute=args.minute_seconds, backend=args.backend)
+        if args.command == "sandbox":
+            return _cmd_sandbox(args)
+        if args.command == "sign":
+            return _cmd_sign(args)
+        return _cmd_verify(args)
+    except (CmpayError, OSError) as exc:
+        print(f"cmpay: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,58 @@
+"""Serve an ASGI app on a free loopback port with uvicorn, in a thread of its own.
+
+A thread keeps the server's asyncio loop apart from the caller's, so the caller may run on
+asyncio or trio. uvicorn is an optional dependency: ``pip install 'cmpay-async[sandbox]'``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ._exceptions import ConfigurationError
+
+__all__ = ["serve_in_thread"]
+
+
+def _uvicorn() -> Any:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigurationError(
+            "serving the sandbox needs uvicorn: pip install 'cmpay-async[sandbox]'"
+        ) from None
+    return uvicorn
+
+
+@contextmanager
+def serve_in_thread(
+    app: Any, *, host: str = "127.0.0.1", port: int = 0, lifespan: str = "on"
+) -> Iterator[str]:
+    """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``)."""
+    uvicorn = _uvicorn()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    bound = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn:{bound}", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server on {host}:{bound} did not start")
+            time.sleep(0.005)  # waiting for start-up, not measuring anything
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()

@@ -1,0 +1,164 @@
+"""The command line: sign/verify reproduce the vectors, keys never come from arguments."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cmpay_async._cli import main
+
+from .helpers import MD5_VECTORS, NOTIFY_BODY, TEST_KEY
+
+VECTORS = MD5_VECTORS["vectors"]
+ROOT = Path(__file__).parent.parent
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Run the CLI in-process; return its exit code and output."""
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def _message_args(vector: dict[str, Any]) -> list[str]:
+    if "body" in vector:
+        return [vector["message"], "--body", vector["body"]]
+    args = [vector["message"]]
+    for name, value in vector["fields"].items():
+        args += ["--field", f"{name}={value}"]
+    return args
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
+def test_sign_reproduces_the_vectors(
+    vector: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cmpay sign` prints the exact source and hmac of each PROTOCOL.md vector."""
+    monkeypatch.setenv("CMPAY_SIGN_KEY", TEST_KEY)
+
+    code, out = run(capsys, "sign", *_message_args(vector))
+
+    assert 0 == code
+    assert f"source: {vector['source']}" in out
+    assert f"hmac:   {vector['hmac']}" in out
+    assert TEST_KEY not in out
+
+
+def test_sign_prints_the_inner_digest_and_field_order(capsys: pytest.CaptureFixture[str]) -> None:
+    """The debugger shows each field in signing order and the inner HMAC."""
+    code, out = run(capsys, "sign", "PageNotify", "--body", NOTIFY_BODY, "--public-test-key")
+
+    assert 0 == code
+    assert "inner:  380219e2a4319a577f6403d32a3bb922" in out
+    assert out.index("merchantId") < out.index("payNo") < out.index("fee ")
+
+
+def test_verify_names_the_matching_order_and_decoding(capsys: pytest.CaptureFixture[str]) -> None:
+    """`cmpay verify` says which field order and decoding made the hmac match."""
+    code, out = run(capsys, "verify", "--body", NOTIFY_BODY, "--public-test-key")
+
+    assert 0 == code
+    assert "MATCH: field order of PageNotify, form-decoded UTF-8" in out
+
+
+def test_verify_reports_no_match(capsys: pytest.CaptureFixture[str]) -> None:
+    """An altered body matches nothing, and the debugger says so with the source it built."""
+    altered = NOTIFY_BODY.replace("amount=100", "amount=101")
+
+    code, out = run(capsys, "verify", "PageNotify", "--body", altered, "--public-test-key")
+
+    assert 1 == code
+    assert "NO MATCH" in out
+    assert "source in PageNotify order: 888009941120001" in out
+
+
+def test_key_from_file_and_env(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys come from a file or a named environment variable."""
+    key_file = tmp_path / "key"
+    key_file.write_text(TEST_KEY + "\n")
+    monkeypatch.setenv("MY_KEY", TEST_KEY)
+
+    assert 0 == run(capsys, "verify", "--body", NOTIFY_BODY, "--key-file", str(key_file))[0]
+    assert 0 == run(capsys, "verify", "--body", NOTIFY_BODY, "--key-env", "MY_KEY")[0]
+
+
+def test_missing_key_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a key the CLI exits 2 and says where a key may come from."""
+    monkeypatch.delenv("CMPAY_SIGN_KEY", raising=False)
+
+    assert 2 == main(["sign", "PageNotify", "--body", NOTIFY_BODY])
+    assert "CMPAY_SIGN_KEY" in capsys.readouterr().err
+
+
+def test_a_key_argument_does_not_exist(capsys: pytest.CaptureFixture[str]) -> None:
+    """There is no way to pass the key itself on the command line."""
+    with pytest.raises(SystemExit) as info:
+        main(["sign", "PageNotify", "--body", NOTIFY_BODY, "--key", TEST_KEY])
+
+    assert 2 == info.value.code
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["sandbox"], ["sign"], ["verify"]])
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`--help` works on the program and on every command."""
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+
+    assert 0 == info.value.code
+    assert "usage:" in capsys.readouterr().out
+
+
+def _readme_command(keyword: str) -> str:
+    for line in (ROOT / "README.md").read_text("utf-8").splitlines():
+        if line.startswith("python -m pip install") and keyword in line:
+            return line
+    raise AssertionError(f"README has no one-line command with {keyword!r}")
+
+
+def test_readme_demo_command_in_a_fresh_venv(tmp_path: Path) -> None:
+    """The README's demo line, run in a new virtual environment, exits 0 with the timeline."""
+    command = _readme_command("demo")
+    clone = tmp_path / "clone"
+    subprocess.run(
+        ["git", "clone", "--quiet", "--depth", "1", f"file://{ROOT}", str(clone)],
+        check=True,
+    )
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    bin_dir = env_dir / ("Scripts" if os.name == "nt" else "bin")
+    environment = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    environment.pop("PYTHONPATH", None)
+    environment["VIRTUAL_ENV"] = str(env_dir)
+
+    result = subprocess.run(
+        ["bash", "-c", command],
+        cwd=clone,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert 0 == result.returncode, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "OK: every step verified" in result.stdout
+    assert "OfflineNotify #1 verified" in result.stdout
+    assert "answered FAIL on purpose" in result.stdout
+
+
+def test_module_runs_as_a_script() -> None:
+    """`python -m cmpay_async --help` works in a subprocess (the package's __main__)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cmpay_async", "--help"], capture_output=True, text=True, timeout=60
+    )
+
+    assert 0 == result.returncode
+    assert "demo" in result.stdout
