@@ -151,7 +151,7 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     print("fields in signing order:")
     for name in schema.signed_names:
         print(f"  {name:<13} = {fields.get(name, '')}")
-    unused = sorted(set(fields) - set(schema.signed_names) - {"hmac", "merchantCert", "serverCert"})
+    unused = sorted(set(fields) - set(schema.by_wire))
     if unused:
         print(f"not part of {schema.name}, ignored: {', '.join(unused)}")
     source = source_of(schema, fields)
