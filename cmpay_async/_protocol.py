@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from collections.abc import Collection, Mapping
 
 import attrs
@@ -27,7 +28,7 @@ from ._exceptions import (
     ValidationError,
 )
 from ._models import Order, PaymentResponse
-from ._schema import Kind, Schema, schema_for
+from ._schema import Schema, schema_for
 from ._signing import Signer, Verifier, source_of
 from ._validate import check_fields
 
@@ -54,6 +55,10 @@ class PreparedRequest:
     fields: Mapping[str, str] = attrs.field(repr=False)
 
 
+_ORDER_ATTRS = tuple(a.name for a in attrs.fields(Order))
+_order_values = operator.attrgetter(*_ORDER_ATTRS)
+
+
 def build_payment_request(
     order: Order,
     *,
@@ -76,7 +81,7 @@ def build_payment_request(
     if not isinstance(order, Order):
         raise TypeError(f"order must be an Order, not {type(order).__name__}")
     schema = schema_for(message)
-    values = attrs.asdict(order, recurse=False)
+    values = dict(zip(_ORDER_ATTRS, _order_values(order), strict=True))
     values.update(
         character_set=character_set,
         merchant_id=merchant_id,
@@ -102,14 +107,12 @@ def build_payment_request(
         order_of = {f.wire: i for i, f in enumerate(schema.fields)}
         raise ValidationError(sorted(problems, key=lambda p: order_of.get(p.field, 0)))
     fields[schema.signature_field.wire] = signer.sign(source_of(schema, fields))
-    body = encode_form(
-        (
-            (f.wire, fields[f.wire])
-            for f in schema.fields
-            if fields[f.wire] or f.kind is not Kind.CERT
-        ),
-        character_set,
-    )
+    # ``fields`` is in schema order already; an empty certificate is left out of the body.
+    cert = schema.cert_field
+    sent = fields
+    if cert is not None and not fields[cert.wire]:
+        sent = {k: v for k, v in fields.items() if k != cert.wire}
+    body = encode_form(sent.items(), character_set)
     return PreparedRequest(
         message=message,
         request_id=request_id,

@@ -62,10 +62,11 @@ class Field:
     #: A sample wire value (the document's own where it gives one), for test helpers and docs.
     example: str = ""
 
-    @property
-    def signed(self) -> bool:
-        """Whether the field takes part in the signature source."""
-        return self.kind not in (Kind.CERT, Kind.SIGNATURE)
+    #: Whether the field takes part in the signature source (all but certificates and hmac).
+    signed: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "signed", self.kind not in (Kind.CERT, Kind.SIGNATURE))
 
 
 def _enum_field(
@@ -99,25 +100,28 @@ class Schema:
     signed_names: tuple[str, ...] = attrs.field(init=False)
     by_wire: Mapping[str, Field] = attrs.field(init=False)
     by_attr: Mapping[str, Field] = attrs.field(init=False)
+    #: The field that carries the signature (``hmac``).
+    signature_field: Field = attrs.field(init=False)
+    #: The unsigned certificate field (``merchantCert`` or ``serverCert``), if any.
+    cert_field: Field | None = attrs.field(init=False)
+    #: Compiled plans of the modules that read this schema (validation, parsing), built once
+    #: on first use: they turn the table into straight-line work on the hot paths.
+    plans: dict[str, object] = attrs.field(init=False, factory=dict, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         by_wire = {f.wire: f for f in self.fields}
         by_attr = {f.attr: f for f in self.fields}
         if len(by_wire) != len(self.fields) or len(by_attr) != len(self.fields):
             raise ConfigurationError(f"schema {self.name}: duplicate field")
+        signatures = [f for f in self.fields if f.kind is Kind.SIGNATURE]
+        if len(signatures) != 1:
+            raise ConfigurationError(f"schema {self.name}: needs exactly one signature field")
         object.__setattr__(self, "signed_names", tuple(f.wire for f in self.fields if f.signed))
         object.__setattr__(self, "by_wire", MappingProxyType(by_wire))
         object.__setattr__(self, "by_attr", MappingProxyType(by_attr))
-
-    @property
-    def signature_field(self) -> Field:
-        """The field that carries the signature (``hmac``)."""
-        return next(f for f in self.fields if f.kind is Kind.SIGNATURE)
-
-    @property
-    def cert_field(self) -> Field | None:
-        """The unsigned certificate field (``merchantCert`` or ``serverCert``), if any."""
-        return next((f for f in self.fields if f.kind is Kind.CERT), None)
+        object.__setattr__(self, "signature_field", signatures[0])
+        certs = [f for f in self.fields if f.kind is Kind.CERT]
+        object.__setattr__(self, "cert_field", certs[0] if certs else None)
 
 
 # -- Field definitions shared by several messages ------------------------------------------------
