@@ -91,8 +91,8 @@ def _wire_value(field: Field, value: object) -> str | Problem:
         return format_amount_items(value)
     if isinstance(value, PayUrl):
         return value.raw
-    kind = "an int of fen" if field.kind is Kind.NUMBER else "a str"
-    return Problem(field.wire, f"must be {kind}, not {type(value).__name__}", "type")
+    expected = "an int of fen" if field.kind is Kind.NUMBER else "a str"
+    return Problem(field.wire, f"must be {expected}, not {type(value).__name__}", "type")
 
 
 def wire_fields(
