@@ -31,6 +31,7 @@ class FloorMd5:
         self.ki, self.ko = pads(key.encode())
 
     def sign(self, source: str) -> str:
+        """The hmac of ``source``: four MD5 state copies and updates."""
         h = self.ei.copy()  # type: ignore[attr-defined]
         h.update(source.encode())
         o = self.eo.copy()  # type: ignore[attr-defined]

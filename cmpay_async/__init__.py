@@ -13,7 +13,16 @@ from ._codec import (
     parse_datetime,
     parse_pay_url,
 )
-from ._enums import CharacterSet, CouponsFlag, Currency, PaymentStatus, PeriodUnit, SignType
+from ._enums import (
+    Channel,
+    CharacterSet,
+    CouponsFlag,
+    Currency,
+    OrderState,
+    PaymentStatus,
+    PeriodUnit,
+    SignType,
+)
 from ._exceptions import (
     ClientClosedError,
     CmpayError,
@@ -40,9 +49,11 @@ from ._models import (
     Notification,
     OfflineNotify,
     Order,
+    OrderQueryResult,
     PageNotify,
     PaymentResponse,
     PayUrl,
+    RefundResult,
     yuan_to_fen,
 )
 from ._notify import Ack, ack, nack, verify_notification
@@ -65,6 +76,7 @@ __all__ = [
     "TEST_ENDPOINT",
     "Ack",
     "AmountItems",
+    "Channel",
     "CharacterSet",
     "ClientClosedError",
     "CmpayClient",
@@ -84,6 +96,8 @@ __all__ = [
     "Notification",
     "OfflineNotify",
     "Order",
+    "OrderQueryResult",
+    "OrderState",
     "PageNotify",
     "PayUrl",
     "PayloadTooLargeError",
@@ -92,6 +106,7 @@ __all__ = [
     "PeriodUnit",
     "PreparedRequest",
     "Problem",
+    "RefundResult",
     "RemoteProtocolError",
     "RetryPolicy",
     "ReturnCode",

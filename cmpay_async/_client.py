@@ -6,20 +6,21 @@ This module is the one place where httpx exceptions become cmpay-async errors
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import random
 import re
 import secrets
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from types import TracebackType
 
 import anyio
 import attrs
 import httpx
 
-from ._enums import CharacterSet
+from ._enums import Channel, CharacterSet
 from ._exceptions import (
     ClientClosedError,
     ConfigurationError,
@@ -27,12 +28,21 @@ from ._exceptions import (
     DecodeError,
     HTTPStatusError,
     PayloadTooLargeError,
+    Problem,
     RemoteProtocolError,
     TransportError,
     TransportTimeoutError,
+    ValidationError,
 )
-from ._models import CHINA_TZ, Order, PaymentResponse
-from ._protocol import PreparedRequest, build_payment_request, parse_payment_response
+from ._models import CHINA_TZ, Order, OrderQueryResult, PaymentResponse, RefundResult
+from ._protocol import (
+    PreparedRequest,
+    build_order_request,
+    build_payment_request,
+    parse_order_query_response,
+    parse_payment_response,
+    parse_refund_response,
+)
 from ._signing import Md5Signer, Signer, Verifier
 
 __all__ = [
@@ -152,6 +162,7 @@ class CmpayClient:
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         extra_bank_codes: Collection[str] = (),
+        max_connections: int = 20,
         clock: Callable[[], dt.datetime] = _china_now,
         rng: random.Random | None = None,
     ) -> None:
@@ -185,9 +196,24 @@ class CmpayClient:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._owns_http = http_client is None
+        if max_connections < 1:
+            raise ConfigurationError("max_connections must be at least 1")
         self._http = http_client or httpx.AsyncClient(
-            transport=transport, timeout=self.timeouts.to_httpx(), follow_redirects=False
+            transport=transport,
+            timeout=self.timeouts.to_httpx(),
+            follow_redirects=False,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
         )
+        # Callers beyond the pool's size wait here, not in httpcore's queue: its bookkeeping
+        # grows with the queue (1,000 waiting tasks made every request time out), while this
+        # wait is O(1) and, being before any I/O, never leaves a request half sent. The pool
+        # itself stays small by default because httpcore checks every pooled connection on
+        # every request (measured: 1,000 orders took 1.2 s with 10 connections, 6.1 s with
+        # 100, against the same sandbox).
+        self._max_in_flight = max_connections
+        self._in_flight: anyio.Semaphore | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -230,9 +256,14 @@ class CmpayClient:
         return f"{self._clock().astimezone(CHINA_TZ):%Y%m%d%H%M%S}{secrets.token_hex(8)}"
 
     def prepare_payment(
-        self, order: Order, *, ip_address: str, request_id: str | None = None
+        self,
+        order: Order,
+        *,
+        ip_address: str,
+        request_id: str | None = None,
+        channel: Channel = Channel.WEB,
     ) -> PreparedRequest:
-        """Validate and sign a DirectPayConfirm request without sending it."""
+        """Validate and sign a payment request without sending it."""
         return build_payment_request(
             order,
             merchant_id=self.merchant_id,
@@ -244,33 +275,101 @@ class CmpayClient:
             callback_url=self.callback_url,
             notify_url=self.notify_url,
             extra_bank_codes=self.extra_bank_codes,
+            message=Channel(channel).value,
         )
 
     async def create_payment(
-        self, order: Order, *, ip_address: str, request_id: str | None = None
+        self,
+        order: Order,
+        *,
+        ip_address: str,
+        request_id: str | None = None,
+        channel: Channel = Channel.WEB,
     ) -> PaymentResponse:
         """Place an order and return the verified answer with the cashier redirect.
 
-        ``ip_address`` is the buyer's IPv4 address. Raises ``ValidationError`` before any I/O,
-        ``GatewayError`` for a failure return code, ``SignatureError`` for an answer that does
-        not verify, and ``TransportError`` (see ``maybe_sent``) when the exchange fails.
+        ``ip_address`` is the buyer's IPv4 address; ``channel=Channel.WAP`` sends the buyer to
+        the mobile cashier. Raises ``ValidationError`` before any I/O, ``GatewayError`` for a
+        failure return code, ``SignatureError`` for an answer that does not verify, and
+        ``TransportError`` (see ``maybe_sent``) when the exchange fails: then call
+        ``query_order`` before anything else.
         """
         self._check_open()
-        request = self.prepare_payment(order, ip_address=ip_address, request_id=request_id)
+        request = self.prepare_payment(
+            order, ip_address=ip_address, request_id=request_id, channel=channel
+        )
         status, body = await self._exchange(request)
-        try:
+        with _answer_context(status, body):
             return parse_payment_response(
                 body,
                 verifier=self._verifier,
                 merchant_id=self.merchant_id,
                 request_id=request.request_id,
+                message=request.message + "Response",
             )
-        except RemoteProtocolError as exc:
-            exc.status_code, exc.excerpt = status, _excerpt(body)
-            raise
 
-    async def _exchange(self, request: PreparedRequest) -> tuple[int, bytes]:
-        """POST a prepared request; retry only what certainly never reached the gateway."""
+    async def query_order(
+        self, order_id: str, *, request_id: str | None = None
+    ) -> OrderQueryResult:
+        """Ask the gateway what became of an order.
+
+        Returns a verified result whose ``state`` is PAID, FAILED, PENDING or NOT_FOUND (the
+        gateway's ``RPM22201`` is a result, not an error). A query changes nothing, so unlike
+        a payment it is also retried after a timeout or a dropped connection.
+        """
+        self._check_open()
+        request = build_order_request(
+            "OrderQuery",
+            order_id,
+            merchant_id=self.merchant_id,
+            request_id=request_id or self.new_request_id(),
+            signer=self._signer,
+            character_set=self.character_set,
+        )
+        status, body = await self._exchange(request, idempotent=True)
+        with _answer_context(status, body):
+            return parse_order_query_response(
+                body, verifier=self._verifier, merchant_id=self.merchant_id, order_id=order_id
+            )
+
+    async def refund(
+        self, order_id: str, amount: int, *, request_id: str | None = None
+    ) -> RefundResult:
+        """Refund ``amount`` fen (part or all) of a paid order.
+
+        The amount is checked locally (a positive int of fen) before any I/O. A refund the
+        gateway refuses (``RPM22401``, ``RPM22407``, ``RPM23190``, ...) raises ``GatewayError``.
+        After a ``TransportError`` with ``maybe_sent``, query the order: a refund is never
+        resent automatically. Pass the same ``request_id`` to retry one refund safely.
+        """
+        self._check_open()
+        # Checked at run time too: untyped callers may pass a float or a bool.
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:  # type: ignore[redundant-expr]
+            raise ValidationError(
+                [Problem("amount", "a refund must be a positive int of fen", "min_value")]
+            )
+        request = build_order_request(
+            "OrderRefund",
+            order_id,
+            merchant_id=self.merchant_id,
+            request_id=request_id or self.new_request_id(),
+            signer=self._signer,
+            amount=amount,
+            character_set=self.character_set,
+        )
+        status, body = await self._exchange(request)
+        with _answer_context(status, body):
+            return parse_refund_response(
+                body, verifier=self._verifier, merchant_id=self.merchant_id, order_id=order_id
+            )
+
+    async def _exchange(
+        self, request: PreparedRequest, *, idempotent: bool = False
+    ) -> tuple[int, bytes]:
+        """POST a prepared request; retry only what certainly never reached the gateway.
+
+        An ``idempotent`` request (a query) is also retried when it may have been sent.
+        """
         attempt = 0
         while True:
             attempt += 1
@@ -283,8 +382,11 @@ class CmpayClient:
                 request.request_id,
                 attempt,
             )
+            if self._in_flight is None:  # created in the event loop that uses it
+                self._in_flight = anyio.Semaphore(self._max_in_flight)
             try:
-                status, body = await self._post(request)
+                async with self._in_flight:
+                    status, body = await self._post(request)
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 error = _translate(exc, order_id=request.order_id, request_id=request.request_id)
                 logger.debug(
@@ -296,7 +398,7 @@ class CmpayClient:
                     error.maybe_sent,
                     (time.perf_counter() - started) * 1000,
                 )
-                if _retryable(error) and attempt < self.retry.attempts:
+                if (idempotent or _retryable(error)) and attempt < self.retry.attempts:
                     await anyio.sleep(self.retry.backoff(attempt, self._rng))
                     continue
                 raise error from exc
@@ -365,6 +467,16 @@ def _too_large(status: int) -> PayloadTooLargeError:
     exc = PayloadTooLargeError(f"the answer is larger than {MAX_ANSWER} bytes")
     exc.status_code, exc.excerpt = status, ""
     return exc
+
+
+@contextlib.contextmanager
+def _answer_context(status: int, body: bytes) -> Iterator[None]:
+    """Attach the HTTP status and a redacted excerpt to a protocol error about an answer."""
+    try:
+        yield
+    except RemoteProtocolError as exc:
+        exc.status_code, exc.excerpt = status, _excerpt(body)
+        raise
 
 
 def _return_code(body: bytes) -> str:

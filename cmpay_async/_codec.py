@@ -33,8 +33,10 @@ from ._models import (
     AmountItems,
     Notification,
     Order,
+    OrderQueryResult,
     PaymentResponse,
     PayUrl,
+    RefundResult,
 )
 from ._schema import AMT_ITEM_PARTS, REGISTRY, Field, Kind, Schema
 from ._validate import date_problem
@@ -64,7 +66,8 @@ Payload = bytes | bytearray | memoryview | str | Mapping[str, Any]
 # -- Python values -> wire strings ----------------------------------------------------------------
 
 
-def _wire_value(field: Field, value: object) -> str | Problem:
+def wire_value(field: Field, value: object) -> str | Problem:
+    """One typed value as its wire string, or the ``Problem`` of a type the wire cannot carry."""
     kind = type(value)
     if kind is str:  # the common cases first, by exact type
         return value  # type: ignore[return-value]
@@ -106,14 +109,14 @@ def wire_fields(
     out: dict[str, str] = {}
     problems: list[Problem] = []
     get = values.get
-    for field, fixed in _wire_plan(schema):
+    for field, fixed in wire_plan(schema):
         value = get(field.attr)
         if type(value) is str:
             out[field.wire] = value
             continue
         if value is None:
             value = fixed
-        result = _wire_value(field, value)
+        result = wire_value(field, value)
         if type(result) is str:
             out[field.wire] = result
         else:
@@ -122,7 +125,8 @@ def wire_fields(
     return out, problems
 
 
-def _wire_plan(schema: Schema) -> tuple[tuple[Field, str | None], ...]:
+def wire_plan(schema: Schema) -> tuple[tuple[Field, str | None], ...]:
+    """Each field with the value it takes when none is given (its only allowed value)."""
     plan = schema.plans.get("wire")
     if plan is None:
         # A field with one allowed value (type, version) needs no caller to state it.
@@ -139,16 +143,20 @@ def content_type(charset: CharacterSet) -> str:
     return f"application/x-www-form-urlencoded; charset={charset.http_name}"
 
 
-# Form escaping of every ASCII character, as quote_plus(safe="") does it, for str.translate.
+# Form escaping as quote_plus(safe="") does it: of each ASCII character (for str.translate)
+# and of each byte (for the bytes of non-ASCII text in the body's charset).
 _ASCII_ESCAPES = {i: ("+" if i == 0x20 else quote_plus(chr(i), safe="")) for i in range(128)}
+_BYTE_ESCAPES = [("+" if i == 0x20 else quote_plus(bytes([i]), safe="")) for i in range(256)]
+_escape_byte = _BYTE_ESCAPES.__getitem__
 
 
 def _quote(value: str, codec: str) -> str:
-    # ASCII values (ids, codes, digits, URLs) are the common case: one C-level translate
-    # instead of quote_plus's per-call setup; the result is byte-for-byte the same.
+    # Byte-for-byte quote_plus(value, safe="", encoding=codec), in C-level calls: translate
+    # for ASCII (ids, digits, URLs: the common case), a byte table for the rest. A character
+    # the charset lacks raises UnicodeEncodeError, as quote_plus does.
     if value.isascii():
-        return value if value.isalnum() else value.translate(_ASCII_ESCAPES)
-    return quote_plus(value, safe="", encoding=codec, errors="strict")
+        return value.translate(_ASCII_ESCAPES)
+    return "".join(map(_escape_byte, value.encode(codec)))
 
 
 def encode_form(pairs: Iterable[tuple[str, str]], charset: CharacterSet) -> bytes:
@@ -161,7 +169,7 @@ def encode_form(pairs: Iterable[tuple[str, str]], charset: CharacterSet) -> byte
     try:
         return "&".join(
             [
-                f"{name}={value if value.isascii() and value.isalnum() else _quote(value, codec)}"
+                f"{name}={value if value.isalnum() and value.isascii() else _quote(value, codec)}"
                 for name, value in pairs
             ]
         ).encode("ascii")
@@ -577,8 +585,10 @@ def _is_plain(field: Field) -> bool:
 # checked once at import so a renamed field cannot drift silently.
 _MODEL_SCHEMAS: Mapping[type, tuple[str, ...]] = {
     Order: ("DirectPayConfirm",),
-    PaymentResponse: ("DirectPayConfirmResponse",),
+    PaymentResponse: ("DirectPayConfirmResponse", "WAPDirectPayConfirmResponse"),
     Notification: ("PageNotify", "OfflineNotify"),
+    OrderQueryResult: ("OrderQueryResponse",),
+    RefundResult: ("OrderRefundResponse",),
 }
 
 

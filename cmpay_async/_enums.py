@@ -5,9 +5,11 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "Channel",
     "CharacterSet",
     "CouponsFlag",
     "Currency",
+    "OrderState",
     "PaymentStatus",
     "PeriodUnit",
     "SignType",
@@ -73,3 +75,21 @@ class PaymentStatus(str, enum.Enum):
 
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
+
+
+class Channel(str, enum.Enum):
+    """Which cashier the buyer is sent to; the value is the request's ``type``."""
+
+    WEB = "DirectPayConfirm"
+    WAP = "WAPDirectPayConfirm"
+
+
+class OrderState(str, enum.Enum):
+    """What an OrderQuery found, as one of four distinct outcomes."""
+
+    PAID = "paid"
+    FAILED = "failed"
+    #: Known to the gateway but neither paid nor failed (yet).
+    PENDING = "pending"
+    #: The gateway does not know the order (``RPM22201``).
+    NOT_FOUND = "not_found"

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import attrs
 
 from ._appendix import SUCCESS_CODES
-from ._enums import CouponsFlag, Currency, PaymentStatus, PeriodUnit, SignType
+from ._enums import CouponsFlag, Currency, OrderState, PaymentStatus, PeriodUnit, SignType
 from ._exceptions import Problem, ValidationError
 
 __all__ = [
@@ -26,9 +26,11 @@ __all__ = [
     "Notification",
     "OfflineNotify",
     "Order",
+    "OrderQueryResult",
     "PageNotify",
     "PayUrl",
     "PaymentResponse",
+    "RefundResult",
     "yuan_to_fen",
 ]
 
@@ -196,3 +198,70 @@ class PageNotify(Notification):
 @attrs.frozen(kw_only=True)
 class OfflineNotify(Notification):
     """The server-to-server notification posted to ``notifyUrl``; answer it with ``ack()``."""
+
+
+#: The return code of an OrderQuery for an order the gateway does not know.
+ORDER_NOT_FOUND = "RPM22201"
+
+
+@attrs.frozen(kw_only=True)
+class OrderQueryResult:
+    """The gateway's verified answer to an OrderQuery; see ``state``."""
+
+    merchant_id: str
+    order_id: str
+    return_code: str
+    message: str
+    sign_type: SignType
+    type: str
+    version: str
+    #: The gateway's own status text (``SUCCESS``, ``FAILED``, or another word while pending).
+    status: str
+    pay_no: str
+    amount: int | None
+    amount_items: AmountItems | None
+    bank_abbr: str
+    mobile: str = attrs.field(repr=False)
+    pay_date: dt.datetime | None
+    order_date: dt.date | None
+    fee: int | None
+    reserved1: str
+    reserved2: str
+
+    @property
+    def state(self) -> OrderState:
+        """PAID, FAILED, PENDING or NOT_FOUND."""
+        if self.return_code == ORDER_NOT_FOUND:
+            return OrderState.NOT_FOUND
+        if self.status == PaymentStatus.SUCCESS.value:
+            return OrderState.PAID
+        if self.status == PaymentStatus.FAILED.value:
+            return OrderState.FAILED
+        return OrderState.PENDING
+
+    @property
+    def found(self) -> bool:
+        """Whether the gateway knows the order."""
+        return self.state is not OrderState.NOT_FOUND
+
+    @property
+    def paid(self) -> bool:
+        """Whether the order is paid."""
+        return self.state is OrderState.PAID
+
+
+@attrs.frozen(kw_only=True)
+class RefundResult:
+    """The gateway's verified answer to an OrderRefund that it accepted."""
+
+    merchant_id: str
+    order_id: str
+    return_code: str
+    message: str
+    sign_type: SignType
+    type: str
+    version: str
+    pay_no: str
+    #: The refunded amount in fen.
+    amount: int | None
+    status: str

@@ -15,7 +15,8 @@ from ._codec import (
     encode_form,
     escaped_readings,
     typed_values,
-    wire_fields,
+    wire_plan,
+    wire_value,
 )
 from ._enums import CharacterSet, SignType
 from ._exceptions import (
@@ -27,16 +28,20 @@ from ._exceptions import (
     UnexpectedMessageError,
     ValidationError,
 )
-from ._models import Order, PaymentResponse
+from ._models import ORDER_NOT_FOUND, Order, OrderQueryResult, PaymentResponse, RefundResult
 from ._schema import Schema, schema_for
 from ._signing import Signer, Verifier, source_of
-from ._validate import check_fields
+from ._validate import check_plan
 
 __all__ = [
     "PreparedRequest",
+    "build_order_request",
     "build_payment_request",
     "gateway_error",
+    "parse_order_query_response",
     "parse_payment_response",
+    "parse_refund_response",
+    "read_answer",
     "verify_fields",
 ]
 
@@ -57,6 +62,40 @@ class PreparedRequest:
 
 _ORDER_ATTRS = tuple(a.name for a in attrs.fields(Order))
 _order_values = operator.attrgetter(*_ORDER_ATTRS)
+
+
+def _convert_and_check(
+    schema: Schema, values: Mapping[str, object], extra_bank_codes: Collection[str]
+) -> tuple[dict[str, str], list[Problem]]:
+    """``wire_fields`` and ``check_fields`` in one pass: the order path is hot."""
+    plan = schema.plans.get("convert_and_check")
+    if plan is None:
+        checks = {wire: check for wire, check, signed in check_plan(schema) if signed}
+        plan = tuple(
+            (field, fixed or "", checks.get(field.wire)) for field, fixed in wire_plan(schema)
+        )
+        schema.plans["convert_and_check"] = plan
+    fields: dict[str, str] = {}
+    problems: list[Problem] = []
+    get = values.get
+    for field, fixed, check in plan:  # type: ignore[attr-defined]
+        value = get(field.attr)
+        if type(value) is not str:
+            if value is None:
+                value = fixed
+            else:
+                converted = wire_value(field, value)
+                if isinstance(converted, Problem):  # a type problem: no further rule applies
+                    problems.append(converted)
+                    fields[field.wire] = ""
+                    continue
+                value = converted
+        fields[field.wire] = value
+        if check is not None:
+            problem = check(value, extra_bank_codes)
+            if problem is not None:
+                problems.append(problem)
+    return fields, problems
 
 
 def build_payment_request(
@@ -94,15 +133,63 @@ def build_payment_request(
         order_date=order.order_date or today,
         mer_ac_date=order.mer_ac_date or today,
     )
-    fields, problems = wire_fields(schema, values)
-    typed_wrong = {p.field for p in problems}
-    problems += [
-        p
-        for p in check_fields(schema, fields, extra_bank_codes=extra_bank_codes)
-        if p.field not in typed_wrong
-    ]
+    return _prepare(
+        schema,
+        values,
+        signer=signer,
+        character_set=character_set,
+        extra_bank_codes=extra_bank_codes,
+        request_id=request_id,
+        order_id=order.order_id,
+    )
+
+
+def build_order_request(
+    message: str,
+    order_id: str,
+    *,
+    merchant_id: str,
+    request_id: str,
+    signer: Signer,
+    amount: int | None = None,
+    character_set: CharacterSet = CharacterSet.UTF8,
+) -> PreparedRequest:
+    """Validate, sign and encode an OrderQuery (``amount`` None) or OrderRefund request."""
+    schema = schema_for(message)
+    values: dict[str, object] = {
+        "merchant_id": merchant_id,
+        "request_id": request_id,
+        "sign_type": signer.sign_type,
+        "merchant_cert": signer.merchant_cert,
+        "order_id": order_id,
+        "amount": amount,
+    }
+    return _prepare(
+        schema,
+        values,
+        signer=signer,
+        character_set=character_set,
+        extra_bank_codes=(),
+        request_id=request_id,
+        order_id=order_id,
+    )
+
+
+def _prepare(
+    schema: Schema,
+    values: Mapping[str, object],
+    *,
+    signer: Signer,
+    character_set: CharacterSet,
+    extra_bank_codes: Collection[str],
+    request_id: str,
+    order_id: str,
+) -> PreparedRequest:
+    """Check every field, then sign and encode: the one path of every request."""
+    fields, problems = _convert_and_check(schema, values, extra_bank_codes)
     if signer.sign_type is SignType.RSA and not signer.merchant_cert:
-        problems.append(Problem("merchantCert", "required when signType is RSA", "required"))
+        cert_name = schema.cert_field.wire if schema.cert_field else "certificate"
+        problems.append(Problem(cert_name, "required when signType is RSA", "required"))
     if problems:
         order_of = {f.wire: i for i, f in enumerate(schema.fields)}
         raise ValidationError(sorted(problems, key=lambda p: order_of.get(p.field, 0)))
@@ -114,9 +201,9 @@ def build_payment_request(
         sent = {k: v for k, v in fields.items() if k != cert.wire}
     body = encode_form(sent.items(), character_set)
     return PreparedRequest(
-        message=message,
+        message=schema.name,
         request_id=request_id,
-        order_id=order.order_id,
+        order_id=order_id,
         content_type=content_type(character_set),
         body=body,
         fields=fields,
@@ -153,26 +240,27 @@ def gateway_error(code: str, message: str, verified: bool) -> GatewayError:
     return GatewayError(code, message, explanation=row.english, hint=row.hint, verified=verified)
 
 
-def parse_payment_response(
+def read_answer(
+    message: str,
     body: bytes | str,
     *,
     verifier: Verifier,
-    merchant_id: str | None = None,
-    request_id: str | None = None,
-    message: str = "DirectPayConfirmResponse",
-) -> PaymentResponse:
-    """Verify and decode the gateway's answer to a payment request.
+    expect: Mapping[str, str | None],
+    data_codes: Collection[str] = (),
+) -> dict[str, str]:
+    """Verify a gateway answer and return its fields as the signature covers them.
 
-    A failure return code raises ``GatewayError``; a bad signature ``SignatureError``; an
-    answer for another merchant or request ``UnexpectedMessageError``. Content that does not
-    verify is never returned.
+    A return code other than success (and the ``data_codes`` that are answers, not errors)
+    raises ``GatewayError``; a bad signature ``SignatureError``; a verified answer whose
+    fields differ from ``expect`` (merchant, request, order) ``UnexpectedMessageError``.
+    Content that does not verify is never returned.
     """
     schema = schema_for(message)
     fields = decode_payload(body, form=False)
     code = fields.get("returnCode", "")
     if not code:
         raise DecodeError("missing or empty", field="returnCode")
-    if code not in SUCCESS_CODES:
+    if code not in SUCCESS_CODES and code not in data_codes:
         # A failure answer is only ever raised, never returned as data, so one that is unsigned
         # or signed with another key (the gateway cannot sign for a merchant it does not know;
         # after IPS0008 the merchant's own key is the wrong one) still reports its code.
@@ -182,13 +270,60 @@ def parse_payment_response(
             raise gateway_error(code, _readable(schema, fields).get("message", ""), False) from None
         raise gateway_error(code, verified.get("message", ""), True)
     verified = verify_fields(schema, fields, verifier)
-    if merchant_id is not None and verified.get("merchantId") != merchant_id:
-        raise UnexpectedMessageError("answer is for another merchant", field="merchantId")
-    if request_id is not None and verified.get("requestId") != request_id:
-        raise UnexpectedMessageError("answer is for another request", field="requestId")
+    for name, value in expect.items():
+        if value is not None and verified.get(name) != value:
+            raise UnexpectedMessageError("the verified answer is not for this request", field=name)
+    return verified
+
+
+def parse_payment_response(
+    body: bytes | str,
+    *,
+    verifier: Verifier,
+    merchant_id: str | None = None,
+    request_id: str | None = None,
+    message: str = "DirectPayConfirmResponse",
+) -> PaymentResponse:
+    """Verify and decode the gateway's answer to a payment request (see ``read_answer``)."""
+    verified = read_answer(
+        message,
+        body,
+        verifier=verifier,
+        expect={"merchantId": merchant_id, "requestId": request_id},
+    )
     if not verified.get("payUrl"):
         raise DecodeError("missing in a success answer", field="payUrl")
-    return PaymentResponse(**typed_values(schema, verified, PaymentResponse))
+    return PaymentResponse(**typed_values(schema_for(message), verified, PaymentResponse))
+
+
+def parse_order_query_response(
+    body: bytes | str, *, verifier: Verifier, merchant_id: str, order_id: str
+) -> OrderQueryResult:
+    """Verify an OrderQuery answer; an unknown order is a result (``NOT_FOUND``), not an error."""
+    message = "OrderQueryResponse"
+    verified = read_answer(
+        message,
+        body,
+        verifier=verifier,
+        expect={"merchantId": merchant_id},
+        data_codes={ORDER_NOT_FOUND},
+    )
+    if verified.get("orderId") and verified["orderId"] != order_id:
+        raise UnexpectedMessageError("the verified answer is for another order", field="orderId")
+    values = typed_values(schema_for(message), verified, OrderQueryResult)
+    values["order_id"] = order_id
+    return OrderQueryResult(**values)
+
+
+def parse_refund_response(
+    body: bytes | str, *, verifier: Verifier, merchant_id: str, order_id: str
+) -> RefundResult:
+    """Verify an OrderRefund answer; refused refunds raise ``GatewayError``."""
+    message = "OrderRefundResponse"
+    verified = read_answer(
+        message, body, verifier=verifier, expect={"merchantId": merchant_id, "orderId": order_id}
+    )
+    return RefundResult(**typed_values(schema_for(message), verified, RefundResult))
 
 
 def _readable(schema: Schema, fields: Mapping[str, str]) -> dict[str, str]:

@@ -26,8 +26,8 @@ from anyio.abc import TaskGroup
 
 from ._appendix import RETURN_CODES, SUCCESS_CODES
 from ._asgi import Receive, Request, Scope, Send, read_request, respond
-from ._codec import decode_payload, encode_answer
-from ._enums import CharacterSet, PaymentStatus
+from ._codec import decode_payload, encode_answer, wire_fields
+from ._enums import CharacterSet
 from ._exceptions import DecodeError, Problem, SignatureError
 from ._models import CHINA_TZ, AmountItems
 from ._notify import build_notification, encode_notification
@@ -473,7 +473,41 @@ class Sandbox:
         pay_url = (
             f"url<hi:=>{base}{cashier}<hi:$$>method<hi:=>post<hi:$$>sessionId<hi:=>{session_id}"
         )
-        return _answer(merchant, schema, fields, "000000", faults, pay_url=pay_url)
+        return _answer(merchant, schema, fields, "000000", faults, business={"pay_url": pay_url})
+
+    def _query(
+        self, merchant: Merchant, schema: Schema, fields: dict[str, str], base: str, faults: Faults
+    ) -> bytes:
+        order = self.orders.get((merchant.merchant_id, fields["orderId"]))
+        if order is None:
+            return _answer(merchant, schema, fields, "RPM22201", faults)
+        values = _outcome_values(order, schema.name)
+        wire, _ = wire_fields(schema, values)
+        business = {f.attr: wire[f.wire] for f in schema.fields if f.attr in values}
+        business.pop("message", None)
+        business.pop("return_code", None)
+        return _answer(merchant, schema, fields, "000000", faults, business=business)
+
+    def _refund(
+        self, merchant: Merchant, schema: Schema, fields: dict[str, str], base: str, faults: Faults
+    ) -> bytes:
+        request_key = (merchant.merchant_id, fields["requestId"])
+        if request_key in self.request_ids:
+            return _answer(merchant, schema, fields, "RPM22208", faults)
+        self.request_ids.add(request_key)
+        order = self.orders.get((merchant.merchant_id, fields["orderId"]))
+        if order is None:
+            return _answer(merchant, schema, fields, "RPM22201", faults)
+        if order.state != "paid":
+            return _answer(merchant, schema, fields, "RPM22208", faults)
+        amount = int(fields["amount"])
+        if amount > order.amount:
+            return _answer(merchant, schema, fields, "RPM22401", faults)
+        if amount > order.amount - order.refunded:
+            return _answer(merchant, schema, fields, "RPM22407", faults)
+        order.refunded += amount
+        refunded = {"pay_no": order.pay_no, "status": "SUCCESS"}
+        return _answer(merchant, schema, fields, "000000", faults, business=refunded)
 
     # -- the cashier ------------------------------------------------------------------------------
 
@@ -550,28 +584,39 @@ class Sandbox:
         order.pay_no = f"{now:%Y%m%d}{next(self._pay_numbers):010d}"
         order.pay_date = f"{now:%Y%m%d%H%M%S}"
         merchant = self.merchants[order.merchant_id]
-        request_schema = REGISTRY[order.fields["type"]]
-        # Echo the order's own values (amount, orderId, reserved fields...) by registry name;
-        # fixed-vocabulary fields (type, version, signType) are the notification's own.
-        values: dict[str, Any] = {
-            f.attr: order.fields.get(request_schema.by_attr[f.attr].wire, "")
-            for f in REGISTRY["PageNotify"].fields
-            if f.attr in request_schema.by_attr and f.choices is None and f.signed
-        }
-        values.update(
-            pay_no=order.pay_no,
-            return_code="000000",
-            message="SUCCESS" if paid else "FAILED",
-            amount_items=AmountItems(cash=order.amount if paid else 0),
-            mobile=_mask(order.fields.get("userToken", "")),
-            pay_date=now,
-            account_date=now.date(),
-            status=PaymentStatus.SUCCESS if paid else PaymentStatus.FAILED,
-            fee=0,
-        )
+        values = _outcome_values(order, "PageNotify")
         page = build_notification("PageNotify", values, signer=merchant.signer)
         offline = build_notification("OfflineNotify", values, signer=merchant.signer)
         return page, encode_notification("OfflineNotify", offline, charset=CharacterSet.UTF8)
+
+
+def _outcome_values(order: SandboxOrder, message: str) -> dict[str, Any]:
+    """What the gateway reports of an order, keyed by the attribute names of ``message``.
+
+    The order's own values (amount, orderId, reserved fields...) are echoed by registry name;
+    fixed-vocabulary fields (type, version, signType) belong to the message itself.
+    """
+    request = REGISTRY[order.fields["type"]]
+    values: dict[str, Any] = {
+        f.attr: order.fields.get(request.by_attr[f.attr].wire, "")
+        for f in REGISTRY[message].fields
+        if f.attr in request.by_attr and f.choices is None and f.signed
+    }
+    paid = order.state == "paid"
+    # The document does not say how a pending order is reported: the sandbox says PENDING.
+    status = {"paid": "SUCCESS", "failed": "FAILED"}.get(order.state, "PENDING")
+    values.update(
+        pay_no=order.pay_no,
+        return_code="000000",
+        message=status,
+        amount_items=AmountItems(cash=order.amount if paid else 0),
+        mobile=_mask(order.fields.get("userToken", "")),
+        pay_date=order.pay_date,
+        account_date=order.pay_date[:8],
+        status=status,
+        fee=0,
+    )
+    return values
 
 
 _HTML = "text/html; charset=utf-8"
@@ -579,6 +624,8 @@ _HTML = "text/html; charset=utf-8"
 _HANDLERS: Mapping[str, Callable[..., bytes]] = {
     "DirectPayConfirm": Sandbox._create,
     "WAPDirectPayConfirm": Sandbox._create,
+    "OrderQuery": Sandbox._query,
+    "OrderRefund": Sandbox._refund,
 }
 
 
@@ -589,16 +636,16 @@ def _answer(
     code: str,
     faults: Faults,
     problem: Problem | None = None,
-    **business: str,
+    business: Mapping[str, str] | None = None,
 ) -> bytes:
-    """A signed answer echoing the request's protocol fields."""
+    """A signed answer echoing the request's protocol fields; ``business`` by attribute."""
     row = RETURN_CODES.get(code)
     message = "成功" if code in SUCCESS_CODES else (row.chinese if row else "交易失败")
     if problem is not None:
         message = f"{message} ({problem})"
     fields = {f.wire: request.get(f.wire, "") for f in schema.fields if f.signed}
     fields.update(signType=merchant.signer.sign_type.value, returnCode=code, message=message)
-    fields.update({schema.by_attr[k].wire: v for k, v in business.items()})
+    fields.update({schema.by_attr[k].wire: v for k, v in (business or {}).items()})
     signature = merchant.signer.sign(source_of(schema, fields))
     if faults.tamper_answer:
         signature = ("0" if signature[0] != "0" else "1") + signature[1:]

@@ -2,7 +2,7 @@
 
 The client runs this before any I/O; the sandbox gateway runs the same checks on what it
 receives, so both sides agree on what a valid request is. Each schema's rules are compiled
-once into one small check per field (``_plan``), so validating an order is a single pass.
+once into one small check per field (``check_plan``), so validating an order is a single pass.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ._appendix import BANK_CODES
 from ._exceptions import Problem
 from ._schema import Field, Kind, Schema
 
-__all__ = ["check_fields", "date_problem"]
+__all__ = ["check_fields", "check_plan", "date_problem"]
 
 Check = Callable[[str, Collection[str]], "Problem | None"]
 
@@ -51,7 +51,7 @@ def check_fields(
     """
     get = fields.get
     problems = []
-    for wire, check, signed in _plan(schema):
+    for wire, check, signed in check_plan(schema):
         if signed_only and not signed:
             continue
         problem = check(get(wire) or "", extra_bank_codes)
@@ -60,7 +60,8 @@ def check_fields(
     return problems
 
 
-def _plan(schema: Schema) -> tuple[tuple[str, Check, bool], ...]:
+def check_plan(schema: Schema) -> tuple[tuple[str, Check, bool], ...]:
+    """Each field's wire name, compiled check and whether it is signed; built once."""
     plan = schema.plans.get("checks")
     if plan is None:
         plan = tuple((f.wire, _compile(f), f.signed) for f in schema.fields)

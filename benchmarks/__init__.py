@@ -1,0 +1,1 @@
+"""cmpay-async benchmarks: run with ``nox -s bench`` or ``python -m benchmarks``."""
