@@ -250,7 +250,8 @@ async def _round_trips(gateway: str, report: Report, requests: int, rounds: int)
 
     async with (
         CmpayClient(merchant_id=PUBLIC_TEST_MERCHANT, signer=signer, endpoint=endpoint) as client,
-        httpx.AsyncClient() as raw,
+        # The same pool size as the client's own default, so that like is compared with like.
+        httpx.AsyncClient(limits=httpx.Limits(max_connections=20)) as raw,
     ):
         # Raw httpx posts bodies built beforehand, so it pays for the exchange alone.
         def bodies(n: int) -> list[Any]:

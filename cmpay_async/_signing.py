@@ -74,6 +74,9 @@ class Verifier(Protocol):
 
 
 _BLOCK = 64
+# Stateless parameter objects: made once, not on every signature.
+_PKCS1V15 = padding.PKCS1v15()
+_SHA1 = hashes.SHA1()
 _TRANS_36 = bytes(b ^ 0x36 for b in range(256))
 _TRANS_5C = bytes(b ^ 0x5C for b in range(256))
 
@@ -230,7 +233,7 @@ class RsaSigner:
 
     def sign(self, source: str) -> str:
         """Return the lowercase hex SHA1withRSA signature of the UTF-8 ``source``."""
-        return self._key.sign(source.encode("utf-8"), padding.PKCS1v15(), hashes.SHA1()).hex()
+        return self._key.sign(source.encode("utf-8"), _PKCS1V15, _SHA1).hex()
 
 
 class RsaVerifier:
@@ -260,7 +263,7 @@ class RsaVerifier:
             if not _hex_ok(signature):
                 raise ValueError
             raw = bytes.fromhex(signature)
-            self._key.verify(raw, source.encode("utf-8"), padding.PKCS1v15(), hashes.SHA1())
+            self._key.verify(raw, source.encode("utf-8"), _PKCS1V15, _SHA1)
         except (InvalidSignature, ValueError):
             raise SignatureError("signature does not match", field="hmac") from None
 
