@@ -23,6 +23,7 @@ from ._exceptions import Problem, ValidationError
 __all__ = [
     "CHINA_TZ",
     "AmountItems",
+    "GatewayAnswer",
     "Notification",
     "OfflineNotify",
     "Order",
@@ -146,16 +147,22 @@ class PayUrl:
 
 
 @attrs.frozen(kw_only=True)
-class PaymentResponse:
-    """The gateway's verified answer to a DirectPayConfirm order."""
+class GatewayAnswer:
+    """What every verified gateway answer carries."""
 
     merchant_id: str
-    request_id: str
+    return_code: str
+    message: str
     sign_type: SignType
     type: str
     version: str
-    return_code: str
-    message: str
+
+
+@attrs.frozen(kw_only=True)
+class PaymentResponse(GatewayAnswer):
+    """The gateway's verified answer to a DirectPayConfirm order."""
+
+    request_id: str
     pay_url: PayUrl
 
 
@@ -205,16 +212,10 @@ ORDER_NOT_FOUND = "RPM22201"
 
 
 @attrs.frozen(kw_only=True)
-class OrderQueryResult:
+class OrderQueryResult(GatewayAnswer):
     """The gateway's verified answer to an OrderQuery; see ``state``."""
 
-    merchant_id: str
     order_id: str
-    return_code: str
-    message: str
-    sign_type: SignType
-    type: str
-    version: str
     #: The gateway's own status text (``SUCCESS``, ``FAILED``, or another word while pending).
     status: str
     pay_no: str
@@ -251,16 +252,10 @@ class OrderQueryResult:
 
 
 @attrs.frozen(kw_only=True)
-class RefundResult:
+class RefundResult(GatewayAnswer):
     """The gateway's verified answer to an OrderRefund that it accepted."""
 
-    merchant_id: str
     order_id: str
-    return_code: str
-    message: str
-    sign_type: SignType
-    type: str
-    version: str
     pay_no: str
     #: The refunded amount in fen.
     amount: int | None
