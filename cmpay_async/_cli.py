@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -222,11 +223,15 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
     uvicorn = _uvicorn()
     app = Sandbox(clock=SandboxClock(args.minute_seconds))
+    if args.port == 0:  # choose the free port now, so that the endpoint printed is real
+        with socket.socket() as probe:
+            probe.bind((args.host, 0))
+            args.port = probe.getsockname()[1]
     base = f"http://{args.host}:{args.port}"
     print("cmpay-async sandbox gateway")
     print(f"  merchant id : {PUBLIC_TEST_MERCHANT}")
-    print("  signKey     : the vendor's public test key (PROTOCOL.md section 6);")
-    print("                `python -m cmpay_async sign --public-test-key` uses it too")
+    print("  signKey     : the vendor's public test signKey, not a secret:")
+    print("                cmpay_async.testing.PUBLIC_TEST_KEY, or --public-test-key in sign")
     print(f"  endpoint    : {base}/ips/cmpayService   (CmpayClient(endpoint=...))")
     print(f"  orders      : {base}/_sandbox/orders")
     print(f"  time        : one gateway minute = {args.minute_seconds:g} s")

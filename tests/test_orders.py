@@ -17,6 +17,8 @@ from cmpay_async import (
     Md5Signer,
     Order,
     OrderState,
+    Timeouts,
+    TransportError,
     ValidationError,
 )
 from cmpay_async._protocol import build_order_request
@@ -231,3 +233,25 @@ async def test_recipe_recreates_an_order_that_never_arrived(gateway: Any, uid: s
 
     assert outcome is not None
     assert outcome.pay_url.session_id
+
+
+async def test_delayed_answer_times_out_as_maybe_sent(gateway: Any, uid: str) -> None:
+    """A gateway slower than the read timeout gives a TimeoutError that says maybe_sent."""
+    sandbox, url, _, shop = gateway
+    sandbox.delay_next(1.0)
+    async with CmpayClient(
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        signer=Md5Signer(PUBLIC_TEST_KEY),
+        endpoint=f"{url}/ips/cmpayService",
+        callback_url=f"{shop}/return",
+        notify_url=f"{shop}/notify",
+        timeouts=Timeouts(read=0.2),
+    ) as client:
+        with pytest.raises(TimeoutError) as info:
+            await client.create_payment(
+                Order(amount=100, order_id=f"SLOW-{uid}", product_name="T"),
+                ip_address="127.0.0.1",
+            )
+
+    assert isinstance(info.value, TransportError)
+    assert info.value.maybe_sent

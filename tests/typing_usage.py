@@ -56,3 +56,26 @@ def sign_and_read(body: bytes) -> str:
     except GatewayError as exc:
         return exc.code
     return response.pay_url.redirect_url + cmpay_async.__version__
+
+
+async def use_the_client(body: bytes) -> int:
+    """The async API as a merchant's web app would use it."""
+    async with cmpay_async.CmpayClient(
+        merchant_id="M",
+        signer=Md5Signer("k"),
+        callback_url="https://shop.example/r",
+        notify_url="https://shop.example/n",
+        timeouts=cmpay_async.Timeouts(read=20.0),
+        retry=cmpay_async.RetryPolicy(attempts=2),
+    ) as client:
+        payment = await client.create_payment(
+            make_order(), ip_address="1.2.3.4", channel=cmpay_async.Channel.WAP
+        )
+        html: str = payment.pay_url.form_html()
+        result: cmpay_async.OrderQueryResult = await client.query_order("A1")
+        if result.state is cmpay_async.OrderState.PAID and result.amount is not None:
+            refund: cmpay_async.RefundResult = await client.refund("A1", result.amount)
+            assert refund.amount
+    note = cmpay_async.verify_notification(body, verifier=Md5Signer("k"), merchant_id="M")
+    answer: cmpay_async.Ack = cmpay_async.ack() if note.paid else cmpay_async.nack()
+    return answer.status_code + len(html)
