@@ -183,10 +183,16 @@ class SandboxOrder:
         return int(self.fields["amount"])
 
     def to_json(self) -> dict[str, Any]:
-        """The order as shown by ``GET /_sandbox/orders``; the hmac is not included."""
+        """The order as shown by ``GET /_sandbox/orders``: no hmac, personal data masked."""
         data = attrs.asdict(self)
-        signature = REGISTRY[self.fields["type"]].signature_field.wire
-        data["fields"] = {k: v for k, v in self.fields.items() if k != signature}
+        schema = REGISTRY[self.fields["type"]]
+        hidden = {schema.signature_field.wire}
+        sensitive = {f.wire for f in schema.fields if f.sensitive}
+        data["fields"] = {
+            k: (_mask(v) or "****" if k in sensitive and v else v)
+            for k, v in self.fields.items()
+            if k not in hidden
+        }
         data["amount"] = self.amount
         return data
 

@@ -251,6 +251,7 @@ async def test_orders_json_shows_attempts_and_hides_hmac() -> None:
     (order,) = data
     assert "ORDER1" == order["order_id"]
     assert "hmac" not in order["fields"]
+    assert "138****8000" == order["fields"]["userToken"]  # personal data masked
     kinds = [(a["kind"], a["answer"]) for a in order["attempts"]]
     assert ("OfflineNotify", "FAIL") in kinds
     assert ("OfflineNotify", "SUCCESS") in kinds
