@@ -364,9 +364,16 @@ def _fully_unquote(value: str) -> str:
 
 
 def _fully(value: str, decode: Any) -> str:
-    # Bounded: three layers of escaping is more than any real gateway produces.
+    # Bounded: three layers of escaping is more than any real gateway produces. Escapes that
+    # are not UTF-8 end the decoding: that reading is what was decoded so far (and the value
+    # as received is always tried too), never an exception.
     for _ in range(3):
-        decoded: str = decode(value, errors="strict") if "%" in value else value
+        if "%" not in value:
+            break
+        try:
+            decoded: str = decode(value, errors="strict")
+        except UnicodeDecodeError:
+            break
         if decoded == value:
             break
         value = decoded

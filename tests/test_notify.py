@@ -186,6 +186,22 @@ def test_literal_percent_text_falls_back_to_value_as_received() -> None:
     assert "%E4%B8%AD" == verify_notification(body, verifier=VERIFIER).reserved1
 
 
+@pytest.mark.parametrize("escaped", ["%25FF%25FE", "%25E4%25B8", "%2", "%%41"])
+def test_undecodable_escapes_in_chinese_fields_are_errors_not_crashes(escaped: str) -> None:
+    """Escapes that are not UTF-8 inside a Chinese field end in a CmpayError, never another."""
+    body = sign_notification(message="abc").replace(b"message=abc", f"message={escaped}".encode())
+
+    with pytest.raises(SignatureError):
+        verify_notification(body, verifier=VERIFIER)
+
+
+def test_signed_literal_invalid_escape_verifies_as_received() -> None:
+    """A signed value that looks like a broken escape verifies, as received."""
+    body = sign_notification(reserved2="%FF%FE")
+
+    assert "%FF%FE" == verify_notification(body, verifier=VERIFIER).reserved2
+
+
 def test_sign_notification_defaults_are_realistic_and_unique() -> None:
     """Defaults verify, carry today's date and a fresh payNo every time."""
     a = verify_notification(sign_notification(), verifier=VERIFIER)
@@ -260,10 +276,10 @@ ORIGINAL = verify_notification(ORIGINAL_BODY, verifier=VERIFIER)
 
 @st.composite
 def mutated_bodies(draw: st.DrawFn) -> bytes | str:
-    """The signed original, or one of ten kinds of damage done to it."""
+    """The signed original, or one of eleven kinds of damage done to it."""
     body = ORIGINAL_BODY
     pairs = body.split(b"&")
-    how = draw(st.integers(0, 9))
+    how = draw(st.integers(0, 10))
     if how == 0:
         return draw(st.binary(max_size=300))
     if how == 1:
@@ -290,6 +306,10 @@ def mutated_bodies(draw: st.DrawFn) -> bytes | str:
         return b"&".join(pairs)
     if how == 8:
         return draw(st.text(max_size=200))
+    if how == 9:
+        name = draw(st.sampled_from([b"message=", b"reserved1=", b"reserved2="]))
+        junk = draw(st.sampled_from([b"%25FF", b"%25E4%25B8", b"%2525", b"%25%25", b"%2"]))
+        return body.replace(name, name + junk, 1)
     return body
 
 
