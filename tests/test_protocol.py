@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cmpay_async import (
     CharacterSet,
+    CmpayError,
     DecodeError,
     GatewayError,
     Md5Signer,
@@ -171,3 +174,38 @@ def test_malformed_answers_raise_decode_errors(body: bytes) -> None:
     """Empty, HTML and code-less answers are protocol errors."""
     with pytest.raises(DecodeError):
         parse_payment_response(body, verifier=Md5Signer(TEST_KEY))
+
+
+ORIGINAL_ANSWER = answer()
+
+
+@st.composite
+def mutated_answers(draw: st.DrawFn) -> bytes:
+    """The signed answer, or damage done to it."""
+    body = ORIGINAL_ANSWER
+    how = draw(st.integers(0, 5))
+    if how == 0:
+        return draw(st.binary(max_size=300))
+    if how == 1:
+        return body[: draw(st.integers(0, len(body)))]
+    if how == 2:
+        i = draw(st.integers(0, len(body) - 1))
+        return body[:i] + bytes([draw(st.integers(0, 255))]) + body[i + 1 :]
+    if how == 3:
+        junk = draw(st.sampled_from([b"%FF", b"%25FF", b"%", b"<hi:$$>", b"<hi:=>", b"&&", b"="]))
+        i = draw(st.integers(0, len(body)))
+        return body[:i] + junk + body[i:]
+    if how == 4:
+        return body + b"&" + draw(st.sampled_from(body.split(b"&")))
+    return body
+
+
+@settings(max_examples=3000, deadline=None, database=None)
+@given(mutated_answers())
+def test_fuzz_answers_yield_the_original_or_cmpay_errors(body: bytes) -> None:
+    """Any damaged answer gives the verified original or a CmpayError, nothing else."""
+    try:
+        response = parse_payment_response(body, verifier=Md5Signer(TEST_KEY))
+    except CmpayError:
+        return
+    assert parse_payment_response(ORIGINAL_ANSWER, verifier=Md5Signer(TEST_KEY)) == response
