@@ -162,3 +162,43 @@ def test_module_runs_as_a_script() -> None:
 
     assert 0 == result.returncode
     assert "demo" in result.stdout
+
+
+def test_rsa_sign_and_verify_from_key_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RSA keys come from files too; verify names the match for an RSA notification."""
+    from cryptography.hazmat.primitives import serialization
+
+    from cmpay_async import RsaSigner
+    from cmpay_async.testing import sign_notification
+
+    from .helpers import rsa_key
+
+    key = rsa_key()
+    private = tmp_path / "merchant.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = tmp_path / "gateway.der.hex"
+    public.write_text(
+        key.public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .hex()
+    )
+    body = sign_notification(kind="PageNotify", signer=RsaSigner(key)).decode()
+
+    code, out = run(capsys, "verify", "--body", body, "--rsa-public-key-file", str(public))
+    assert 0 == code
+    assert "MATCH: field order of PageNotify" in out
+
+    code, out = run(
+        capsys, "sign", "PageNotify", "--body", body, "--rsa-private-key-file", str(private)
+    )
+    assert 0 == code
+    assert "signType RSA" in out
+    assert "inner:" not in out
