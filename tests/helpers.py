@@ -10,7 +10,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from cmpay_async import Order
+from cmpay_async import CmpayClient, Md5Signer, Order
+from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -49,3 +50,15 @@ def valid_order(**overrides: Any) -> Order:
     }
     values.update(overrides)
     return Order(**values)
+
+
+def sandbox_client(gateway: str, shop: str, **kw: Any) -> CmpayClient:
+    """A client of the public test merchant for a sandbox at ``gateway`` and a shop."""
+    return CmpayClient(
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        signer=Md5Signer(PUBLIC_TEST_KEY),
+        endpoint=f"{gateway}/ips/cmpayService",
+        callback_url=f"{shop}/return",
+        notify_url=f"{shop}/notify",
+        **kw,
+    )

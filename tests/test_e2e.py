@@ -11,16 +11,15 @@ import anyio
 import httpx
 import pytest
 
-from cmpay_async import CmpayClient, Md5Signer, Order
+from cmpay_async import Order
 from cmpay_async._serve import serve_in_thread
 from cmpay_async.testing import (
     OFFLINE_GAPS_MINUTES,
-    PUBLIC_TEST_KEY,
-    PUBLIC_TEST_MERCHANT,
     Sandbox,
     SandboxClock,
 )
 
+from .helpers import sandbox_client
 from .merchant import ScriptedMerchant
 
 pytestmark = pytest.mark.anyio
@@ -31,13 +30,7 @@ MINUTE = 0.001
 
 async def pay_through(gateway: str, shop: str, order_id: str) -> dict[str, Any]:
     """Place an order, pay at the cashier like a browser, return the sandbox's final record."""
-    async with CmpayClient(
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        signer=Md5Signer(PUBLIC_TEST_KEY),
-        endpoint=f"{gateway}/ips/cmpayService",
-        callback_url=f"{shop}/return",
-        notify_url=f"{shop}/notify",
-    ) as client:
+    async with sandbox_client(gateway, shop) as client:
         payment = await client.create_payment(
             Order(amount=990, order_id=order_id, product_name="测试"), ip_address="127.0.0.1"
         )

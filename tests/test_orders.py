@@ -12,7 +12,6 @@ import pytest
 
 from cmpay_async import (
     Channel,
-    CmpayClient,
     GatewayError,
     Md5Signer,
     Order,
@@ -24,13 +23,11 @@ from cmpay_async import (
 from cmpay_async._protocol import build_order_request
 from cmpay_async._serve import serve_in_thread
 from cmpay_async.testing import (
-    PUBLIC_TEST_KEY,
-    PUBLIC_TEST_MERCHANT,
     Sandbox,
     SandboxClock,
 )
 
-from .helpers import MD5_VECTORS, TEST_KEY, TEST_MERCHANT
+from .helpers import MD5_VECTORS, TEST_KEY, TEST_MERCHANT, sandbox_client
 from .merchant import ScriptedMerchant
 from .readme import run_examples
 
@@ -71,17 +68,6 @@ def uid() -> str:
     return uuid.uuid4().hex[:10]
 
 
-def client_for(url: str, shop: str) -> CmpayClient:
-    """A client of the public test merchant."""
-    return CmpayClient(
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        signer=Md5Signer(PUBLIC_TEST_KEY),
-        endpoint=f"{url}/ips/cmpayService",
-        callback_url=f"{shop}/return",
-        notify_url=f"{shop}/notify",
-    )
-
-
 async def pay(url: str, session_id: str, *, page: str = "/ips/FormTrans3") -> dict[str, str]:
     """Open the cashier and press Pay like a browser; return the PageNotify form fields."""
     async with httpx.AsyncClient() as browser:
@@ -96,7 +82,7 @@ async def pay(url: str, session_id: str, *, page: str = "/ips/FormTrans3") -> di
 async def test_pay_query_refund_query(gateway: Any, uid: str) -> None:
     """Pay, query paid, refund part, refuse a refund over the rest, query again."""
     sandbox, url, _, shop = gateway
-    async with client_for(url, shop) as client:
+    async with sandbox_client(url, shop) as client:
         payment = await client.create_payment(
             Order(amount=1000, order_id=f"FLOW1-{uid}", product_name="T"), ip_address="127.0.0.1"
         )
@@ -127,7 +113,7 @@ async def test_pay_query_refund_query(gateway: Any, uid: str) -> None:
 async def test_query_of_unknown_order_is_not_found(gateway: Any, uid: str) -> None:
     """RPM22201 comes back as a verified NOT_FOUND result, not an exception."""
     _, url, _, shop = gateway
-    async with client_for(url, shop) as client:
+    async with sandbox_client(url, shop) as client:
         result = await client.query_order("NO-SUCH-ORDER")
 
     assert OrderState.NOT_FOUND is result.state
@@ -139,7 +125,7 @@ async def test_refund_amount_is_checked_locally(gateway: Any, uid: str) -> None:
     """Zero, negative, float and bool refund amounts never leave the process."""
     sandbox, url, _, shop = gateway
     seen = sandbox.requests_seen
-    async with client_for(url, shop) as client:
+    async with sandbox_client(url, shop) as client:
         for amount in (0, -5, 1.5, True):
             with pytest.raises(ValidationError, match="amount: "):
                 await client.refund(f"FLOW1-{uid}", amount)  # type: ignore[arg-type]
@@ -150,7 +136,7 @@ async def test_refund_amount_is_checked_locally(gateway: Any, uid: str) -> None:
 async def test_refund_of_unknown_or_unpaid_order(gateway: Any, uid: str) -> None:
     """Refunding an order that does not exist, or is not paid, is a gateway error."""
     _, url, _, shop = gateway
-    async with client_for(url, shop) as client:
+    async with sandbox_client(url, shop) as client:
         await client.create_payment(
             Order(amount=100, order_id=f"UNPAID1-{uid}", product_name="T"), ip_address="127.0.0.1"
         )
@@ -163,7 +149,7 @@ async def test_refund_of_unknown_or_unpaid_order(gateway: Any, uid: str) -> None
 async def test_wap_payment_reaches_pagenotify(gateway: Any, uid: str) -> None:
     """A WAP order opens the mobile cashier and ends in a signed PageNotify."""
     _, url, merchant, shop = gateway
-    async with client_for(url, shop) as client:
+    async with sandbox_client(url, shop) as client:
         payment = await client.create_payment(
             Order(amount=250, order_id=f"WAP1-{uid}", product_name="手机"),
             ip_address="127.0.0.1",
@@ -188,7 +174,7 @@ async def test_ambiguous_timeout_recipe_does_not_duplicate(gateway: Any, uid: st
     sandbox.drop_next()
     before = sandbox.requests_seen
 
-    async with client_for(url, shop) as client:
+    async with sandbox_client(url, shop) as client:
         outcome = await place_order(
             client, Order(amount=300, order_id=f"LOST1-{uid}", product_name="T"), "127.0.0.1"
         )
@@ -219,14 +205,7 @@ async def test_recipe_recreates_an_order_that_never_arrived(gateway: Any, uid: s
         async def aclose(self) -> None:
             await self.inner.aclose()
 
-    async with CmpayClient(
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        signer=Md5Signer(PUBLIC_TEST_KEY),
-        endpoint=f"{url}/ips/cmpayService",
-        callback_url=f"{shop}/return",
-        notify_url=f"{shop}/notify",
-        transport=LoseFirstRequest(),
-    ) as client:
+    async with sandbox_client(url, shop, transport=LoseFirstRequest()) as client:
         outcome = await place_order(
             client, Order(amount=300, order_id=f"NEVER1-{uid}", product_name="T"), "127.0.0.1"
         )
@@ -239,14 +218,7 @@ async def test_delayed_answer_times_out_as_maybe_sent(gateway: Any, uid: str) ->
     """A gateway slower than the read timeout gives a TimeoutError that says maybe_sent."""
     sandbox, url, _, shop = gateway
     sandbox.delay_next(1.0)
-    async with CmpayClient(
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        signer=Md5Signer(PUBLIC_TEST_KEY),
-        endpoint=f"{url}/ips/cmpayService",
-        callback_url=f"{shop}/return",
-        notify_url=f"{shop}/notify",
-        timeouts=Timeouts(read=0.2),
-    ) as client:
+    async with sandbox_client(url, shop, timeouts=Timeouts(read=0.2)) as client:
         with pytest.raises(TimeoutError) as info:
             await client.create_payment(
                 Order(amount=100, order_id=f"SLOW-{uid}", product_name="T"),
