@@ -20,6 +20,7 @@ import anyio
 import attrs
 import httpx
 
+from ._codec import Payload
 from ._enums import Channel, CharacterSet
 from ._exceptions import (
     ClientClosedError,
@@ -34,7 +35,16 @@ from ._exceptions import (
     TransportTimeoutError,
     ValidationError,
 )
-from ._models import CHINA_TZ, Order, OrderQueryResult, PaymentResponse, RefundResult
+from ._models import (
+    CHINA_TZ,
+    OfflineNotify,
+    Order,
+    OrderQueryResult,
+    PageNotify,
+    PaymentResponse,
+    RefundResult,
+)
+from ._notify import verify_notification
 from ._protocol import (
     PreparedRequest,
     build_order_request,
@@ -362,6 +372,14 @@ class CmpayClient:
             return parse_refund_response(
                 body, verifier=self._verifier, merchant_id=self.merchant_id, order_id=order_id
             )
+
+    def verify_notification(
+        self, payload: Payload, *, charset: str | None = None
+    ) -> PageNotify | OfflineNotify:
+        """``verify_notification`` with this client's verifier and merchant id: the safe default."""
+        return verify_notification(
+            payload, verifier=self._verifier, merchant_id=self.merchant_id, charset=charset
+        )
 
     async def _exchange(
         self, request: PreparedRequest, *, idempotent: bool = False

@@ -460,3 +460,16 @@ def test_backoff_is_capped_and_jittered() -> None:
 
     for delay, cap in zip(delays, [1, 2, 4, 4, 4], strict=True):
         assert cap / 2 <= delay <= cap
+
+
+def test_client_verifies_notifications_with_its_own_key_and_merchant() -> None:
+    """client.verify_notification checks the signature and the merchant id it was made with."""
+    from cmpay_async.testing import sign_notification
+
+    client = CmpayClient(merchant_id=PUBLIC_TEST_MERCHANT, signer=Md5Signer(PUBLIC_TEST_KEY))
+    other = CmpayClient(merchant_id="OTHER", signer=Md5Signer(PUBLIC_TEST_KEY))
+    body = sign_notification(order_id="N1")
+
+    assert "N1" == client.verify_notification(body).order_id
+    with pytest.raises(CmpayError, match="merchantId"):
+        other.verify_notification(body)
