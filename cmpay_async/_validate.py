@@ -87,7 +87,26 @@ def _compile(field: Field) -> Check:
             return not_choice
         return None if rule is None else rule(value, extra_bank_codes)
 
-    return check
+    if field.kind is Kind.BANK:  # its verdict depends on extra_bank_codes: never memoised
+        return check
+    # Most values repeat from order to order (merchant id, URLs, codes, dates): remember the
+    # verdict of the first _MEMO distinct values of each field. Bounded, so values chosen by
+    # a peer (the sandbox checks what it receives) cannot grow it.
+    memo: dict[str, Problem | None] = {}
+
+    def memoised(value: str, extra_bank_codes: Collection[str]) -> Problem | None:
+        verdict = memo.get(value, _UNKNOWN)
+        if verdict is _UNKNOWN:
+            verdict = check(value, extra_bank_codes)
+            if len(memo) < _MEMO:
+                memo[value] = verdict
+        return verdict  # type: ignore[return-value]
+
+    return memoised
+
+
+_MEMO = 256
+_UNKNOWN = object()
 
 
 def _kind_rule(field: Field) -> Check | None:

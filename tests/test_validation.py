@@ -158,3 +158,20 @@ def test_yuan_to_fen_refuses_floats_and_sub_fen(yuan: Any, match: str) -> None:
     """Floats, sub-fen amounts and non-numbers are refused, naming amount."""
     with pytest.raises(ValidationError, match=f"amount: .*{match}"):
         yuan_to_fen(yuan)
+
+
+def test_verdicts_stay_right_beyond_the_memo() -> None:
+    """Checks remember verdicts of repeated values; a thousand distinct ones are still judged."""
+    from cmpay_async._schema import REGISTRY
+    from cmpay_async._validate import check_fields
+
+    schema = REGISTRY["DirectPayConfirm"]
+    for i in range(1000):
+        good = f"ok{i:05d}"
+        bad = "y" * 51 + str(i)
+        assert [] == [
+            p for p in check_fields(schema, {"productName": good}) if p.field == "productName"
+        ]
+        assert ["productName"] == [
+            p.field for p in check_fields(schema, {"productName": bad}) if p.field == "productName"
+        ]
