@@ -157,10 +157,8 @@ class Md5Signer:
             raise SignatureError("signature does not match", field="hmac")
 
 
-def _hex_ok(signature: object, length: int | None = None) -> bool:
-    if not isinstance(signature, str) or not signature.isascii():
-        return False
-    return length is None or len(signature) == length
+def _hex_ok(signature: object, length: int) -> bool:
+    return isinstance(signature, str) and signature.isascii() and len(signature) == length
 
 
 KeyInput = bytes | str
@@ -260,11 +258,11 @@ class RsaVerifier:
     def verify(self, source: str, signature: str) -> None:
         """Raise ``SignatureError`` unless ``signature`` (hex) signs ``source``."""
         try:
-            if not _hex_ok(signature):
-                raise ValueError
+            # fromhex refuses anything but hex digits (and spaces) with ValueError, and a
+            # non-str with TypeError: no separate pre-check on this path.
             raw = bytes.fromhex(signature)
             self._key.verify(raw, source.encode("utf-8"), _PKCS1V15, _SHA1)
-        except (InvalidSignature, ValueError):
+        except (InvalidSignature, ValueError, TypeError):
             raise SignatureError("signature does not match", field="hmac") from None
 
 
