@@ -198,7 +198,7 @@ class CmpayClient:
         self.notify_url = notify_url
         self.character_set = CharacterSet(character_set)
         self.endpoint = endpoint
-        self.timeouts = timeouts or Timeouts()
+        self._timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self.extra_bank_codes = frozenset(extra_bank_codes)
         self._signer = signer
@@ -208,9 +208,11 @@ class CmpayClient:
         self._owns_http = http_client is None
         if max_connections < 1:
             raise ConfigurationError("max_connections must be at least 1")
+        # Built once: every request passes it (a caller's http_client has its own defaults).
+        self._timeout = self._timeouts.to_httpx()
         self._http = http_client or httpx.AsyncClient(
             transport=transport,
-            timeout=self.timeouts.to_httpx(),
+            timeout=self._timeout,
             follow_redirects=False,
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
@@ -251,6 +253,11 @@ class CmpayClient:
         self._closed = True
         if self._owns_http:
             await self._http.aclose()
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """The timeouts every request uses (fixed at construction)."""
+        return self._timeouts
 
     @property
     def closed(self) -> bool:
@@ -420,16 +427,16 @@ class CmpayClient:
                     await anyio.sleep(self.retry.backoff(attempt, self._rng))
                     continue
                 raise error from exc
-            elapsed = (time.perf_counter() - started) * 1000
-            logger.debug(
-                "<- %s orderId=%s requestId=%s status=%d returnCode=%s elapsed=%.1fms",
-                request.message,
-                request.order_id,
-                request.request_id,
-                status,
-                _return_code(body),
-                elapsed,
-            )
+            if logger.isEnabledFor(logging.DEBUG):  # finding the return code costs a scan
+                logger.debug(
+                    "<- %s orderId=%s requestId=%s status=%d returnCode=%s elapsed=%.1fms",
+                    request.message,
+                    request.order_id,
+                    request.request_id,
+                    status,
+                    _return_code(body),
+                    (time.perf_counter() - started) * 1000,
+                )
             self._check_answer(status, body, request)
             return status, body
 
@@ -439,7 +446,7 @@ class CmpayClient:
             self.endpoint,
             content=request.body,
             headers={"Content-Type": request.content_type},
-            timeout=self.timeouts.to_httpx(),
+            timeout=self._timeout,
         )
         response = await self._http.send(http_request, stream=True)
         try:
