@@ -14,7 +14,7 @@ import attrs
 
 from ._codec import Payload, decode_payload, encode_form, typed_values, wire_fields
 from ._enums import CharacterSet
-from ._exceptions import UnexpectedMessageError, ValidationError
+from ._exceptions import ConfigurationError, UnexpectedMessageError, ValidationError
 from ._models import OfflineNotify, PageNotify
 from ._protocol import verify_fields
 from ._schema import REGISTRY, VERSION
@@ -73,7 +73,7 @@ def build_notification(
     ``cmpay_async.testing.sign_notification``.
     """
     if kind not in _MODELS:
-        raise ValueError(f"kind must be PageNotify or OfflineNotify, not {kind!r}")
+        raise ConfigurationError(f"kind must be PageNotify or OfflineNotify, not {kind!r}")
     schema = REGISTRY[kind]
     fields, problems = wire_fields(schema, {**values, "sign_type": signer.sign_type})
     if problems:

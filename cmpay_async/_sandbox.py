@@ -28,7 +28,7 @@ from ._appendix import RETURN_CODES, SUCCESS_CODES
 from ._asgi import Receive, Request, Scope, Send, read_request, respond
 from ._codec import decode_payload, encode_answer, wire_fields
 from ._enums import CharacterSet
-from ._exceptions import DecodeError, Problem, SignatureError
+from ._exceptions import ConfigurationError, DecodeError, Problem, SignatureError
 from ._models import CHINA_TZ, AmountItems
 from ._notify import build_notification, encode_notification
 from ._protocol import verify_fields
@@ -83,7 +83,7 @@ class SandboxClock:
 
     def __init__(self, seconds_per_minute: float | None = 60.0) -> None:
         if seconds_per_minute is not None and seconds_per_minute <= 0:
-            raise ValueError("seconds_per_minute must be positive or None")
+            raise ConfigurationError("seconds_per_minute must be positive or None")
         self.seconds_per_minute = seconds_per_minute
         self._start = time.monotonic()
         self._offset = 0.0
