@@ -159,6 +159,20 @@ def _quote(value: str, codec: str) -> str:
     return "".join(map(_escape_byte, value.encode(codec)))
 
 
+# Escaped forms of recent values, per charset: most values repeat from request to request
+# (merchant id, URLs, codes, product names). Bounded; cleared when full.
+_ESCAPED: dict[CharacterSet, dict[str, str]] = {charset: {} for charset in CharacterSet}
+_ESCAPED_MAX = 1024
+
+
+def _remember(escaped: dict[str, str], value: str, codec: str) -> str:
+    result = _quote(value, codec)
+    if len(escaped) >= _ESCAPED_MAX:
+        escaped.clear()
+    escaped[value] = result
+    return result
+
+
 def encode_form(pairs: Iterable[tuple[str, str]], charset: CharacterSet) -> bytes:
     """Percent-encode ``(name, value)`` pairs as a form body in ``charset``.
 
@@ -166,10 +180,12 @@ def encode_form(pairs: Iterable[tuple[str, str]], charset: CharacterSet) -> byte
     """
     codec = charset.codec
     pairs = list(pairs)
+    memo = _ESCAPED[charset]
+    known = memo.get
     try:
         return "&".join(
             [
-                f"{name}={value if value.isalnum() and value.isascii() else _quote(value, codec)}"
+                f"{name}={e if (e := known(value)) is not None else _remember(memo, value, codec)}"
                 for name, value in pairs
             ]
         ).encode("ascii")

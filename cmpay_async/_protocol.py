@@ -120,7 +120,7 @@ def build_payment_request(
     if not isinstance(order, Order):
         raise TypeError(f"order must be an Order, not {type(order).__name__}")
     schema = schema_for(message)
-    values = dict(zip(_ORDER_ATTRS, _order_values(order), strict=True))
+    values = dict(zip(_ORDER_ATTRS, _order_values(order), strict=False))  # same length
     values.update(
         character_set=character_set,
         merchant_id=merchant_id,
@@ -198,7 +198,8 @@ def _prepare(
     cert = schema.cert_field
     sent = fields
     if cert is not None and not fields[cert.wire]:
-        sent = {k: v for k, v in fields.items() if k != cert.wire}
+        sent = fields.copy()
+        del sent[cert.wire]
     body = encode_form(sent.items(), character_set)
     return PreparedRequest(
         message=schema.name,

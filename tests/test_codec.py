@@ -264,3 +264,14 @@ def test_bad_dates_raise(text: str) -> None:
     """Wrong lengths, impossible days and non-ASCII digits are refused."""
     with pytest.raises(DecodeError):
         parse_date(text)
+
+
+def test_escaping_stays_exact_beyond_the_memo() -> None:
+    """Remembered escapes are exact, and stay exact once the bounded memo has been cleared."""
+    from urllib.parse import quote_plus
+
+    for i in range(3000):
+        value = f"商品 {i} & more/{i}"
+        body = encode_form([("productName", value)], CharacterSet.GBK)
+        assert f"productName={quote_plus(value, safe='', encoding='gbk')}".encode() == body
+        assert body == encode_form([("productName", value)], CharacterSet.GBK)
