@@ -450,10 +450,9 @@ def parse_amount_items(text: str, *, field: str = "amtItem") -> AmountItems:
         if not part:
             continue
         key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
         if not (sep and value.isascii() and value.isdigit()):
-            key, value = key.strip(), value.strip()
-            if not (sep and value.isascii() and value.isdigit()):
-                raise DecodeError(f"part {key!r} is not KEY=<fen>", field=field)
+            raise DecodeError(f"part {key!r} is not KEY=<fen>", field=field)
         target = AMT_ITEM_PARTS.get(key)
         bucket, name = (known, target) if target else (extra, key)
         if name in bucket:

@@ -244,6 +244,13 @@ def test_amount_items_parse_and_format_roundtrip() -> None:
     assert text == format_amount_items(items)
 
 
+def test_amount_items_tolerate_spaces_around_parts() -> None:
+    """Spaces around a key or a value do not move a part into ``extra``."""
+    items = parse_amount_items(" CNY_AMT=100 # RED_AMT = 5")
+
+    assert AmountItems(cash=100, e_coupon=5) == items
+
+
 @pytest.mark.parametrize("text", ["CNY_AMT=x", "CNY_AMT", "CNY_AMT=1#CNY_AMT=2", "CNY_AMT=-1"])
 def test_bad_amount_items_raise(text: str) -> None:
     """Non-digit, key-only and repeated parts are refused, naming amtItem."""
