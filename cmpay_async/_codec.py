@@ -127,15 +127,15 @@ def wire_fields(
 
 def wire_plan(schema: Schema) -> tuple[tuple[Field, str | None], ...]:
     """Each field with the value it takes when none is given (its only allowed value)."""
-    plan = schema.plans.get("wire")
-    if plan is None:
-        # A field with one allowed value (type, version) needs no caller to state it.
-        plan = tuple(
-            (f, f.choices[0] if f.choices is not None and len(f.choices) == 1 else None)
-            for f in schema.fields
-        )
-        schema.plans["wire"] = plan
-    return plan  # type: ignore[return-value]
+    return schema.plan("wire", _build_wire_plan)
+
+
+def _build_wire_plan(schema: Schema) -> tuple[tuple[Field, str | None], ...]:
+    # A field with one allowed value (type, version) needs no caller to state it.
+    return tuple(
+        (f, f.choices[0] if f.choices is not None and len(f.choices) == 1 else None)
+        for f in schema.fields
+    )
 
 
 def content_type(charset: CharacterSet) -> str:
@@ -364,11 +364,7 @@ def escaped_readings(schema: Schema, fields: Mapping[str, str]) -> list[dict[str
 
 
 def _escaped_names(schema: Schema) -> tuple[str, ...]:
-    names = schema.plans.get("escaped")
-    if names is None:
-        names = tuple(f.wire for f in schema.fields if f.utf8_escaped)
-        schema.plans["escaped"] = names
-    return names  # type: ignore[return-value]
+    return schema.plan("escaped", lambda s: tuple(f.wire for f in s.fields if f.utf8_escaped))
 
 
 def _fully_unquote_plus(value: str) -> str:
@@ -568,23 +564,26 @@ def typed_values(schema: Schema, fields: Mapping[str, str], model: type) -> dict
 
     Raises ``DecodeError`` naming the field for a missing required field or a bad value.
     """
-    key = f"typed:{model.__qualname__}"
-    plan = schema.plans.get(key)
-    if plan is None:
-        names = _MODEL_ATTRS[model]
-        # Optional plain text needs no conversion: only those fields skip the call.
-        plan = tuple(
-            (f.attr, f.wire, None if _is_plain(f) else _parser(f))
-            for f in schema.fields
-            if f.attr in names
-        )
-        schema.plans[key] = plan
+    plan = schema.plan(f"typed:{model.__qualname__}", lambda s: _typed_plan(s, model))
     get = fields.get
     out: dict[str, Any] = {}
-    for attr, wire, parse in plan:  # type: ignore[attr-defined]
+    for attr, wire, parse in plan:
         text = get(wire) or ""
         out[attr] = text if parse is None else parse(text)
     return out
+
+
+def _typed_plan(
+    schema: Schema, model: type
+) -> tuple[tuple[str, str, Callable[[str], object] | None], ...]:
+    names = _MODEL_ATTRS[model]
+    plan = []
+    for f in schema.fields:
+        if f.attr in names:
+            parse = _parser(f)
+            # Text that needs no conversion is read without a call.
+            plan.append((f.attr, f.wire, None if parse is _identity else parse))
+    return tuple(plan)
 
 
 def _identity(text: str) -> object:
@@ -597,10 +596,6 @@ _STRUCTURED: Mapping[Kind, Callable[..., object]] = {
     Kind.AMT_ITEM: parse_amount_items,
     Kind.PAY_URL: parse_pay_url,
 }
-
-
-def _is_plain(field: Field) -> bool:
-    return field.optional and field.enum is None and field.kind in (Kind.TEXT, Kind.CERT)
 
 
 # Each model's attributes must be registry attribute names of the messages it represents;

@@ -29,9 +29,9 @@ from ._exceptions import (
     ValidationError,
 )
 from ._models import ORDER_NOT_FOUND, Order, OrderQueryResult, PaymentResponse, RefundResult
-from ._schema import Schema, schema_for
+from ._schema import Field, Schema, schema_for
 from ._signing import Signer, Verifier, source_of
-from ._validate import check_plan
+from ._validate import Check, check_plan
 
 __all__ = [
     "PreparedRequest",
@@ -68,17 +68,11 @@ def _convert_and_check(
     schema: Schema, values: Mapping[str, object], extra_bank_codes: Collection[str]
 ) -> tuple[dict[str, str], list[Problem]]:
     """``wire_fields`` and ``check_fields`` in one pass: the order path is hot."""
-    plan = schema.plans.get("convert_and_check")
-    if plan is None:
-        checks = {wire: check for wire, check, signed in check_plan(schema) if signed}
-        plan = tuple(
-            (field, fixed or "", checks.get(field.wire)) for field, fixed in wire_plan(schema)
-        )
-        schema.plans["convert_and_check"] = plan
+    plan = schema.plan("convert_and_check", _convert_and_check_plan)
     fields: dict[str, str] = {}
     problems: list[Problem] = []
     get = values.get
-    for field, fixed, check in plan:  # type: ignore[attr-defined]
+    for field, fixed, check in plan:
         value = get(field.attr)
         if type(value) is not str:
             if value is None:
@@ -96,6 +90,11 @@ def _convert_and_check(
             if problem is not None:
                 problems.append(problem)
     return fields, problems
+
+
+def _convert_and_check_plan(schema: Schema) -> tuple[tuple[Field, str, Check | None], ...]:
+    checks = {wire: check for wire, check, signed in check_plan(schema) if signed}
+    return tuple((field, fixed or "", checks.get(field.wire)) for field, fixed in wire_plan(schema))
 
 
 def build_payment_request(

@@ -12,13 +12,16 @@ Wire order: the signed fields in the document's order, then the unsigned certifi
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import Any, TypeVar
 
 import attrs
 
 from ._enums import CharacterSet, CouponsFlag, Currency, PaymentStatus, PeriodUnit, SignType
 from ._exceptions import ConfigurationError
+
+T = TypeVar("T")
 
 __all__ = ["AMT_ITEM_PARTS", "REGISTRY", "VERSION", "Field", "Kind", "Schema", "schema_for"]
 
@@ -104,9 +107,7 @@ class Schema:
     signature_field: Field = attrs.field(init=False)
     #: The unsigned certificate field (``merchantCert`` or ``serverCert``), if any.
     cert_field: Field | None = attrs.field(init=False)
-    #: Compiled plans of the modules that read this schema (validation, parsing), built once
-    #: on first use: they turn the table into straight-line work on the hot paths.
-    plans: dict[str, object] = attrs.field(init=False, factory=dict, eq=False, repr=False)
+    _plans: dict[str, Any] = attrs.field(init=False, factory=dict, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         by_wire = {f.wire: f for f in self.fields}
@@ -122,6 +123,18 @@ class Schema:
         object.__setattr__(self, "signature_field", signatures[0])
         certs = [f for f in self.fields if f.kind is Kind.CERT]
         object.__setattr__(self, "cert_field", certs[0] if certs else None)
+
+    def plan(self, name: str, build: Callable[[Schema], T]) -> T:
+        """A table derived from this schema by ``build``, built on first use and kept.
+
+        The modules that read the registry compile it into such plans (per-field checks,
+        conversions, parsers), so that the hot paths do straight-line work.
+        """
+        try:
+            return self._plans[name]  # type: ignore[no-any-return]
+        except KeyError:
+            built = self._plans[name] = build(self)
+            return built
 
 
 # -- Field definitions shared by several messages ------------------------------------------------

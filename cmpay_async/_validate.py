@@ -62,11 +62,7 @@ def check_fields(
 
 def check_plan(schema: Schema) -> tuple[tuple[str, Check, bool], ...]:
     """Each field's wire name, compiled check and whether it is signed; built once."""
-    plan = schema.plans.get("checks")
-    if plan is None:
-        plan = tuple((f.wire, _compile(f), f.signed) for f in schema.fields)
-        schema.plans["checks"] = plan
-    return plan  # type: ignore[return-value]
+    return schema.plan("checks", lambda s: tuple((f.wire, _compile(f), f.signed) for f in s.fields))
 
 
 def _compile(field: Field) -> Check:
