@@ -14,7 +14,6 @@ import enum
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote_plus, unquote, unquote_plus
 
@@ -454,10 +453,7 @@ def parse_amount_items(text: str, *, field: str = "amtItem") -> AmountItems:
         if name in bucket:
             raise DecodeError(f"part {key!r} given twice", field=field)
         bucket[name] = int(value)
-    return AmountItems(**known, extra=MappingProxyType(extra) if extra else _NO_EXTRA)
-
-
-_NO_EXTRA: Mapping[str, int] = MappingProxyType({})
+    return AmountItems(**known, extra=extra)
 
 
 def format_amount_items(items: AmountItems) -> str:
@@ -502,6 +498,10 @@ def parse_pay_url(token: str, *, field: str = "payUrl") -> PayUrl:
     )
 
 
+# Kinds whose Python value is not text: an empty optional field reads as None.
+_NONE_WHEN_EMPTY = frozenset({Kind.NUMBER, Kind.PAY_URL, Kind.DATE, Kind.DATETIME, Kind.AMT_ITEM})
+
+
 def _parser(field: Field) -> Callable[[str], object]:
     """One field's conversion from wire text to its Python value, compiled once.
 
@@ -543,7 +543,7 @@ def _parser(field: Field) -> Callable[[str], object]:
     else:
         return _identity
 
-    empty: object = None if kind in (Kind.NUMBER, Kind.PAY_URL, Kind.DATE, Kind.DATETIME) else ""
+    empty: object = None if kind in _NONE_WHEN_EMPTY else ""
     if optional:
 
         def parse(text: str) -> object:

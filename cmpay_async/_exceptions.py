@@ -24,13 +24,20 @@ notification that cannot be trusted), as h11 tells ``LocalProtocolError`` from
         ├── TransportTimeoutError (TimeoutError)
         └── HTTPStatusError                    the gateway answered with a non-2xx status
 
-Every ``TransportError`` says whether the request may have been processed (``maybe_sent``):
-when it is true, query the order before trying again, and never resend the same order blindly.
+Every error says whether the request may have been processed (``maybe_sent``): it is true
+for every failure after the request may have reached the gateway (a timeout, a dropped
+connection, an answer that cannot be read or trusted, a deadline), and then the order must be
+queried before trying again, never resent blindly. Errors raised by a call also carry its
+``order_id`` and ``request_id``.
+
+Every error pickles and unpickles with all its attributes and the same message, so it crosses
+a process pool or a task queue intact.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
@@ -56,8 +63,28 @@ __all__ = [
 ]
 
 
+def _rebuild(cls: type[CmpayError], args: tuple[object, ...], state: dict[str, Any]) -> Any:
+    """Unpickle an error without calling ``__init__``, whose signature differs per class."""
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
 class CmpayError(Exception):
     """Root of every error raised by cmpay-async."""
+
+    #: True when the request may have reached the gateway and been acted on: query the order
+    #: before trying again. False for errors raised before any I/O and for definite answers.
+    maybe_sent: bool = False
+    #: The order and request of the call that failed, when the error comes from a call.
+    order_id: str | None = None
+    request_id: str | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # BaseException pickles as cls(*args), which breaks every class whose __init__ takes
+        # keyword arguments or rebuilds its message (ValidationError); keep the state instead.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class ConfigurationError(CmpayError, ValueError):
@@ -173,6 +200,9 @@ class GatewayError(CmpayError):
         self.explanation = explanation
         self.hint = hint
         self.verified = verified
+        # A verified refusal is a definite outcome; an unsigned one may come from a proxy
+        # that never asked the gateway, or hide a success: the order must be queried.
+        self.maybe_sent = not verified
         text = f"{code}: {explanation}"
         if gateway_message:
             text += f" (gateway said: {gateway_message})"
@@ -186,13 +216,9 @@ class GatewayError(CmpayError):
 class TransportError(CmpayError, OSError):
     """The HTTP exchange with the gateway failed."""
 
-    #: True when the request may have reached the gateway and been processed.
-    maybe_sent: bool
     status_code: int | None
     #: A short, redacted excerpt of the answer body, when there was one.
     excerpt: str | None
-    order_id: str | None
-    request_id: str | None
 
     def __init__(
         self,

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
-from types import MappingProxyType
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import attrs
 
+from . import _serial
 from ._appendix import SUCCESS_CODES
 from ._enums import CouponsFlag, Currency, OrderState, PaymentStatus, PeriodUnit, SignType
 from ._exceptions import Problem, ValidationError
@@ -23,7 +24,9 @@ from ._exceptions import Problem, ValidationError
 __all__ = [
     "CHINA_TZ",
     "AmountItems",
+    "FrozenMapping",
     "GatewayAnswer",
+    "Model",
     "Notification",
     "OfflineNotify",
     "Order",
@@ -58,8 +61,34 @@ def yuan_to_fen(yuan: Decimal | str | int) -> int:
     return int(fen)
 
 
+M = TypeVar("M", bound="Model")
+
+
 @attrs.frozen(kw_only=True)
-class Order:
+class Model:
+    """Base of every model: type-checked on construction, picklable, JSON-safe via dicts."""
+
+    def __attrs_post_init__(self) -> None:
+        # A wrong type fails here, not later as a wrong answer (a "SUCCESS" str where a
+        # PaymentStatus belongs would read as unpaid).
+        _serial.check_types(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """This model as a JSON-safe dict (ints, strings, ISO dates, enum values)."""
+        return _serial.to_dict(self)
+
+    @classmethod
+    def from_dict(cls: type[M], data: Mapping[str, Any]) -> M:
+        """Rebuild the model from ``to_dict()`` output; raises ``DecodeError`` naming the field.
+
+        It trusts the data as much as its source: carry verified models between your own
+        processes with it, never data from outside (verify the raw payload instead).
+        """
+        return _serial.from_dict(cls, data)  # type: ignore[no-any-return]
+
+
+@attrs.frozen(kw_only=True)
+class Order(Model):
     """The business fields of a DirectPayConfirm order, as the merchant states them."""
 
     #: Amount in fen (1 yuan = 100); see ``yuan_to_fen``.
@@ -88,8 +117,50 @@ class Order:
     notify_url: str = ""
 
 
+class FrozenMapping(Mapping[str, int]):
+    """A read-only mapping that pickles and hashes (``AmountItems.extra``)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, items: Mapping[str, int] | Iterable[tuple[str, int]] = ()) -> None:
+        self._data = dict(items)
+
+    def __getitem__(self, key: str) -> int:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._data.items()))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._data == dict(other.items())
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"FrozenMapping({self._data!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenMapping, (self._data,))
+
+
+def _frozen_mapping(value: object) -> object:
+    # Anything but a mapping is left for the type check to name.
+    if isinstance(value, Mapping) and not isinstance(value, FrozenMapping):
+        return FrozenMapping(value)
+    return value
+
+
+_NO_EXTRA = FrozenMapping()
+
+
 @attrs.frozen(kw_only=True)
-class AmountItems:
+class AmountItems(Model):
     """The parts of a paid amount (``amtItem``), each in fen."""
 
     cash: int = 0
@@ -98,7 +169,7 @@ class AmountItems:
     voucher: int = 0
     points: int = 0
     #: Parts the 2011 document does not name, kept rather than dropped.
-    extra: Mapping[str, int] = attrs.field(factory=lambda: MappingProxyType({}))
+    extra: Mapping[str, int] = attrs.field(default=_NO_EXTRA, converter=_frozen_mapping)
 
     @property
     def total(self) -> int:
@@ -114,7 +185,7 @@ class AmountItems:
 
 
 @attrs.frozen(kw_only=True)
-class PayUrl:
+class PayUrl(Model):
     """The decoded ``payUrl`` token: where and how to send the buyer to the cashier."""
 
     url: str
@@ -147,7 +218,7 @@ class PayUrl:
 
 
 @attrs.frozen(kw_only=True)
-class GatewayAnswer:
+class GatewayAnswer(Model):
     """What every verified gateway answer carries."""
 
     merchant_id: str
@@ -167,8 +238,18 @@ class PaymentResponse(GatewayAnswer):
 
 
 @attrs.frozen(kw_only=True)
-class Notification:
+class Notification(Model):
     """A verified payment notification (PageNotify or OfflineNotify)."""
+
+    @classmethod
+    def from_dict(cls: type[M], data: Mapping[str, Any]) -> M:
+        """Rebuild a notification; ``Notification.from_dict`` picks the class from ``type``."""
+        if cls is Notification and isinstance(data, Mapping):
+            kinds = {c.__name__: c for c in Notification.__subclasses__()}
+            kind = kinds.get(str(data.get("type")))
+            if kind is not None:
+                return kind.from_dict(data)  # type: ignore[return-value]
+        return _serial.from_dict(cls, data)  # type: ignore[no-any-return]
 
     merchant_id: str
     pay_no: str

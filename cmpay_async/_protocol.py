@@ -29,7 +29,7 @@ from ._exceptions import (
     ValidationError,
 )
 from ._models import ORDER_NOT_FOUND, Order, OrderQueryResult, PaymentResponse, RefundResult
-from ._schema import Field, Schema, schema_for
+from ._schema import Field, Kind, Schema, schema_for
 from ._signing import Signer, Verifier, source_of
 from ._validate import Check, check_plan
 
@@ -72,8 +72,13 @@ def _convert_and_check(
     fields: dict[str, str] = {}
     problems: list[Problem] = []
     get = values.get
-    for field, fixed, check in plan:
+    for field, fixed, check, number in plan:
         value = get(field.attr)
+        if number and type(value) is str:
+            # Money and counts are ints in the API: "1250" is a caller's mistake, not fen.
+            problems.append(Problem(field.wire, "must be an int, not str", "type"))
+            fields[field.wire] = ""
+            continue
         if type(value) is not str:
             if value is None:
                 value = fixed
@@ -92,9 +97,14 @@ def _convert_and_check(
     return fields, problems
 
 
-def _convert_and_check_plan(schema: Schema) -> tuple[tuple[Field, str, Check | None], ...]:
+def _convert_and_check_plan(
+    schema: Schema,
+) -> tuple[tuple[Field, str, Check | None, bool], ...]:
     checks = {wire: check for wire, check, signed in check_plan(schema) if signed}
-    return tuple((field, fixed or "", checks.get(field.wire)) for field, fixed in wire_plan(schema))
+    return tuple(
+        (field, fixed or "", checks.get(field.wire), field.kind is Kind.NUMBER)
+        for field, fixed in wire_plan(schema)
+    )
 
 
 def build_payment_request(

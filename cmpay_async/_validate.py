@@ -114,7 +114,9 @@ def _kind_rule(field: Field) -> Check | None:
 
         def number(value: str, _: Collection[str]) -> Problem | None:
             if not (value.isascii() and value.isdigit()):
-                return digits
+                # "-5" breaks the minimum, which says more than "must be digits".
+                negative = value[:1] == "-" and value[1:].isascii() and value[1:].isdigit()
+                return too_small if negative and minimum is not None else digits
             return too_small if minimum is not None and int(value) < minimum else None
 
         return number

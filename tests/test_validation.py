@@ -18,6 +18,7 @@ from cmpay_async import (
     build_payment_request,
     yuan_to_fen,
 )
+from cmpay_async._protocol import build_order_request
 
 from .helpers import TEST_KEY, TEST_MERCHANT, TODAY, valid_order
 
@@ -50,7 +51,7 @@ def test_ten_invalid_fields_are_all_named_in_one_error() -> None:
         amount=0,  # below one fen
         product_name="",  # required
         period=1000,  # longer than 3 digits
-        period_unit="09",  # not an enum value
+        merchant_abbr="商" * 51,  # too long
         bank_abbr="NOPE",  # not in appendix 9.1
         product_desc="x" * 257,  # too long
         callback_url="ftp://shop.example/",  # not http(s)
@@ -66,7 +67,7 @@ def test_ten_invalid_fields_are_all_named_in_one_error() -> None:
         "amount",
         "productName",
         "period",
-        "periodUnit",
+        "merchantAbbr",
         "bankAbbr",
         "productDesc",
         "callbackUrl",
@@ -82,17 +83,13 @@ def test_ten_invalid_fields_are_all_named_in_one_error() -> None:
     ("overrides", "kw", "expected"),
     [
         ({"product_name": "长" * 51}, {}, "productName: longer than 50 characters"),
-        ({"amount": 12.5}, {}, "amount: must be an int of fen, not float"),
-        ({"amount": True}, {}, "amount: must not be a bool"),
         ({"amount": 10**10}, {}, "amount: longer than 10 characters"),
         ({"order_id": ""}, {}, "orderId: required"),
         ({}, {"ip_address": "256.1.1.1"}, "ipAddress: must be an IPv4 address"),
         ({}, {"ip_address": "::1"}, "ipAddress: must be an IPv4 address"),
         ({}, {"merchant_id": ""}, "merchantId: required"),
         ({"period": 0}, {}, "period: must be at least 1"),
-        ({"order_date": dt.datetime(2026, 1, 1)}, {}, "orderDate: datetime must be timezone-aware"),
-        ({"currency": "01"}, {}, "currency: must be one of 00"),
-        ({"coupons_flag": "50"}, {}, "couponsFlag: must be one of 00, 10, 20, 30, 40"),
+        ({"amount": -5}, {}, "amount: must be at least 1"),
     ],
 )
 def test_single_problem_messages(
@@ -122,12 +119,46 @@ def test_charset_problem_names_field_and_character() -> None:
     assert ("productName",) == info.value.fields
 
 
-def test_enum_values_and_strings_are_accepted_alike() -> None:
-    """PeriodUnit.HOURS and "01" give the same request."""
-    a = build(valid_order(period_unit=PeriodUnit.HOURS))
-    b = build(valid_order(period_unit="01"))
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"amount": 12.5}, "amount: must be an int, not float"),
+        ({"amount": True}, "amount: must be an int, not bool"),
+        ({"amount": "1250"}, "amount: must be an int, not str"),
+        ({"period_unit": "01"}, "period_unit: must be PeriodUnit, not str"),
+        ({"currency": "00"}, "currency: must be Currency, not str"),
+        ({"coupons_flag": "50"}, "coupons_flag: must be CouponsFlag, not str"),
+        (
+            {"order_date": dt.datetime(2026, 1, 1)},
+            "order_date: must be a datetime.date, not datetime",
+        ),
+        ({"product_num": "3"}, "product_num: must be an int, not str"),
+    ],
+)
+def test_order_refuses_wrong_types_on_construction(
+    overrides: dict[str, Any], expected: str
+) -> None:
+    """A str where an enum or an int belongs raises when the Order is made, naming the field."""
+    with pytest.raises(ValidationError) as info:
+        valid_order(**overrides)
 
-    assert a.body == b.body
+    assert expected == str(info.value)
+    assert ("type",) == tuple(p.code for p in info.value.problems)
+
+
+def test_order_names_every_wrong_type_at_once() -> None:
+    """Two wrong types come back in one ValidationError."""
+    with pytest.raises(ValidationError) as info:
+        valid_order(amount="1", period_unit="01")
+
+    assert ("amount", "period_unit") == info.value.fields
+
+
+def test_enum_members_give_the_wire_values() -> None:
+    """PeriodUnit.HOURS is sent as the document's code 01."""
+    request = build(valid_order(period_unit=PeriodUnit.HOURS))
+
+    assert "01" == request.fields["periodUnit"]
 
 
 def test_order_rejects_non_order() -> None:
@@ -175,3 +206,26 @@ def test_verdicts_stay_right_beyond_the_memo() -> None:
         assert ["productName"] == [
             p.field for p in check_fields(schema, {"productName": bad}) if p.field == "productName"
         ]
+
+
+@pytest.mark.parametrize(
+    ("amount", "expected"),
+    [
+        ("500", "amount: must be an int, not str"),
+        (-5, "amount: must be at least 1"),
+        (0, "amount: must be at least 1"),
+    ],
+)
+def test_refund_amount_must_be_a_positive_int(amount: Any, expected: str) -> None:
+    """A refund of "500" (a str) or of a negative amount is refused with the real rule."""
+    with pytest.raises(ValidationError) as info:
+        build_order_request(
+            "OrderRefund",
+            "A1001",
+            merchant_id=TEST_MERCHANT,
+            request_id="R1",
+            signer=Md5Signer(TEST_KEY),
+            amount=amount,
+        )
+
+    assert expected == str(info.value)
