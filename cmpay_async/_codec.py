@@ -237,12 +237,12 @@ def decode_payload(
     as UTF-8 with a fallback to GBK. Duplicate fields and oversize payloads are refused.
     """
     if isinstance(payload, Mapping):
-        return _from_mapping(payload)
+        return _from_mapping(payload, max_size)
     if isinstance(payload, (bytearray, memoryview)):
         payload = bytes(payload)
     if isinstance(payload, str):
         # A str is already text: only its percent-escapes are bytes in the charset.
-        size = len(payload) if payload.isascii() else len(payload.encode("utf-8"))
+        size = len(payload) if payload.isascii() else _utf8_size(payload, None)
     elif isinstance(payload, bytes):
         size = len(payload)
     else:
@@ -311,7 +311,18 @@ def _split_slowly(pairs: list[tuple[str, str, str]], codec: str, *, form: bool) 
     return out
 
 
-def _from_mapping(mapping: Mapping[str, Any]) -> dict[str, str]:
+def _utf8_size(text: str, field: str | None) -> int:
+    """Size of ``text`` in UTF-8; a lone surrogate (e.g. from ``json.loads``) is refused."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        char = exc.object[exc.start]
+        raise DecodeError(
+            f"character U+{ord(char):04X} is a lone surrogate, not text", field=field
+        ) from None
+
+
+def _from_mapping(mapping: Mapping[str, Any], max_size: int) -> dict[str, str]:
     lists = getattr(mapping, "lists", None)  # Django QueryDict
     multi = getattr(mapping, "multi_items", None)  # Starlette FormData
     if callable(lists):
@@ -322,6 +333,7 @@ def _from_mapping(mapping: Mapping[str, Any]) -> dict[str, str]:
         # A plain dict, or aiohttp's MultiDict whose items() include repeated keys.
         items = mapping.items()
     out: dict[str, str] = {}
+    size = 0
     for name, value in items:
         if not isinstance(name, str):
             raise DecodeError(f"field name {name!r} is not a str")
@@ -338,6 +350,11 @@ def _from_mapping(mapping: Mapping[str, Any]) -> dict[str, str]:
             raise DecodeError(f"not text ({type(value).__name__})", field=name)
         if name in out:
             raise DuplicateFieldError("given more than once", field=name)
+        # The same cap as a body: the mapping's fields as they would be sent (name=value&).
+        size += len(name) if name.isascii() else _utf8_size(name, name)
+        size += 2 + (len(value) if value.isascii() else _utf8_size(value, name))
+        if size > max_size:
+            raise PayloadTooLargeError(f"payload of over {max_size} bytes")
         out[name] = value
     return out
 

@@ -21,6 +21,7 @@ from ._codec import (
 from ._enums import CharacterSet, SignType
 from ._exceptions import (
     DecodeError,
+    EncodingError,
     GatewayError,
     Problem,
     SignatureError,
@@ -202,7 +203,10 @@ def _prepare(
     if problems:
         order_of = {f.wire: i for i, f in enumerate(schema.fields)}
         raise ValidationError(sorted(problems, key=lambda p: order_of.get(p.field, 0)))
-    fields[schema.signature_field.wire] = signer.sign(source_of(schema, fields))
+    try:
+        fields[schema.signature_field.wire] = signer.sign(source_of(schema, fields))
+    except UnicodeEncodeError:  # the source is signed as UTF-8: only lone surrogates fail
+        raise EncodingError(_unencodable(fields)) from None
     # ``fields`` is in schema order already; an empty certificate is left out of the body.
     cert = schema.cert_field
     sent = fields
@@ -218,6 +222,24 @@ def _prepare(
         body=body,
         fields=fields,
     )
+
+
+def _unencodable(fields: Mapping[str, str]) -> list[Problem]:
+    problems = []
+    for name, value in fields.items():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            char = exc.object[exc.start]
+            problems.append(
+                Problem(
+                    name,
+                    f"character U+{ord(char):04X} is a lone surrogate, not text "
+                    "(decode the value with errors='strict' upstream)",
+                    "charset",
+                )
+            )
+    return problems
 
 
 def verify_fields(schema: Schema, fields: Mapping[str, str], verifier: Verifier) -> dict[str, str]:
