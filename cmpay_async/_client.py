@@ -2,6 +2,18 @@
 
 This module is the one place where httpx exceptions become cmpay-async errors
 (``_translate``), as httpx's own ``map_httpcore_exceptions`` is for httpcore.
+
+Three promises hold for every call, whatever happens around it:
+
+- **A total deadline** (``Timeouts.total``) bounds the call: queueing for a slot, every
+  attempt, backoff and the reading of a slow answer. It ends in ``TransportTimeoutError``
+  whose ``maybe_sent`` says whether the request had started to be written.
+- **Cancel-safety.** Once a request may be written, the exchange runs shielded from the
+  caller's cancel scopes (bounded by the deadline), so its outcome is returned or raised
+  rather than lost; a native asyncio cancellation (``Task.cancel``, ``asyncio.timeout``),
+  which no shield stops, is reported to ``on_in_doubt`` with the order id.
+- **No foreign error escapes.** Anything unexpected after the request may have been written
+  becomes a ``TransportError`` with ``maybe_sent=True``.
 """
 
 from __future__ import annotations
@@ -9,12 +21,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import math
 import random
 import re
 import secrets
 import time
+import zlib
 from collections.abc import Callable, Collection, Iterator
 from types import TracebackType
+from typing import Any, Literal, TypeVar
 
 import anyio
 import attrs
@@ -24,6 +39,7 @@ from ._codec import Payload
 from ._enums import Channel, CharacterSet
 from ._exceptions import (
     ClientClosedError,
+    CmpayError,
     ConfigurationError,
     ConnectError,
     DecodeError,
@@ -43,6 +59,7 @@ from ._models import (
     RefundResult,
 )
 from ._notify import verify_notification
+from ._pools import LoopPools, shared_ssl_context
 from ._protocol import (
     PreparedRequest,
     build_order_request,
@@ -53,10 +70,13 @@ from ._protocol import (
 )
 from ._signing import Md5Signer, Signer, Verifier
 
+R = TypeVar("R")
+
 __all__ = [
     "PRODUCTION_ENDPOINT",
     "TEST_ENDPOINT",
     "CmpayClient",
+    "InDoubt",
     "RetryPolicy",
     "Timeouts",
 ]
@@ -72,20 +92,46 @@ MAX_ANSWER = 64 * 1024
 logger = logging.getLogger("cmpay_async")
 
 
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ConfigurationError(f"Timeouts.{attribute.name} must be a positive number of seconds")
+
+
 @attrs.frozen(kw_only=True)
 class Timeouts:
-    """Seconds allowed for each phase of a gateway call."""
+    """Seconds allowed for each phase of a gateway call, and for the whole call."""
 
-    connect: float = 5.0
-    #: The gateway creates the order before it answers: give it time.
-    read: float = 30.0
-    write: float = 10.0
-    #: Waiting for a free connection from the pool.
-    pool: float = 5.0
+    connect: float = attrs.field(default=5.0, validator=_positive)
+    #: The gateway creates the order before it answers: give it time. Restarts on every byte.
+    read: float = attrs.field(default=30.0, validator=_positive)
+    write: float = attrs.field(default=10.0, validator=_positive)
+    #: Waiting for one of the client's ``max_connections`` request slots.
+    pool: float = attrs.field(default=5.0, validator=_positive)
+    #: The whole call: queueing, every attempt and backoff, and reading the answer however
+    #: slowly it drips. None removes the bound (not recommended).
+    total: float | None = attrs.field(default=45.0, validator=_positive)
 
     def to_httpx(self) -> httpx.Timeout:
-        """The same values as an ``httpx.Timeout``."""
+        """The per-phase values as an ``httpx.Timeout``."""
         return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
+
+
+@attrs.frozen(kw_only=True)
+class InDoubt:
+    """A call that may have acted at the gateway while its caller did not get the outcome.
+
+    Handed to ``on_in_doubt``: record ``order_id`` and query the order later (or reconcile).
+    """
+
+    #: ``create_payment`` or ``refund`` (a query changes nothing, so is never in doubt).
+    operation: str
+    order_id: str
+    request_id: str
+    #: ``cancelled``: the caller was cancelled while the request was in flight;
+    #: ``error``: the call raised an error with ``maybe_sent=True``.
+    reason: Literal["cancelled", "error"]
+    #: The error the caller got, for ``reason == "error"``.
+    error: CmpayError | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -149,10 +195,27 @@ def _retryable(error: TransportError) -> bool:
     return not error.maybe_sent and isinstance(error, (ConnectError, TransportTimeoutError))
 
 
-class CmpayClient:
-    """Async client of the CMPay gateway; share one instance between all tasks.
+class _Progress:
+    """How far one attempt got: has the request started to be written?"""
 
-    Use it as ``async with CmpayClient(...) as client:`` or call ``aclose()``.
+    __slots__ = ("sent",)
+
+    def __init__(self, sent: bool) -> None:
+        self.sent = sent
+
+    async def trace(self, event: str, info: object) -> None:
+        # httpcore's trace extension: the first byte of the request goes out after this.
+        if event.endswith(".send_request_headers.started"):
+            self.sent = True
+
+
+class CmpayClient:
+    """Async client of the CMPay gateway; configure one per process and share it.
+
+    It works from any event loop (successive ``asyncio.run()`` calls, threads with their own
+    loops, trio and asyncio) and after ``fork``: each loop and process gets its own connection
+    pool, made on first use and closed when that loop ends. Use it as
+    ``async with CmpayClient(...) as client:`` or call ``aclose()``.
     """
 
     def __init__(
@@ -171,6 +234,7 @@ class CmpayClient:
         transport: httpx.AsyncBaseTransport | None = None,
         extra_bank_codes: Collection[str] = (),
         max_connections: int = 20,
+        on_in_doubt: Callable[[InDoubt], object] | None = None,
         clock: Callable[[], dt.datetime] = _china_now,
         rng: random.Random | None = None,
     ) -> None:
@@ -191,6 +255,8 @@ class CmpayClient:
             raise ConfigurationError("pass either http_client or transport, not both")
         if not endpoint.startswith(("https://", "http://")):
             raise ConfigurationError("endpoint must be an http(s) URL")
+        if max_connections < 1:
+            raise ConfigurationError("max_connections must be at least 1")
         self.merchant_id = merchant_id
         self.callback_url = callback_url
         self.notify_url = notify_url
@@ -199,31 +265,48 @@ class CmpayClient:
         self._timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self.extra_bank_codes = frozenset(extra_bank_codes)
+        self.on_in_doubt = on_in_doubt
         self._signer = signer
         self._verifier = verifier
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
-        self._owns_http = http_client is None
-        if max_connections < 1:
-            raise ConfigurationError("max_connections must be at least 1")
         # Built once: every request passes it (a caller's http_client has its own defaults).
         self._timeout = self._timeouts.to_httpx()
-        self._http = http_client or httpx.AsyncClient(
-            transport=transport,
-            timeout=self._timeout,
-            follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+        self._transport = transport
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        # Callers beyond the pool's size wait here, not in httpcore's queue: its bookkeeping
-        # grows with the queue (1,000 waiting tasks made every request time out), while this
-        # wait is O(1) and, being before any I/O, never leaves a request half sent. The pool
-        # itself stays small by default because httpcore checks every pooled connection on
-        # every request (measured: 1,000 orders took 1.2 s with 10 connections, 6.1 s with
-        # 100, against the same sandbox).
-        self._max_in_flight = max_connections
-        self._in_flight: anyio.Semaphore | None = None
+
+        def make_http() -> httpx.AsyncClient:
+            if http_client is not None:
+                return http_client
+            if transport is not None:
+                return httpx.AsyncClient(
+                    transport=transport, timeout=self._timeout, follow_redirects=False
+                )
+            return httpx.AsyncClient(
+                verify=shared_ssl_context(),
+                timeout=self._timeout,
+                follow_redirects=False,
+                limits=limits,
+            )
+
+        # Callers beyond the pool's size wait for a slot, not in httpcore's queue: its
+        # bookkeeping grows with the queue (1,000 waiting tasks made every request time out),
+        # while this wait is O(1) and, being before any I/O, never leaves a request half sent.
+        # The pool itself stays small by default because httpcore checks every pooled
+        # connection on every request (measured: 1,000 orders took 1.2 s with 10 connections,
+        # 6.1 s with 100, against the same sandbox).
+        self._pools = LoopPools(
+            max_in_flight=max_connections,
+            make_http=make_http,
+            owns_pools=http_client is None and transport is None,
+            single_loop=http_client is not None,
+            # Only httpcore's own transports report when the request starts to be written.
+            precise=http_client is None
+            and (transport is None or isinstance(transport, httpx.AsyncHTTPTransport)),
+        )
+        self._owns_transport = http_client is None and transport is not None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -245,12 +328,23 @@ class CmpayClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool (only if this client created it). Idempotent."""
-        if self._closed:
-            return
+        """Close this loop's connection pool and refuse new calls. Idempotent.
+
+        Pools of other event loops (other threads) cannot be closed from here: each closes
+        when its own loop ends, or at its next call, which raises ``ClientClosedError``. How
+        many were left open is logged.
+        """
         self._closed = True
-        if self._owns_http:
-            await self._http.aclose()
+        others = await self._pools.aclose_current()
+        if self._owns_transport and self._transport is not None:
+            await self._transport.aclose()
+            self._owns_transport = False
+        if others:
+            logger.warning(
+                "CmpayClient closed with %d connection pool(s) still open in other event "
+                "loops; each closes when its loop ends or at its next call",
+                others,
+            )
 
     @property
     def timeouts(self) -> Timeouts:
@@ -306,22 +400,24 @@ class CmpayClient:
         ``ip_address`` is the buyer's IPv4 address; ``channel=Channel.WAP`` sends the buyer to
         the mobile cashier. Raises ``ValidationError`` before any I/O, ``GatewayError`` for a
         failure return code, ``SignatureError`` for an answer that does not verify, and
-        ``TransportError`` (see ``maybe_sent``) when the exchange fails: then call
-        ``query_order`` before anything else.
+        ``TransportError`` when the exchange fails. Whenever the error says ``maybe_sent``,
+        call ``query_order`` before anything else.
         """
         self._check_open()
         request = self.prepare_payment(
             order, ip_address=ip_address, request_id=request_id, channel=channel
         )
-        status, body = await self._exchange(request)
-        with _answer_context(status, body):
-            return parse_payment_response(
+        return await self._call(
+            "create_payment",
+            request,
+            lambda body: parse_payment_response(
                 body,
                 verifier=self._verifier,
                 merchant_id=self.merchant_id,
                 request_id=request.request_id,
                 message=request.message + "Response",
-            )
+            ),
+        )
 
     async def query_order(
         self, order_id: str, *, request_id: str | None = None
@@ -341,11 +437,14 @@ class CmpayClient:
             signer=self._signer,
             character_set=self.character_set,
         )
-        status, body = await self._exchange(request, idempotent=True)
-        with _answer_context(status, body):
-            return parse_order_query_response(
+        return await self._call(
+            "query_order",
+            request,
+            lambda body: parse_order_query_response(
                 body, verifier=self._verifier, merchant_id=self.merchant_id, order_id=order_id
-            )
+            ),
+            idempotent=True,
+        )
 
     async def refund(
         self, order_id: str, amount: int, *, request_id: str | None = None
@@ -354,11 +453,11 @@ class CmpayClient:
 
         The amount is checked locally (a positive int of fen) before any I/O. A refund the
         gateway refuses (``RPM22401``, ``RPM22407``, ``RPM23190``, ...) raises ``GatewayError``.
-        After a ``TransportError`` with ``maybe_sent``, query the order: a refund is never
-        resent automatically. Pass the same ``request_id`` to retry one refund safely.
+        After an error with ``maybe_sent``, query the order: a refund is never resent
+        automatically. Pass the same ``request_id`` to retry one refund safely.
         """
         self._check_open()
-        # The registry's OrderRefund rules refuse 0, negatives, floats and bools before I/O.
+        # The registry's OrderRefund rules refuse 0, negatives, strs, floats and bools.
         request = build_order_request(
             "OrderRefund",
             order_id,
@@ -368,11 +467,13 @@ class CmpayClient:
             amount=amount,
             character_set=self.character_set,
         )
-        status, body = await self._exchange(request)
-        with _answer_context(status, body):
-            return parse_refund_response(
+        return await self._call(
+            "refund",
+            request,
+            lambda body: parse_refund_response(
                 body, verifier=self._verifier, merchant_id=self.merchant_id, order_id=order_id
-            )
+            ),
+        )
 
     def verify_notification(
         self, payload: Payload, *, charset: str | None = None
@@ -382,13 +483,72 @@ class CmpayClient:
             payload, verifier=self._verifier, merchant_id=self.merchant_id, charset=charset
         )
 
-    async def _exchange(
-        self, request: PreparedRequest, *, idempotent: bool = False
-    ) -> tuple[int, bytes]:
-        """POST a prepared request; retry only what certainly never reached the gateway.
+    async def _call(
+        self,
+        operation: str,
+        request: PreparedRequest,
+        parse: Callable[[bytes], R],
+        *,
+        idempotent: bool = False,
+    ) -> R:
+        """Exchange and parse; every error carries the call's ids, and doubts are reported."""
+        progress = _Progress(sent=False)
+        try:
+            status, body = await self._exchange(request, progress, idempotent=idempotent)
+            with _answer_context(status, body):
+                return parse(body)
+        except CmpayError as exc:
+            if exc.order_id is None:
+                exc.order_id, exc.request_id = request.order_id, request.request_id
+            if exc.maybe_sent and not idempotent:
+                self._report(
+                    InDoubt(
+                        operation=operation,
+                        order_id=request.order_id,
+                        request_id=request.request_id,
+                        reason="error",
+                        error=exc,
+                    )
+                )
+            raise
+        except anyio.get_cancelled_exc_class():
+            # Only a native asyncio cancellation gets through the shield of a written request.
+            if progress.sent and not idempotent:
+                self._report(
+                    InDoubt(
+                        operation=operation,
+                        order_id=request.order_id,
+                        request_id=request.request_id,
+                        reason="cancelled",
+                    )
+                )
+            raise
 
-        An ``idempotent`` request (a query) is also retried when it may have been sent.
+    def _report(self, doubt: InDoubt) -> None:
+        logger.warning(
+            "in doubt: %s orderId=%s requestId=%s (%s): query the order before acting on it",
+            doubt.operation,
+            doubt.order_id,
+            doubt.request_id,
+            doubt.reason if doubt.error is None else type(doubt.error).__name__,
+        )
+        if self.on_in_doubt is not None:
+            try:
+                self.on_in_doubt(doubt)
+            except Exception:
+                logger.exception("the on_in_doubt hook raised; the call's outcome is unchanged")
+
+    async def _exchange(
+        self, request: PreparedRequest, progress: _Progress, *, idempotent: bool
+    ) -> tuple[int, bytes]:
+        """POST a prepared request within the total deadline; retry only what is safe.
+
+        Retried: what certainly never reached the gateway and, for an ``idempotent`` request
+        (a query), anything. ``progress.sent`` ends true once any attempt may have been sent.
         """
+        total = self._timeouts.total
+        deadline = anyio.current_time() + total if total is not None else math.inf
+        pools = await self._pools.current()
         attempt = 0
         while True:
             attempt += 1
@@ -401,61 +561,136 @@ class CmpayClient:
                 request.request_id,
                 attempt,
             )
-            if self._in_flight is None:  # created in the event loop that uses it
-                self._in_flight = anyio.Semaphore(self._max_in_flight)
+            await self._take_slot(pools.slots, deadline, request, progress)
+            attempt_progress = _Progress(sent=not pools.precise)
             try:
-                async with self._in_flight:
-                    status, body = await self._post(request)
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                error = _translate(exc, order_id=request.order_id, request_id=request.request_id)
-                logger.debug(
-                    "<- %s orderId=%s requestId=%s failed: %s maybe_sent=%s elapsed=%.1fms",
-                    request.message,
-                    request.order_id,
-                    request.request_id,
-                    type(error).__name__,
-                    error.maybe_sent,
-                    (time.perf_counter() - started) * 1000,
-                )
-                if (idempotent or _retryable(error)) and attempt < self.retry.attempts:
-                    await anyio.sleep(self.retry.backoff(attempt, self._rng))
+                # Shielded from the caller's cancel scopes once the request may be written;
+                # the deadline still applies inside.
+                with anyio.CancelScope(shield=True, deadline=deadline) as scope:
+                    error: CmpayError | None = None
+                    try:
+                        status, body = await self._post(pools.http, request, attempt_progress)
+                    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                        error = _translate(
+                            exc, order_id=request.order_id, request_id=request.request_id
+                        )
+                        error.__cause__ = exc
+                    except CmpayError as exc:  # an answer too large or badly encoded
+                        exc.maybe_sent = True
+                        error = exc
+                    except Exception as exc:
+                        error = _unexpected(exc, request, maybe_sent=attempt_progress.sent)
+                if scope.cancelled_caught:
+                    error = TransportTimeoutError(
+                        f"no complete answer within the total deadline of {total} s "
+                        f"(attempt {attempt}); " + (_MAYBE if attempt_progress.sent else _NEVER),
+                        maybe_sent=attempt_progress.sent,
+                        order_id=request.order_id,
+                        request_id=request.request_id,
+                    )
+            except BaseException:  # a native cancellation pierced the shield
+                progress.sent = progress.sent or attempt_progress.sent
+                raise
+            finally:
+                pools.slots.release()
+            # The error's own verdict is the better one (a ConnectError was never sent).
+            progress.sent = progress.sent or (error is None or error.maybe_sent)
+            if error is None:
+                self._log_answer(request, status, body, started)
+                self._check_answer(status, body, request)
+                return status, body
+            logger.debug(
+                "<- %s orderId=%s requestId=%s failed: %s maybe_sent=%s elapsed=%.1fms",
+                request.message,
+                request.order_id,
+                request.request_id,
+                type(error).__name__,
+                error.maybe_sent,
+                (time.perf_counter() - started) * 1000,
+            )
+            if (
+                isinstance(error, TransportError)
+                and not scope.cancelled_caught
+                and (idempotent or _retryable(error))
+                and attempt < self.retry.attempts
+            ):
+                pause = self.retry.backoff(attempt, self._rng)
+                if anyio.current_time() + pause < deadline:
+                    await anyio.sleep(pause)
                     continue
-                raise error from exc
-            if logger.isEnabledFor(logging.DEBUG):  # finding the return code costs a scan
-                logger.debug(
-                    "<- %s orderId=%s requestId=%s status=%d returnCode=%s elapsed=%.1fms",
-                    request.message,
-                    request.order_id,
-                    request.request_id,
-                    status,
-                    _return_code(body),
-                    (time.perf_counter() - started) * 1000,
-                )
-            self._check_answer(status, body, request)
-            return status, body
+            if progress.sent and not error.maybe_sent:
+                error.maybe_sent = True  # an earlier attempt of a query may have been sent
+            raise error
 
-    async def _post(self, request: PreparedRequest) -> tuple[int, bytes]:
-        http_request = self._http.build_request(
+    async def _take_slot(
+        self,
+        slots: anyio.Semaphore,
+        deadline: float,
+        request: PreparedRequest,
+        progress: _Progress,
+    ) -> None:
+        try:
+            slots.acquire_nowait()
+            return
+        except anyio.WouldBlock:
+            pass
+        wait = min(self._timeouts.pool, deadline - anyio.current_time())
+        with anyio.move_on_after(wait):
+            await slots.acquire()
+            return
+        raise TransportTimeoutError(
+            f"waited {wait:.3g} s for one of the client's {self._pools.max_in_flight} "
+            "request slots "
+            f"(max_connections); {_NEVER}",
+            maybe_sent=progress.sent,
+            order_id=request.order_id,
+            request_id=request.request_id,
+        )
+
+    def _log_answer(
+        self, request: PreparedRequest, status: int, body: bytes, started: float
+    ) -> None:
+        if logger.isEnabledFor(logging.DEBUG):  # finding the return code costs a scan
+            logger.debug(
+                "<- %s orderId=%s requestId=%s status=%d returnCode=%s elapsed=%.1fms",
+                request.message,
+                request.order_id,
+                request.request_id,
+                status,
+                _return_code(body),
+                (time.perf_counter() - started) * 1000,
+            )
+
+    async def _post(
+        self, http: httpx.AsyncClient, request: PreparedRequest, progress: _Progress
+    ) -> tuple[int, bytes]:
+        http_request = http.build_request(
             "POST",
             self.endpoint,
             content=request.body,
-            headers={"Content-Type": request.content_type},
+            # identity: a compressed answer could expand a thousandfold before any size check.
+            headers={"Content-Type": request.content_type, "Accept-Encoding": "identity"},
             timeout=self._timeout,
+            extensions={"trace": progress.trace},
         )
-        response = await self._http.send(http_request, stream=True)
+        response = await http.send(http_request, stream=True)
         try:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > MAX_ANSWER:
                 raise _too_large(response.status_code)
             chunks: list[bytes] = []
             size = 0
-            # Read at most the limit, so a hostile or broken peer cannot exhaust memory.
-            async for chunk in response.aiter_bytes():
+            # Raw bytes, at most the limit: a hostile or broken peer cannot exhaust memory.
+            async for chunk in response.aiter_raw():
                 size += len(chunk)
                 if size > MAX_ANSWER:
                     raise _too_large(response.status_code)
                 chunks.append(chunk)
-            return response.status_code, b"".join(chunks)
+            body = b"".join(chunks)
+            encoding = response.headers.get("content-encoding", "").strip().lower()
+            if encoding and encoding != "identity":
+                body = _inflate(body, encoding, response.status_code)
+            return response.status_code, body
         finally:
             await response.aclose()
 
@@ -479,7 +714,25 @@ class CmpayClient:
         else:
             return
         exc.status_code, exc.excerpt = status, _excerpt(body)
+        exc.maybe_sent = True  # something answered: the gateway may be behind it
         raise exc
+
+
+_NEVER = "the request never reached the gateway"
+_MAYBE = "the request may have reached the gateway: query the order before trying again"
+
+
+def _unexpected(exc: Exception, request: PreparedRequest, *, maybe_sent: bool) -> TransportError:
+    """Any other failure of an attempt, typed; never a bare RuntimeError."""
+    error = TransportError(
+        f"unexpected {type(exc).__name__} during the exchange: {exc}; "
+        + (_MAYBE if maybe_sent else _NEVER),
+        maybe_sent=maybe_sent,
+        order_id=request.order_id,
+        request_id=request.request_id,
+    )
+    error.__cause__ = exc
+    return error
 
 
 def _too_large(status: int) -> PayloadTooLargeError:
@@ -488,13 +741,37 @@ def _too_large(status: int) -> PayloadTooLargeError:
     return exc
 
 
+def _inflate(body: bytes, encoding: str, status: int) -> bytes:
+    """Decompress an answer sent compressed although we asked for none, up to the limit."""
+    if encoding in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":
+        wbits = zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS
+    else:
+        exc = DecodeError(f"the answer uses Content-Encoding {encoding[:20]!r}, not accepted")
+        exc.status_code, exc.excerpt = status, ""
+        raise exc
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, MAX_ANSWER + 1)
+    except zlib.error:
+        exc = DecodeError(f"the {encoding} answer does not decompress")
+        exc.status_code, exc.excerpt = status, ""
+        raise exc from None
+    if len(out) > MAX_ANSWER or inflater.unconsumed_tail:
+        raise _too_large(status)
+    return out
+
+
 @contextlib.contextmanager
 def _answer_context(status: int, body: bytes) -> Iterator[None]:
-    """Attach the HTTP status and a redacted excerpt to a protocol error about an answer."""
+    """Mark a protocol error about an answer: its HTTP status, an excerpt, and maybe_sent."""
     try:
         yield
     except RemoteProtocolError as exc:
         exc.status_code, exc.excerpt = status, _excerpt(body)
+        # The gateway answered something we cannot trust: it may have created the order.
+        exc.maybe_sent = True
         raise
 
 

@@ -1,0 +1,187 @@
+"""One connection pool and one in-flight limit per event loop and per process, made lazily.
+
+A ``CmpayClient`` is configured once (typically at module level) and then used from whatever
+runs it: successive ``asyncio.run()`` calls, several threads each with its own loop, trio and
+asyncio in turn, and forked worker processes. Sockets, semaphores and httpx's pool belong to
+the event loop that made them, and a socket inherited across ``fork`` is shared with the
+parent; so nothing here is ever shared across loops or processes:
+
+- each event loop gets its own ``httpx.AsyncClient`` and ``anyio.Semaphore`` on first use;
+- when that loop ends, an async generator registered with it (asyncio's ``asyncio.run`` and
+  trio both finalise the async generators still alive at the end of a run) closes its pool,
+  so no socket outlives its loop;
+- after ``fork`` the child forgets the parent's pools without touching them (closing them
+  would end the parent's TLS sessions) and builds its own.
+
+The TLS context, the expensive part of an httpx client (about 25 ms: it loads the CA file),
+is built once per process and shared, since ``ssl.SSLContext`` is safe to share.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import ssl
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import attrs
+import httpx
+
+from ._exceptions import ConfigurationError
+
+__all__ = ["LoopPools", "PoolState", "shared_ssl_context"]
+
+logger = logging.getLogger("cmpay_async")
+
+#: Seconds a pool may take to close when its loop ends.
+_CLOSE_TIMEOUT = 5.0
+
+# Bumped in a forked child: every LoopPools then drops what it inherited.
+_generation = 0
+# Pools inherited across fork: kept alive (never closed, never collected) in the child, so
+# that neither a close nor a garbage collection touches the parent's connections.
+_inherited: list[object] = []
+
+
+def _after_fork_in_child() -> None:
+    global _generation
+    _generation += 1
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@functools.lru_cache(maxsize=1)
+def shared_ssl_context() -> ssl.SSLContext:
+    """httpx's default TLS context (certifi, honouring SSL_CERT_FILE), built once per process."""
+    return httpx.create_ssl_context()
+
+
+@attrs.define(eq=False)
+class PoolState:
+    """What one event loop uses: its httpx client and its in-flight limit."""
+
+    http: httpx.AsyncClient
+    slots: anyio.Semaphore
+    #: Whether httpcore's trace events tell when the request starts to be written.
+    precise: bool
+    #: Whether closing this state closes ``http`` (a caller's own client is never closed).
+    owns_http: bool
+    guard: AsyncGenerator[None, None] | None = None
+
+    async def aclose(self) -> None:
+        """Close the pool if it is ours; safe to call twice."""
+        if self.owns_http and not self.http.is_closed:
+            await self.http.aclose()
+
+
+async def _close_at_loop_end(state: PoolState) -> AsyncGenerator[None, None]:
+    # Alive as long as the state; finalised by the event loop when its run ends (or when the
+    # state is dropped), which closes the pool inside its own loop.
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + _CLOSE_TIMEOUT
+            try:
+                await state.aclose()
+            except Exception:  # pragma: no cover - closing must never break a loop's shutdown
+                logger.debug("closing a pool at the end of its event loop failed", exc_info=True)
+
+
+class LoopPools:
+    """The per-loop, per-process pools of one client."""
+
+    def __init__(
+        self,
+        *,
+        max_in_flight: int,
+        make_http: Callable[[], httpx.AsyncClient],
+        owns_pools: bool,
+        single_loop: bool,
+        precise: bool,
+    ) -> None:
+        self._max_in_flight = max_in_flight
+        self._make_http = make_http
+        #: False when the pools wrap a caller's transport or client: the caller closes those.
+        self._owns_pools = owns_pools
+        #: True for a caller's own http_client, which belongs to the first loop that uses it.
+        self._single_loop = single_loop
+        self._precise = precise
+        self._lock = threading.Lock()
+        self._generation = _generation
+        self._states: weakref.WeakKeyDictionary[Any, PoolState] = weakref.WeakKeyDictionary()
+        self._first_loop: weakref.ref[Any] | None = None
+
+    @property
+    def max_in_flight(self) -> int:
+        """Requests in flight at once in each event loop."""
+        return self._max_in_flight
+
+    async def current(self) -> PoolState:
+        """The state of the running event loop, made on first use."""
+        token = anyio.lowlevel.current_token().native_token
+        if self._generation == _generation:
+            state = self._states.get(token)
+            if state is not None:
+                return state
+        return await self._create(token)
+
+    async def _create(self, token: Any) -> PoolState:
+        with self._lock:
+            if self._generation != _generation:
+                _inherited.append(self._states)
+                self._states = weakref.WeakKeyDictionary()
+                self._first_loop = None
+                self._generation = _generation
+            state = self._states.get(token)
+            if state is not None:
+                return state
+            # Pools whose loop ended were closed there; forget them now rather than at the
+            # next garbage collection of the loop.
+            for key, old in list(self._states.items()):
+                if old.owns_http and old.http.is_closed:
+                    del self._states[key]
+            if self._single_loop:
+                self._check_first_loop(token)
+            state = PoolState(
+                http=self._make_http(),
+                slots=anyio.Semaphore(self._max_in_flight),
+                precise=self._precise,
+                owns_http=self._owns_pools,
+            )
+            self._states[token] = state
+        guard = _close_at_loop_end(state)
+        await guard.asend(None)  # registers it with this loop's async-generator hooks
+        state.guard = guard
+        return state
+
+    def _check_first_loop(self, token: Any) -> None:
+        first = self._first_loop() if self._first_loop is not None else None
+        if self._first_loop is None:
+            self._first_loop = weakref.ref(token)
+        elif first is not token:
+            raise ConfigurationError(
+                "the http_client given to CmpayClient belongs to the event loop that first "
+                "used it; to use one CmpayClient from several event loops, threads or "
+                "processes, let it make its own pools (pass transport= or nothing)"
+            )
+
+    async def aclose_current(self) -> int:
+        """Close the running loop's pool; return how many other loops still hold one open."""
+        token = anyio.lowlevel.current_token().native_token
+        state = self._states.get(token) if self._generation == _generation else None
+        if state is not None:
+            await state.aclose()
+        return sum(
+            1
+            for other in list(self._states.values())
+            if other is not state and other.owns_http and not other.http.is_closed
+        )
