@@ -49,9 +49,17 @@ _generation = 0
 _inherited: list[object] = []
 
 
+_all_pools: weakref.WeakSet[LoopPools] = weakref.WeakSet()
+
+
 def _after_fork_in_child() -> None:
     global _generation
     _generation += 1
+    # Strong references from the start: the parent's loops die with its other threads, and a
+    # garbage-collected pool would close its copies of the parent's sockets (and wake the
+    # parent's loop through its inherited self-pipe).
+    for pools in list(_all_pools):
+        _inherited.append(dict(pools._states))
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows
@@ -119,6 +127,7 @@ class LoopPools:
         self._generation = _generation
         self._states: weakref.WeakKeyDictionary[Any, PoolState] = weakref.WeakKeyDictionary()
         self._first_loop: weakref.ref[Any] | None = None
+        _all_pools.add(self)
 
     @property
     def max_in_flight(self) -> int:
@@ -136,8 +145,7 @@ class LoopPools:
 
     async def _create(self, token: Any) -> PoolState:
         with self._lock:
-            if self._generation != _generation:
-                _inherited.append(self._states)
+            if self._generation != _generation:  # a forked child: the states are the parent's
                 self._states = weakref.WeakKeyDictionary()
                 self._first_loop = None
                 self._generation = _generation
