@@ -3,7 +3,14 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._appendix import BANK_CODES, RETURN_CODES, SUCCESS_CODES, ReturnCode, explain_return_code
-from ._client import PRODUCTION_ENDPOINT, TEST_ENDPOINT, CmpayClient, RetryPolicy, Timeouts
+from ._client import (
+    PRODUCTION_ENDPOINT,
+    TEST_ENDPOINT,
+    CmpayClient,
+    InDoubt,
+    RetryPolicy,
+    Timeouts,
+)
 from ._codec import (
     content_type,
     decode_payload,
@@ -94,6 +101,7 @@ __all__ = [
     "FrozenMapping",
     "GatewayError",
     "HTTPStatusError",
+    "InDoubt",
     "Kind",
     "Md5Signer",
     "Model",

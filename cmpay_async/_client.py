@@ -675,17 +675,30 @@ class CmpayClient:
         )
         response = await http.send(http_request, stream=True)
         try:
+            if response.is_stream_consumed:  # made in memory (a mock transport): read already
+                body = response.content
+                if len(body) > MAX_ANSWER:
+                    raise _too_large(response.status_code)
+                return response.status_code, body
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > MAX_ANSWER:
                 raise _too_large(response.status_code)
             chunks: list[bytes] = []
             size = 0
             # Raw bytes, at most the limit: a hostile or broken peer cannot exhaust memory.
-            async for chunk in response.aiter_raw():
-                size += len(chunk)
-                if size > MAX_ANSWER:
-                    raise _too_large(response.status_code)
-                chunks.append(chunk)
+            # The raw stream itself, closed explicitly: stopping inside response.aiter_raw()
+            # leaves httpx's inner async generator to the garbage collector (trio warns).
+            raw = response.stream.__aiter__()  # type: ignore[union-attr]
+            try:
+                async for chunk in raw:
+                    size += len(chunk)
+                    if size > MAX_ANSWER:
+                        raise _too_large(response.status_code)
+                    chunks.append(chunk)
+            finally:
+                close = getattr(raw, "aclose", None)
+                if close is not None:
+                    await close()
             body = b"".join(chunks)
             encoding = response.headers.get("content-encoding", "").strip().lower()
             if encoding and encoding != "identity":

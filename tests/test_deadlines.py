@@ -182,16 +182,18 @@ async def test_queued_callers_give_up_after_the_pool_timeout(fake_gateway: FakeG
         assert info.value.maybe_sent
 
     with anyio.fail_after(MARGIN * 5):
-        async with client_for(fake_gateway, timeouts=timeouts, max_connections=1) as client:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(holder, client)  # holds the only slot
-                while fake_gateway.requests == 0:
-                    await anyio.sleep(0.01)  # waiting for a condition, not for time
-                for n in range(1, 4):
-                    tg.start_soon(queued, client, n)
-                while len(errors) < 3:
-                    await anyio.sleep(0.01)
-                fake_gateway.hang_up()
+        async with (
+            client_for(fake_gateway, timeouts=timeouts, max_connections=1) as client,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(holder, client)  # holds the only slot
+            while fake_gateway.requests == 0:
+                await anyio.sleep(0.01)  # waiting for a condition, not for time
+            for n in range(1, 4):
+                tg.start_soon(queued, client, n)
+            while len(errors) < 3:
+                await anyio.sleep(0.01)
+            fake_gateway.hang_up()
 
     assert time.monotonic() - started < 0.5 + MARGIN
     assert [False] * 3 == [e.maybe_sent for e in errors]

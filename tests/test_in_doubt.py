@@ -1,0 +1,250 @@
+"""Every failure after the request may have reached the gateway says so, and is reported.
+
+maybe_sent on each kind of post-send failure, the on_in_doubt hook, compressed and unexpected
+answers, and no foreign exception escaping a call.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import tracemalloc
+import zlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from cmpay_async import (
+    CmpayClient,
+    CmpayError,
+    DecodeError,
+    GatewayError,
+    InDoubt,
+    PayloadTooLargeError,
+    SignatureError,
+    TransportError,
+    ValidationError,
+)
+from cmpay_async.testing import Sandbox
+
+from .helpers import valid_order
+from .test_client import _AsyncMock, make_client
+
+pytestmark = pytest.mark.anyio
+
+
+class _Streamed(httpx.AsyncByteStream, AsyncIterator[bytes]):
+    """A body that arrives over the wire in chunks, as a real socket's would."""
+
+    def __init__(self, data: bytes) -> None:
+        self.chunks = iter([data[i : i + 4096] for i in range(0, len(data), 4096)])
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self  # not an async generator: one left unfinished would warn when collected
+
+    async def __anext__(self) -> bytes:
+        try:
+            return next(self.chunks)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+def _streamed(status: int, data: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, stream=_Streamed(data), headers=headers)
+
+
+def _answer_with(
+    sandbox: Sandbox, change: Callable[[httpx.Response], httpx.Response]
+) -> _AsyncMock:
+    """A transport whose sandbox answer (the order processed) is altered on the way back."""
+    inner = httpx.ASGITransport(app=sandbox)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        response = await inner.handle_async_request(request)
+        await response.aread()
+        return change(response)
+
+    return _AsyncMock(handler)
+
+
+def _compressed(encoding: str, data: bytes | None = None) -> Callable[[httpx.Response], Any]:
+    def change(response: httpx.Response) -> httpx.Response:
+        body = response.content if data is None else data
+        packed = gzip.compress(body, 9) if encoding == "gzip" else zlib.compress(body, 9)
+        return _streamed(response.status_code, packed, {"Content-Encoding": encoding})
+
+    return change
+
+
+async def _one_call(client: CmpayClient) -> CmpayError:
+    with pytest.raises(CmpayError) as info:
+        await client.create_payment(valid_order(), ip_address="1.2.3.4")
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ("tamper", SignatureError),
+        ("html", DecodeError),
+        ("empty", DecodeError),
+        ("too-large", PayloadTooLargeError),
+        ("5xx", TransportError),
+        ("drop", TransportError),
+    ],
+)
+async def test_every_failure_after_processing_says_maybe_sent(
+    fault: str, error: type[Exception]
+) -> None:
+    """The sandbox created the order each time: the error says maybe_sent and is reported."""
+    sandbox = Sandbox()
+    doubts: list[InDoubt] = []
+    if fault == "tamper":
+        sandbox.tamper_next()
+        transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=sandbox)
+    elif fault == "drop":
+        sandbox.drop_next()  # in-process this leaked the sandbox's private _Dropped
+        transport = httpx.ASGITransport(app=sandbox)
+    else:
+        bodies = {"html": b"<html>busy</html>", "empty": b"", "too-large": b"x" * 70_000}
+        status = 502 if fault == "5xx" else 200
+        transport = _answer_with(sandbox, lambda r: _streamed(status, bodies.get(fault, b"oops")))
+
+    async with make_client(transport, on_in_doubt=doubts.append) as client:
+        exc = await _one_call(client)
+
+    assert isinstance(exc, error)
+    assert exc.maybe_sent is True
+    assert "201103071740044998" == exc.order_id
+    assert 1 == len(sandbox.orders)
+    assert [("create_payment", "201103071740044998", "error", exc)] == [
+        (d.operation, d.order_id, d.reason, d.error) for d in doubts
+    ]
+
+
+async def test_definite_failures_are_not_in_doubt() -> None:
+    """A verified refusal and a local validation error say maybe_sent=False; no report."""
+    sandbox = Sandbox()
+    doubts: list[InDoubt] = []
+    sandbox.fail_next("RPM22208")
+    async with make_client(httpx.ASGITransport(app=sandbox), on_in_doubt=doubts.append) as c:
+        refused = await _one_call(c)
+        with pytest.raises(ValidationError) as invalid:
+            await c.create_payment(valid_order(amount=0), ip_address="1.2.3.4")
+
+    assert isinstance(refused, GatewayError)
+    assert refused.maybe_sent is False
+    assert refused.request_id is not None
+    assert invalid.value.maybe_sent is False
+    assert [] == doubts
+
+
+async def test_queries_are_never_reported_in_doubt() -> None:
+    """A query changes nothing: even a dropped one is not an order in doubt."""
+    sandbox = Sandbox()
+    doubts: list[InDoubt] = []
+    async with make_client(httpx.ASGITransport(app=sandbox), on_in_doubt=doubts.append) as c:
+        for _ in range(3):  # every attempt of the query is answered with garbage
+            sandbox.answer_next(200, b"<html>")
+        with pytest.raises(DecodeError):
+            await c.query_order("A1")
+
+    assert [] == doubts
+
+
+async def test_a_raising_hook_is_logged_and_changes_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The hook's own failure never replaces the call's outcome."""
+    sandbox = Sandbox()
+    sandbox.tamper_next()
+
+    def broken_hook(doubt: InDoubt) -> None:
+        raise RuntimeError("hook is down")
+
+    with caplog.at_level(logging.WARNING, logger="cmpay_async"):
+        async with make_client(httpx.ASGITransport(app=sandbox), on_in_doubt=broken_hook) as c:
+            exc = await _one_call(c)
+
+    assert isinstance(exc, SignatureError)
+    assert "the on_in_doubt hook raised" in caplog.text
+    assert "in doubt: create_payment orderId=201103071740044998" in caplog.text
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_compressed_answer_is_still_read(encoding: str) -> None:
+    """A proxy that compresses anyway does not break the call."""
+    sandbox = Sandbox()
+    async with make_client(_answer_with(sandbox, _compressed(encoding))) as client:
+        response = await client.create_payment(valid_order(), ip_address="1.2.3.4")
+
+    assert response.pay_url.session_id == sandbox.order("201103071740044998").session_id
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_decompression_bomb_is_refused_without_inflating_it(encoding: str) -> None:
+    """50 MB of zeros packed under the 64 KiB cap: refused with little memory used."""
+    sandbox = Sandbox()
+    bomb = _compressed(encoding, b"\0" * 50_000_000)
+    async with make_client(_answer_with(sandbox, bomb)) as client:
+        tracemalloc.start()
+        try:
+            exc = await _one_call(client)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+
+    assert isinstance(exc, PayloadTooLargeError)
+    assert exc.maybe_sent is True
+    assert peak < 5_000_000
+
+
+async def test_an_unknown_content_encoding_is_refused() -> None:
+    """br or zstd would need a decoder we do not bound: a typed error, maybe_sent."""
+    sandbox = Sandbox()
+    weird = _answer_with(sandbox, lambda r: _streamed(200, b"..", {"Content-Encoding": "br"}))
+    async with make_client(weird) as client:
+        exc = await _one_call(client)
+
+    assert isinstance(exc, DecodeError)
+    assert "Content-Encoding 'br'" in str(exc)
+    assert exc.maybe_sent is True
+
+
+async def test_requests_ask_for_an_uncompressed_answer() -> None:
+    """Accept-Encoding: identity, so a well-behaved gateway never compresses."""
+    sandbox = Sandbox()
+    seen: list[httpx.Request] = []
+    inner = httpx.ASGITransport(app=sandbox)
+
+    async def spy(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return await inner.handle_async_request(request)
+
+    async with make_client(_AsyncMock(spy)) as client:
+        await client.create_payment(valid_order(), ip_address="1.2.3.4")
+
+    assert "identity" == seen[0].headers["accept-encoding"]
+
+
+@pytest.mark.parametrize(
+    "raised", [RuntimeError("Event loop is closed"), KeyError("x"), ValueError("bad")]
+)
+async def test_an_unexpected_error_becomes_a_transport_error(raised: Exception) -> None:
+    """Nothing foreign escapes: a transport's own bug is a TransportError with maybe_sent."""
+    sandbox = Sandbox()
+    inner = httpx.ASGITransport(app=sandbox)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await inner.handle_async_request(request)  # the gateway did process it
+        raise raised
+
+    async with make_client(_AsyncMock(handler)) as client:
+        exc = await _one_call(client)
+
+    assert type(exc) is TransportError
+    assert exc.maybe_sent is True
+    assert exc.__cause__ is raised
+    assert f"unexpected {type(raised).__name__}" in str(exc)
