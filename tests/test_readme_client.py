@@ -29,3 +29,18 @@ def test_client_example_is_short() -> None:
         if line.strip() and not line.startswith(("import", "from", "#"))
     ]
     assert len(code) <= 14
+
+
+def test_lifecycle_example_runs_three_event_loops_on_one_client(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The module-level client serves three asyncio.run() calls; nothing is in doubt."""
+    monkeypatch.setenv("CMPAY_SIGN_KEY", PUBLIC_TEST_KEY)
+
+    namespace = run_examples("lifecycle")
+
+    lines = capsys.readouterr().out.split()
+    assert 3 == len(lines)
+    assert all("/ips/FormTrans3?sessionId=" in line for line in lines)
+    assert 3 == len(set(lines))
+    assert [] == namespace["IN_DOUBT"]

@@ -1,0 +1,159 @@
+"""The client's own cost: construction time, and CPU time per create_payment.
+
+Round trips against the sandbox are bound by the sandbox (about 2 ms per call on a 2-core
+machine shared with the client), and their ratio to raw httpx swung from 0.66 to 1.27
+between runs. Here the server is ``benchmarks/canned.py`` in another process, answering the
+same signed bytes at almost no cost, and the figure is ``time.process_time()`` of the client
+process per call: the client's CPU, next to raw httpx posting a prebuilt body to the same
+server, rounds alternating between the two so that noise weighs on both.
+
+Only public API is used, so the same file measures an older version of the package:
+``python -m benchmarks.client_cost`` in an environment where that version is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from cmpay_async import CmpayClient, Md5Signer, Order, build_payment_request
+from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox
+
+ENDPOINT_PATH = "/ips/cmpayService"
+REQUEST_ID = "20261126093000benchmark0000001"
+ORDER = Order(
+    amount=1250,
+    order_id="BENCH-CPU-1",
+    product_name="咖啡 Coffee",
+    callback_url="https://shop.example/cmpay/return",
+    notify_url="https://shop.example/cmpay/notify",
+    bank_abbr="ICBC",
+)
+
+
+def _client(endpoint: str) -> CmpayClient:
+    return CmpayClient(
+        merchant_id=PUBLIC_TEST_MERCHANT, signer=Md5Signer(PUBLIC_TEST_KEY), endpoint=endpoint
+    )
+
+
+def _prepared() -> Any:
+    import datetime as dt
+
+    return build_payment_request(
+        ORDER,
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        request_id=REQUEST_ID,
+        ip_address="203.0.113.7",
+        signer=Md5Signer(PUBLIC_TEST_KEY),
+        today=dt.date(2026, 11, 26),
+    )
+
+
+async def _canned_answer() -> bytes:
+    """The sandbox's real signed answer to one order with REQUEST_ID."""
+    prepared = _prepared()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=Sandbox())) as http:
+        response = await http.post(
+            f"http://sandbox.test{ENDPOINT_PATH}",
+            content=prepared.body,
+            headers={"content-type": prepared.content_type},
+        )
+    assert b"returnCode=000000" in response.content, response.content[:200]
+    return response.content
+
+
+@contextlib.contextmanager
+def canned_gateway() -> Iterator[str]:
+    """``benchmarks/canned.py`` in its own process; yields the endpoint URL."""
+    answer = anyio.run(_canned_answer)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "answer"
+        path.write_bytes(answer)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.canned", str(path)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            port = int(process.stdout.readline())
+            yield f"http://127.0.0.1:{port}{ENDPOINT_PATH}"
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+def construction_us(number: int, rounds: int) -> float:
+    """Median microseconds to build a CmpayClient (the first use in a loop builds its pool)."""
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(number):
+            _client("https://gateway.example/ips/cmpayService")
+        samples.append((time.perf_counter() - start) / number * 1e6)
+    return statistics.median(samples)
+
+
+async def _cpu_per_call(endpoint: str, calls: int, rounds: int) -> tuple[float, float]:
+    prepared = _prepared()
+    headers = {"content-type": prepared.content_type}
+    async with _client(endpoint) as client, httpx.AsyncClient() as raw:
+
+        async def ours() -> None:
+            for _ in range(calls):
+                await client.create_payment(ORDER, ip_address="203.0.113.7", request_id=REQUEST_ID)
+
+        async def bare() -> None:
+            for _ in range(calls):
+                response = await raw.post(endpoint, content=prepared.body, headers=headers)
+                assert response.status_code == 200
+
+        await ours()  # warm-up: connections, caches, memos
+        await bare()
+        samples: dict[str, list[float]] = {"ours": [], "raw": []}
+        for _ in range(rounds):
+            for name, fn in (("ours", ours), ("raw", bare)):
+                start = time.process_time()
+                await fn()
+                samples[name].append((time.process_time() - start) / calls * 1e6)
+    return statistics.median(samples["ours"]), statistics.median(samples["raw"])
+
+
+def cpu_per_call(endpoint: str, calls: int, rounds: int, backend: str) -> tuple[float, float]:
+    """Median CPU microseconds per call: (create_payment, raw httpx post)."""
+    return anyio.run(_cpu_per_call, endpoint, calls, rounds, backend=backend)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print both figures for the installed version of the package."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.client_cost")
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    print(f"CmpayClient(...) construction: {construction_us(200, 5):.1f} us")
+    with canned_gateway() as endpoint:
+        for backend in ("asyncio", "trio"):
+            ours, raw = cpu_per_call(endpoint, args.calls, args.rounds, backend)
+            print(
+                f"{backend}: create_payment {ours:.1f} us CPU/call, raw httpx {raw:.1f} us, "
+                f"ratio {ours / raw:.2f}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
