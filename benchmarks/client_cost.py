@@ -138,12 +138,57 @@ def cpu_per_call(endpoint: str, calls: int, rounds: int, backend: str) -> tuple[
     return anyio.run(_cpu_per_call, endpoint, calls, rounds, backend=backend)
 
 
+async def _calls_only(endpoint: str, calls: int, raw: bool) -> None:
+    prepared = _prepared()
+    headers = {"content-type": prepared.content_type}
+    async with _client(endpoint) as client, httpx.AsyncClient() as http:
+        for _ in range(calls):
+            if raw:
+                await http.post(endpoint, content=prepared.body, headers=headers)
+            else:
+                await client.create_payment(ORDER, ip_address="203.0.113.7", request_id=REQUEST_ID)
+
+
+def _instructions(endpoint: str, calls: int, raw: bool) -> int:
+    """Instructions callgrind counts for a whole process making ``calls`` calls."""
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    command += [sys.executable, "-m", "benchmarks.client_cost", "--endpoint", endpoint]
+    command += ["--calls", str(calls)] + (["--raw"] if raw else [])
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    line = next(x for x in done.stderr.splitlines() if "Collected :" in x)
+    return int(line.split(":")[-1])
+
+
+def instructions_per_call(endpoint: str, few: int = 100, many: int = 600) -> dict[str, float]:
+    """Instructions per call (callgrind: repeatable, unlike time), from two process sizes."""
+    out = {}
+    for name, raw in (("create_payment", False), ("raw httpx", True)):
+        small, large = _instructions(endpoint, few, raw), _instructions(endpoint, many, raw)
+        out[name] = (large - small) / (many - few)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print both figures for the installed version of the package."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.client_cost")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions per call (valgrind)"
+    )
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)  # a child of --instructions
+    parser.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.endpoint:
+        anyio.run(_calls_only, args.endpoint, args.calls, args.raw)
+        return 0
+    if args.instructions:
+        with canned_gateway() as endpoint:
+            counts = instructions_per_call(endpoint)
+        ours, raw = counts["create_payment"], counts["raw httpx"]
+        print(f"instructions per call: create_payment {ours:,.0f}, raw httpx {raw:,.0f}")
+        print(f"ratio {ours / raw:.3f}; the client's own share {ours - raw:,.0f}")
+        return 0
     print(f"CmpayClient(...) construction: {construction_us(200, 5):.1f} us")
     with canned_gateway() as endpoint:
         for backend in ("asyncio", "trio"):

@@ -41,6 +41,7 @@ from cmpay_async import (
 )
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
 
+from . import client_cost
 from .baselines import (
     NAIVE_NOTIFY_ORDER,
     FloorMd5,
@@ -383,6 +384,30 @@ def bench_processes(report: Report, per_worker: int, rounds: int = 5) -> None:
     )
 
 
+def bench_client_cost(report: Report, *, quick: bool) -> None:
+    """8. Building a client; 9. the client's CPU per create_payment against raw httpx."""
+    built = client_cost.construction_us(20 if quick else 500, 2 if quick else 7)
+    report.note(
+        "8. CmpayClient(...) construction",
+        us=round(built, 1),
+        target="< 1000 us",
+        met=built < 1000,
+    )
+    with client_cost.canned_gateway() as endpoint:
+        for backend in ("asyncio", "trio"):
+            ours, raw = client_cost.cpu_per_call(
+                endpoint, 50 if quick else 2000, 2 if quick else 7, backend
+            )
+            report.compare(
+                f"9. create_payment CPU per call, {backend}",
+                ours,
+                "raw httpx post",
+                raw,
+                target="reported",
+                met=True,
+            )
+
+
 @contextlib.contextmanager
 def sandbox_process() -> Iterator[str]:
     """The sandbox served by uvicorn in a process of its own.
@@ -444,6 +469,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         anyio.run(_round_trips, gateway, report, 100 if quick else 1000, rounds if quick else 5)
         anyio.run(_thousand, gateway, report, 100 if quick else 1000)
     bench_processes(report, 200 if quick else 10_000, 2 if quick else 5)
+    bench_client_cost(report, quick=quick)
     return {"machine": machine(), "results": report.rows, "table": report.table()}
 
 

@@ -79,3 +79,29 @@ async def use_the_client(body: bytes) -> int:
     note = cmpay_async.verify_notification(body, verifier=Md5Signer("k"), merchant_id="M")
     answer: cmpay_async.Ack = cmpay_async.ack() if note.paid else cmpay_async.nack()
     return answer.status_code + len(html)
+
+
+def carry_across_processes(note: cmpay_async.Notification) -> cmpay_async.Notification:
+    """Models to JSON-safe dicts and back; errors carry what a task queue needs."""
+    data: dict[str, object] = note.to_dict()
+    again: cmpay_async.Notification = cmpay_async.Notification.from_dict(data)
+    items: cmpay_async.AmountItems = cmpay_async.AmountItems.from_dict({"cash": 1})
+    assert items.total
+    error: cmpay_async.CmpayError = cmpay_async.TransportTimeoutError("late", maybe_sent=True)
+    retry_later: bool = not error.maybe_sent and error.order_id is None
+    return again if retry_later else note
+
+
+def lifecycle_settings() -> cmpay_async.CmpayClient:
+    """A module-level client with a total deadline and an in-doubt hook."""
+    doubts: list[str] = []
+
+    def remember(doubt: cmpay_async.InDoubt) -> None:
+        doubts.append(doubt.order_id)
+
+    return cmpay_async.CmpayClient(
+        merchant_id="M",
+        signer=Md5Signer("k"),
+        timeouts=cmpay_async.Timeouts(total=20.0, pool=2.0),
+        on_in_doubt=remember,
+    )
