@@ -133,6 +133,23 @@ class InDoubt:
     #: The error the caller got, for ``reason == "error"``.
     error: CmpayError | None = None
 
+    @classmethod
+    def of(
+        cls,
+        operation: str,
+        request: PreparedRequest,
+        reason: Literal["cancelled", "error"],
+        error: CmpayError | None = None,
+    ) -> InDoubt:
+        """The record of ``request`` (its order and request ids)."""
+        return cls(
+            operation=operation,
+            order_id=request.order_id,
+            request_id=request.request_id,
+            reason=reason,
+            error=error,
+        )
+
 
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
@@ -501,27 +518,12 @@ class CmpayClient:
             if exc.order_id is None:
                 exc.order_id, exc.request_id = request.order_id, request.request_id
             if exc.maybe_sent and not idempotent:
-                self._report(
-                    InDoubt(
-                        operation=operation,
-                        order_id=request.order_id,
-                        request_id=request.request_id,
-                        reason="error",
-                        error=exc,
-                    )
-                )
+                self._report(InDoubt.of(operation, request, "error", exc))
             raise
         except anyio.get_cancelled_exc_class():
             # Only a native asyncio cancellation gets through the shield of a written request.
             if progress.sent and not idempotent:
-                self._report(
-                    InDoubt(
-                        operation=operation,
-                        order_id=request.order_id,
-                        request_id=request.request_id,
-                        reason="cancelled",
-                    )
-                )
+                self._report(InDoubt.of(operation, request, "cancelled"))
             raise
 
     def _report(self, doubt: InDoubt) -> None:
