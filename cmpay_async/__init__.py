@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._appendix import BANK_CODES, RETURN_CODES, SUCCESS_CODES, ReturnCode, explain_return_code
+from ._blocking import BlockingCmpayClient
 from ._client import (
     PRODUCTION_ENDPOINT,
     TEST_ENDPOINT,
@@ -62,6 +63,7 @@ from ._models import (
     PageNotify,
     PaymentResponse,
     PayUrl,
+    Placement,
     RefundResult,
     yuan_to_fen,
 )
@@ -85,6 +87,7 @@ __all__ = [
     "TEST_ENDPOINT",
     "Ack",
     "AmountItems",
+    "BlockingCmpayClient",
     "Channel",
     "CharacterSet",
     "ClientClosedError",
@@ -116,6 +119,7 @@ __all__ = [
     "PaymentResponse",
     "PaymentStatus",
     "PeriodUnit",
+    "Placement",
     "PreparedRequest",
     "Problem",
     "RefundResult",

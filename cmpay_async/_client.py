@@ -36,18 +36,20 @@ import attrs
 import httpx
 
 from ._codec import Payload
-from ._enums import Channel, CharacterSet
+from ._enums import Channel, CharacterSet, OrderState
 from ._exceptions import (
     ClientClosedError,
     CmpayError,
     ConfigurationError,
     ConnectError,
     DecodeError,
+    GatewayError,
     HTTPStatusError,
     PayloadTooLargeError,
     RemoteProtocolError,
     TransportError,
     TransportTimeoutError,
+    UnexpectedMessageError,
 )
 from ._models import (
     CHINA_TZ,
@@ -56,6 +58,7 @@ from ._models import (
     OrderQueryResult,
     PageNotify,
     PaymentResponse,
+    Placement,
     RefundResult,
 )
 from ._notify import verify_notification
@@ -436,6 +439,49 @@ class CmpayClient:
             ),
         )
 
+    async def place_order(
+        self, order: Order, *, ip_address: str, channel: Channel = Channel.WEB
+    ) -> Placement:
+        """Create the payment, or, if this order may exist already, say what became of it.
+
+        For jobs that may run twice (a redelivery, a retry after ``maybe_sent``, a re-run after
+        SIGTERM): when the gateway refuses the orderId as used (``RPM22208``) or the first try
+        ends in doubt, the order is queried, and a ``Placement`` with the gateway's state
+        (PAID, PENDING, FAILED) comes back instead of an error or a second order. An order the
+        gateway does not know is created then. The pay link of an order created by an earlier
+        run cannot be fetched again (the protocol has no call for it): ``pay_url`` is None
+        then; keep the link from the first run.
+        """
+        try:
+            payment = await self.create_payment(order, ip_address=ip_address, channel=channel)
+        except GatewayError as exc:
+            if exc.code != _ORDER_ID_USED:
+                raise
+            first: CmpayError = exc
+        except CmpayError as exc:
+            if not exc.maybe_sent:
+                raise
+            first = exc
+        else:
+            return Placement(
+                order_id=order.order_id, state=OrderState.PENDING, created=True, payment=payment
+            )
+        result = await self.query_order(order.order_id)
+        if result.state is OrderState.NOT_FOUND:
+            if isinstance(first, GatewayError):  # refused as used, yet unknown: not ours to fix
+                raise first
+            payment = await self.create_payment(order, ip_address=ip_address, channel=channel)
+            return Placement(
+                order_id=order.order_id, state=OrderState.PENDING, created=True, payment=payment
+            )
+        if result.amount is not None and result.amount != order.amount:
+            raise UnexpectedMessageError(
+                f"orderId {order.order_id!r} is already used at the gateway for "
+                f"{result.amount} fen, not {order.amount}: another order has this id",
+                field="amount",
+            )
+        return Placement(order_id=order.order_id, state=result.state, created=False, query=result)
+
     async def query_order(
         self, order_id: str, *, request_id: str | None = None
     ) -> OrderQueryResult:
@@ -733,6 +779,8 @@ class CmpayClient:
         raise exc
 
 
+#: The gateway's answer to a repeated orderId (or requestId): "订单状态异常".
+_ORDER_ID_USED = "RPM22208"
 _NEVER = "the request never reached the gateway"
 _MAYBE = "the request may have reached the gateway: query the order before trying again"
 

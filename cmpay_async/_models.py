@@ -34,6 +34,7 @@ __all__ = [
     "PageNotify",
     "PayUrl",
     "PaymentResponse",
+    "Placement",
     "RefundResult",
     "yuan_to_fen",
 ]
@@ -341,3 +342,23 @@ class RefundResult(GatewayAnswer):
     #: The refunded amount in fen.
     amount: int | None
     status: str
+
+
+@attrs.frozen(kw_only=True)
+class Placement(Model):
+    """What ``place_order`` found or did: safe to compute again for the same order."""
+
+    order_id: str
+    #: PENDING for an order created now; otherwise what the gateway's query said.
+    state: OrderState
+    #: True when this call created the order (the first run of a job, or its first delivery).
+    created: bool
+    #: The verified answer with the pay link, when this call created the order.
+    payment: PaymentResponse | None = None
+    #: The verified query result, when the order already existed at the gateway.
+    query: OrderQueryResult | None = None
+
+    @property
+    def pay_url(self) -> PayUrl | None:
+        """The cashier link, known only when this call created the order (see ``place_order``)."""
+        return self.payment.pay_url if self.payment is not None else None

@@ -231,8 +231,16 @@ def _in_child(work: Callable[[], None]) -> int:
             print(f"child failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    deadline = time.monotonic() + 60
+    while True:  # a child that hangs fails the test instead of hanging the suite
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return -9
+        time.sleep(0.05)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -22,11 +22,13 @@ from cmpay_async import (
     OfflineNotify,
     Order,
     OrderQueryResult,
+    OrderState,
     PageNotify,
     PaymentResponse,
     PaymentStatus,
     PayUrl,
     PeriodUnit,
+    Placement,
     RefundResult,
     SignType,
     ValidationError,
@@ -130,6 +132,15 @@ refunds = st.builds(
     RefundResult, **answer, order_id=text, pay_no=text, amount=st.none() | fen, status=text
 )
 
+placements = st.builds(
+    Placement,
+    order_id=text,
+    state=st.sampled_from(OrderState),
+    created=st.booleans(),
+    payment=st.none() | payment_responses,
+    query=st.none() | query_results,
+)
+
 MODELS: dict[type, st.SearchStrategy[Any]] = {
     Order: orders,
     PaymentResponse: payment_responses,
@@ -139,6 +150,7 @@ MODELS: dict[type, st.SearchStrategy[Any]] = {
     AmountItems: amount_items,
     OrderQueryResult: query_results,
     RefundResult: refunds,
+    Placement: placements,
 }
 any_model = st.one_of(*MODELS.values())
 
