@@ -35,7 +35,7 @@ def lint(session: nox.Session) -> None:
 def mypy(session: nox.Session) -> None:
     """mypy --strict over the package and a file that uses the public API as a user would."""
     session.install(".", *nox.project.dependency_groups(PYPROJECT, "typing"))
-    session.run("mypy", "cmpay_async", "tests/typing_usage.py")
+    session.run("mypy", "cmpay_async", "tests/typing_usage.py", "recipes")
 
 
 @nox.session
