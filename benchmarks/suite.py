@@ -41,7 +41,7 @@ from cmpay_async import (
 )
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
 
-from . import client_cost
+from . import client_cost, queues
 from .baselines import (
     NAIVE_NOTIFY_ORDER,
     FloorMd5,
@@ -408,6 +408,24 @@ def bench_client_cost(report: Report, *, quick: bool) -> None:
             )
 
 
+def bench_queues(report: Report, gateway: str, *, quick: bool) -> None:
+    """10. The blocking facade against the async client; 11. jobs/s through task queues."""
+    facade, direct = queues.facade_against_client(gateway, 20 if quick else 300, 2 if quick else 5)
+    report.compare(
+        "10. BlockingCmpayClient.create_payment",
+        facade,
+        "CmpayClient",
+        direct,
+        target="<= 1.15x",
+        met=facade <= 1.15 * direct,
+    )
+    from tests.queues import redis_server  # skips (or fails in CI) without Redis
+
+    with redis_server() as redis_url:
+        rates = queues.jobs_per_second(gateway, redis_url, 40 if quick else 500)
+    report.note("11. payment jobs per second", **{k: round(v, 1) for k, v in rates.items()})
+
+
 @contextlib.contextmanager
 def sandbox_process() -> Iterator[str]:
     """The sandbox served by uvicorn in a process of its own.
@@ -468,6 +486,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     with sandbox_process() as gateway:
         anyio.run(_round_trips, gateway, report, 100 if quick else 1000, rounds if quick else 5)
         anyio.run(_thousand, gateway, report, 100 if quick else 1000)
+        bench_queues(report, gateway, quick=quick)
     bench_processes(report, 200 if quick else 10_000, 2 if quick else 5)
     bench_client_cost(report, quick=quick)
     return {"machine": machine(), "results": report.rows, "table": report.table()}

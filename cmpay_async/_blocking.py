@@ -1,24 +1,26 @@
-"""BlockingCmpayClient: CmpayClient for code that cannot await, on a private event-loop thread.
+"""BlockingCmpayClient: CmpayClient for code that cannot await, on a private loop per thread.
 
 Celery tasks, Django sync views, scripts and notebooks call it like a normal library. It holds
-no logic of its own: every call runs the ``CmpayClient`` coroutine of the same name on one
-event loop in a daemon thread (anyio's blocking portal), which any number of threads may use
-at once. After ``fork`` the child starts its own loop thread (the parent's does not exist
-there), and the ``CmpayClient`` underneath gives that loop its own connections.
+no logic of its own: every call runs the ``CmpayClient`` coroutine of the same name to
+completion on an asyncio event loop that belongs to the calling thread (made on its first
+call, idle in between). So a call costs no hop to another thread, threads never share a loop,
+and the ``CmpayClient`` underneath gives each loop its own keep-alive connections. After
+``fork`` the child makes new loops (the parent's are left alone: they share its epoll and
+sockets). Loops of threads that have ended are closed at the next new thread's first call,
+and all of them by ``close()``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
+import asyncio
 import os
 import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-import anyio.from_thread
 import anyio.lowlevel
+import attrs
 
 from ._client import CmpayClient
 from ._codec import Payload
@@ -39,10 +41,11 @@ __all__ = ["BlockingCmpayClient"]
 
 T = TypeVar("T")
 
-# Bumped in a forked child: the parent's loop thread does not exist there.
+# Bumped in a forked child, whose inherited loops belong to the parent.
 _generation = 0
-# The parent's portals, kept alive in a forked child: collecting one would run its exit,
-# which waits forever for a loop thread that was not copied by fork.
+# Loops inherited across fork: never closed nor collected in the child (closing them would
+# only close the child's copies of the parent's descriptors, but a collected, unclosed loop
+# warns).
 _inherited: list[object] = []
 
 
@@ -67,6 +70,16 @@ def _refuse_inside_a_loop() -> None:
     )
 
 
+@attrs.define(eq=False)
+class _ThreadLoop:
+    """One thread's private event loop; the lock is held while a call runs on it."""
+
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+    generation: int
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+
 class BlockingCmpayClient:
     """``CmpayClient`` with blocking methods, for code that cannot ``await``.
 
@@ -74,17 +87,13 @@ class BlockingCmpayClient:
     process, and share it between threads. Use it as a context manager or call ``close()``.
     """
 
-    def __init__(
-        self, client: CmpayClient | None = None, *, backend: str = "asyncio", **settings: Any
-    ) -> None:
+    def __init__(self, client: CmpayClient | None = None, **settings: Any) -> None:
         if client is not None and settings:
             raise ConfigurationError("pass either a CmpayClient or its settings, not both")
         self._client = client if client is not None else CmpayClient(**settings)
-        self._backend = backend
+        self._local = threading.local()
         self._lock = threading.Lock()
-        self._portal: anyio.from_thread.BlockingPortal | None = None
-        self._exit_portal: Callable[[], object] | None = None
-        self._generation = _generation
+        self._loops: list[_ThreadLoop] = []
         self._closed = False
 
     def __repr__(self) -> str:
@@ -112,41 +121,59 @@ class BlockingCmpayClient:
         return self._closed
 
     def close(self) -> None:
-        """Close the connections and stop the loop thread. Idempotent."""
+        """Close every thread's connections and loop (waiting for calls in progress)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            portal, exit_portal = self._portal, self._exit_portal
-            self._portal = self._exit_portal = None
-            if self._generation != _generation:  # a forked child: that thread is not here
-                _inherited.append((portal, exit_portal))
+            loops, self._loops = self._loops, []
+        for thread_loop in loops:
+            self._shut(thread_loop)
+        self._client._closed = True  # every pool it had is closed above
+
+    def _shut(self, thread_loop: _ThreadLoop) -> None:
+        if thread_loop.generation != _generation:
+            _inherited.append(thread_loop)
+            return
+        with thread_loop.lock:
+            loop = thread_loop.loop
+            if loop.is_closed():
                 return
-        if portal is not None and exit_portal is not None:
             try:
-                portal.call(self._client.aclose)
+                loop.run_until_complete(self._client._pools.aclose_current())
+                loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
-                exit_portal()
+                loop.close()
 
     def _run(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
         _refuse_inside_a_loop()
-        return self._portal_now().call(functools.partial(fn, *args, **kwargs))
-
-    def _portal_now(self) -> anyio.from_thread.BlockingPortal:
-        with self._lock:
-            if self._closed:
+        thread_loop = self._thread_loop()
+        with thread_loop.lock:
+            if thread_loop.loop.is_closed():  # close() ran in another thread meanwhile
                 raise ClientClosedError("this BlockingCmpayClient is closed; create a new one")
-            if self._generation != _generation:
-                _inherited.append((self._portal, self._exit_portal))
-                self._portal = self._exit_portal = None
-                self._generation = _generation
-            if self._portal is None:
-                stack = contextlib.ExitStack()
-                self._portal = stack.enter_context(
-                    anyio.from_thread.start_blocking_portal(self._backend)
-                )
-                self._exit_portal = stack.close
-            return self._portal
+            return thread_loop.loop.run_until_complete(fn(*args, **kwargs))
+
+    def _thread_loop(self) -> _ThreadLoop:
+        if self._closed:
+            raise ClientClosedError("this BlockingCmpayClient is closed; create a new one")
+        thread_loop: _ThreadLoop | None = getattr(self._local, "loop", None)
+        if thread_loop is not None and thread_loop.generation == _generation:
+            return thread_loop
+        thread_loop = _ThreadLoop(
+            loop=asyncio.new_event_loop(),
+            thread=threading.current_thread(),
+            generation=_generation,
+        )
+        with self._lock:
+            ended = [
+                t for t in self._loops if not t.thread.is_alive() or t.generation != _generation
+            ]
+            self._loops = [t for t in self._loops if t not in ended]
+            self._loops.append(thread_loop)
+        for old in ended:
+            self._shut(old)
+        self._local.loop = thread_loop
+        return thread_loop
 
     # -- the client's methods, blocking -------------------------------------------------------
 
@@ -203,3 +230,4 @@ class BlockingCmpayClient:
     ) -> PageNotify | OfflineNotify:
         """Verify a notification with the client's key and merchant id (no I/O, no loop)."""
         return self._client.verify_notification(payload, charset=charset)
+

@@ -6,6 +6,7 @@ import inspect
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -116,8 +117,8 @@ def test_many_threads_share_one_facade(gateway: tuple[Sandbox, str]) -> None:
     assert ids <= {oid for _, oid in sandbox.orders}
 
 
-def test_a_forked_child_gets_its_own_loop_thread(gateway_process: str) -> None:  # noqa: F811
-    """After fork the child starts its own loop thread; the parent keeps working."""
+def test_a_forked_child_gets_its_own_loop(gateway_process: str) -> None:  # noqa: F811
+    """After fork the child makes its own loop; the parent keeps working."""
     client = blocking(gateway_process)
     client.create_payment(order("PARENT"), ip_address="127.0.0.1")
 
@@ -167,3 +168,27 @@ def test_settings_or_a_client_not_both() -> None:
     assert inner is BlockingCmpayClient(inner).client
     with pytest.raises(ConfigurationError, match="not both"):
         BlockingCmpayClient(inner, merchant_id="M")
+
+
+def test_loops_of_ended_threads_are_closed(gateway: tuple[Sandbox, str]) -> None:
+    """A thread's private loop is closed once the thread has ended and another one calls."""
+    _, url = gateway
+    client = blocking(url)
+    loops: list[Any] = []
+
+    def call_once() -> None:
+        client.create_payment(order("SHORT"), ip_address="127.0.0.1")
+        loops.append(client._local.loop.loop)
+
+    first = threading.Thread(target=call_once)
+    first.start()
+    first.join(timeout=30)
+    assert not loops[0].is_closed()  # the thread ended, nobody has called since
+
+    second = threading.Thread(target=call_once)
+    second.start()
+    second.join(timeout=30)
+    client.close()
+
+    assert loops[0].is_closed()
+    assert loops[1].is_closed()  # close() closes the rest

@@ -96,9 +96,11 @@ def _celery(redis_url: str) -> Iterator[Any]:
     try:
         yield app
     finally:
-        pubsub = getattr(app.backend.result_consumer, "_pubsub", None)
+        consumer = app.backend.result_consumer
+        pubsub = getattr(consumer, "_pubsub", None)
         if pubsub is not None:
             pubsub.close()
+            consumer._pubsub = None  # results collected later would reconnect to unsubscribe
         app.backend.client.connection_pool.disconnect()
         app.close()
         gc.collect()
