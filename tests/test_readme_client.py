@@ -44,3 +44,14 @@ def test_lifecycle_example_runs_three_event_loops_on_one_client(
     assert all("/ips/FormTrans3?sessionId=" in line for line in lines)
     assert 3 == len(set(lines))
     assert [] == namespace["IN_DOUBT"]
+
+
+def test_blocking_example_places_an_order_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blocking example's redelivered job reports the order instead of failing."""
+    monkeypatch.setenv("CMPAY_SIGN_KEY", PUBLIC_TEST_KEY)
+
+    namespace = run_examples("blocking")
+
+    assert namespace["first"].created
+    assert not namespace["again"].created
+    assert namespace["client"].closed
