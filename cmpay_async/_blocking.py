@@ -230,4 +230,3 @@ class BlockingCmpayClient:
     ) -> PageNotify | OfflineNotify:
         """Verify a notification with the client's key and merchant id (no I/O, no loop)."""
         return self._client.verify_notification(payload, charset=charset)
-
