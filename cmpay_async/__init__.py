@@ -68,6 +68,7 @@ from ._models import (
     yuan_to_fen,
 )
 from ._notify import Ack, ack, nack, verify_notification
+from ._processor import NotificationProcessor, PaymentEvent, event_key
 from ._protocol import PreparedRequest, build_payment_request, parse_payment_response
 from ._schema import REGISTRY, Field, Kind, Schema, schema_for
 from ._signing import Md5Signer, RsaSigner, RsaVerifier, Signer, Verifier, signing_source
@@ -109,6 +110,7 @@ __all__ = [
     "Md5Signer",
     "Model",
     "Notification",
+    "NotificationProcessor",
     "OfflineNotify",
     "Order",
     "OrderQueryResult",
@@ -116,6 +118,7 @@ __all__ = [
     "PageNotify",
     "PayUrl",
     "PayloadTooLargeError",
+    "PaymentEvent",
     "PaymentResponse",
     "PaymentStatus",
     "PeriodUnit",
@@ -145,6 +148,7 @@ __all__ = [
     "content_type",
     "decode_payload",
     "encode_form",
+    "event_key",
     "explain_return_code",
     "nack",
     "parse_amount_items",

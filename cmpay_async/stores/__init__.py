@@ -1,0 +1,96 @@
+"""Where the notification processor remembers which payment events it has handled.
+
+A store gives each event key a lease: ``claim`` answers NEW (the caller owns the event until
+its lease runs out and must ``complete`` or ``release`` it with the token it got),
+IN_PROGRESS (another worker owns it now) or DONE (handled already). A claim whose lease ran
+out (its worker died mid-handler) can be claimed again. Only the owner's token completes or
+releases. Backends: ``MemoryStore`` (one process, tests) and ``SqliteStore`` (the embedded
+default: several processes on one machine); each imports its driver only in its own module.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+
+__all__ = ["ClaimState", "Claimed", "MemoryStore", "Store"]
+
+
+class ClaimState(str, enum.Enum):
+    """What a claim found."""
+
+    NEW = "new"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+
+
+@attrs.frozen
+class Claimed:
+    """The answer to ``claim``: the state, and the lease token when the caller owns the key."""
+
+    state: ClaimState
+    token: str | None = None
+
+
+class Store(Protocol):
+    """Lease-based, once-only bookkeeping of event keys, shared by every worker."""
+
+    async def claim(self, key: str, *, lease: float) -> Claimed:
+        """Own ``key`` for ``lease`` seconds if nobody handled or holds it."""
+
+    async def complete(self, key: str, token: str) -> bool:
+        """Mark ``key`` handled; False if ``token`` no longer owns it (its lease ran out)."""
+
+    async def release(self, key: str, token: str) -> None:
+        """Give ``key`` up (the handler failed), so that a retry can claim it at once."""
+
+
+def new_token() -> str:
+    """A lease token: only its holder completes or releases the key."""
+    return secrets.token_hex(16)
+
+
+class MemoryStore:
+    """A store in this process's memory: for tests and single-process apps."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()  # threads and event loops may share it
+        self._rows: dict[str, tuple[ClaimState, str, float]] = {}
+
+    async def claim(self, key: str, *, lease: float) -> Claimed:
+        """Own ``key`` for ``lease`` seconds if nobody handled or holds it."""
+        now = self._clock()
+        with self._lock:
+            row = self._rows.get(key)
+            if row is not None:
+                state, _, expires = row
+                if state is ClaimState.DONE:
+                    return Claimed(ClaimState.DONE)
+                if expires > now:
+                    return Claimed(ClaimState.IN_PROGRESS)
+            token = new_token()
+            self._rows[key] = (ClaimState.IN_PROGRESS, token, now + lease)
+            return Claimed(ClaimState.NEW, token)
+
+    async def complete(self, key: str, token: str) -> bool:
+        """Mark ``key`` handled; False if ``token`` no longer owns it."""
+        with self._lock:
+            row = self._rows.get(key)
+            if row is None or row[1] != token or row[0] is ClaimState.DONE:
+                return False
+            self._rows[key] = (ClaimState.DONE, token, float("inf"))
+            return True
+
+    async def release(self, key: str, token: str) -> None:
+        """Give ``key`` up so that a retry can claim it at once."""
+        with self._lock:
+            row = self._rows.get(key)
+            if row is not None and row[1] == token and row[0] is ClaimState.IN_PROGRESS:
+                del self._rows[key]

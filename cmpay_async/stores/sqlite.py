@@ -1,0 +1,112 @@
+"""SqliteStore: the embedded default; safe for several processes on one machine.
+
+Each operation runs in an anyio worker thread (sqlite3 blocks) on a connection of its own,
+in WAL mode, inside ``BEGIN IMMEDIATE`` so that a claim's read and write are one atomic step
+across processes. Leases use the wall clock, which every process on the machine shares.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import anyio.to_thread
+
+from . import Claimed, ClaimState, new_token
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cmpay_events (
+    key TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    token TEXT NOT NULL,
+    expires REAL NOT NULL
+)
+"""
+
+
+class SqliteStore:
+    """A store in an SQLite file (made with its table on first use)."""
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = str(path)
+        self._clock = clock
+        self._ready = False
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        if not self._ready:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(_SCHEMA)
+            self._ready = True
+        return connection
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            connection = self._connect()
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(connection)
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
+                return result
+            finally:
+                connection.close()
+
+        return await anyio.to_thread.run_sync(run)
+
+    async def claim(self, key: str, *, lease: float) -> Claimed:
+        """Own ``key`` for ``lease`` seconds if nobody handled or holds it."""
+        now = self._clock()
+
+        def work(db: sqlite3.Connection) -> Claimed:
+            row = db.execute(
+                "SELECT state, expires FROM cmpay_events WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None:
+                if row[0] == ClaimState.DONE.value:
+                    return Claimed(ClaimState.DONE)
+                if row[1] > now:
+                    return Claimed(ClaimState.IN_PROGRESS)
+            token = new_token()
+            db.execute(
+                "INSERT OR REPLACE INTO cmpay_events (key, state, token, expires) "
+                "VALUES (?, ?, ?, ?)",
+                (key, ClaimState.IN_PROGRESS.value, token, now + lease),
+            )
+            return Claimed(ClaimState.NEW, token)
+
+        return await self._run(work)
+
+    async def complete(self, key: str, token: str) -> bool:
+        """Mark ``key`` handled; False if ``token`` no longer owns it."""
+
+        def work(db: sqlite3.Connection) -> bool:
+            done = db.execute(
+                "UPDATE cmpay_events SET state = ?, expires = ? "
+                "WHERE key = ? AND token = ? AND state = ?",
+                (ClaimState.DONE.value, float("inf"), key, token, ClaimState.IN_PROGRESS.value),
+            )
+            return done.rowcount == 1
+
+        return await self._run(work)
+
+    async def release(self, key: str, token: str) -> None:
+        """Give ``key`` up so that a retry can claim it at once."""
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "DELETE FROM cmpay_events WHERE key = ? AND token = ? AND state = ?",
+                (key, token, ClaimState.IN_PROGRESS.value),
+            )
+
+        await self._run(work)
