@@ -71,6 +71,19 @@ def redis_server() -> Iterator[str]:
         process.wait(timeout=20)
 
 
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """The PostgreSQL on 127.0.0.1:5432 (trust, database test) if it answers, else skip."""
+    dsn = os.environ.get("CMPAY_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
+    try:
+        import psycopg
+
+        psycopg.connect(dsn, connect_timeout=3).close()
+    except Exception as exc:  # any failure to connect: the reason is shown
+        unavailable(f"no PostgreSQL at {dsn}: {type(exc).__name__}: {exc}")
+    yield dsn
+
+
 class HeldAnswers:
     """ASGI wrapper: the sandbox processes each request at once, and its answer can be held.
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 
 from cmpay_async import (
@@ -20,8 +22,12 @@ from cmpay_async import (
     event_key,
 )
 from cmpay_async.stores import Claimed, ClaimState, MemoryStore, Store
+from cmpay_async.stores.postgres import PostgresStore
+from cmpay_async.stores.redis import RedisStore
 from cmpay_async.stores.sqlite import SqliteStore
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
+
+from .queues import postgres_server, redis_server
 
 pytestmark = pytest.mark.anyio
 
@@ -38,16 +44,79 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+class RedisClock(Clock):
+    """Redis keeps its own time: moving the clock ends every lease in Redis instead."""
+
+    def __init__(self, store: RedisStore, prefix: str) -> None:
+        super().__init__()
+        self.store, self.prefix = store, prefix
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "now" and hasattr(self, "now"):
+            client = self.store._redis
+            for key in client.scan_iter(f"{self.prefix}*"):
+                if client.get(key) != "done":
+                    client.delete(key)  # what PX does when the lease runs out
+        super().__setattr__(name, value)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A Redis that answers (the machine's, or a private one)."""
+    with redis_server() as url:
+        yield url
+
+
+class PostgresClock(Clock):
+    """PostgreSQL keeps its own time: moving the clock ends every lease in the table."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        super().__init__()
+        self.store = store
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "now" and hasattr(self, "now"):
+            with psycopg.connect(self.store._dsn, autocommit=True) as db:
+                db.execute(
+                    f"UPDATE {self.store.table} SET expires = now() - interval '1 second' "  # noqa: S608
+                    "WHERE state = 'in_progress'"
+                )
+        super().__setattr__(name, value)
+
+
+@pytest.fixture(scope="module")
+def postgres_dsn() -> Iterator[str]:
+    """A PostgreSQL that answers."""
+    with postgres_server() as dsn:
+        yield dsn
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def clock_and_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[Clock, Store]]:
     """Each store, on a hand-moved clock."""
-    clock = Clock()
     if request.param == "memory":
+        clock = Clock()
         yield clock, MemoryStore(clock=clock)
-    else:
+    elif request.param == "sqlite":
+        clock = Clock()
         yield clock, SqliteStore(tmp_path / "events.db", clock=clock)
+    elif request.param == "postgres":
+        store = PostgresStore(
+            request.getfixturevalue("postgres_dsn"), table=f"cmpay_test_{uuid.uuid4().hex[:8]}"
+        )
+        yield PostgresClock(store), store
+        store.close()
+        with psycopg.connect(store._dsn, autocommit=True) as db:
+            db.execute(f"DROP TABLE IF EXISTS {store.table}")
+    else:
+        prefix = f"cmpay-test:{uuid.uuid4().hex[:8]}:"
+        store = RedisStore(request.getfixturevalue("redis_url"), prefix=prefix)
+        yield RedisClock(store, prefix), store
+        for key in store._redis.scan_iter(f"{prefix}*"):
+            store._redis.delete(key)
+        store.close()
 
 
 def _processor(store: Store, seen: list[PaymentEvent], **kw: Any) -> NotificationProcessor:
@@ -218,3 +287,19 @@ def test_sqlite_claims_are_atomic_across_processes(tmp_path: Path) -> None:
         won = pool.starmap(_claim_many, [(path, keys), (path, list(reversed(keys)))])
 
     assert sorted(keys) == sorted(won[0] + won[1])
+
+
+async def test_sqlite_first_use_from_many_tasks_at_once(tmp_path: Path) -> None:
+    """Twenty first claims at once on a new file: the set-up runs once, nothing is locked."""
+    store = SqliteStore(tmp_path / "fresh.db")
+    states: list[ClaimState] = []
+
+    async def claim(n: int) -> None:
+        states.append((await store.claim(f"k{n % 5}", lease=60)).state)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(claim, n)
+
+    assert 5 == states.count(ClaimState.NEW)
+    assert 15 == states.count(ClaimState.IN_PROGRESS)

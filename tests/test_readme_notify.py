@@ -112,3 +112,15 @@ async def test_django_handler(env: None, anyio_backend: str) -> None:
         return response.status_code, response.content
 
     await check_handler(post, ns["PAID"])
+
+
+def test_processor_example_credits_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three concurrent copies and a fourth delivery: credited once, answered SUCCESS."""
+    monkeypatch.setenv("CMPAY_SIGN_KEY", PUBLIC_TEST_KEY)
+
+    namespace = run_examples("processor")
+
+    assert ["A1001"] == namespace["CREDITED"]
+    assert "b'SUCCESS' ['A1001']" == capsys.readouterr().out.strip()

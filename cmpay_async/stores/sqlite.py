@@ -8,6 +8,7 @@ across processes. Leases use the wall clock, which every process on the machine 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,13 +39,18 @@ class SqliteStore:
         self.path = str(path)
         self._clock = clock
         self._ready = False
+        self._setup = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         if not self._ready:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute(_SCHEMA)
-            self._ready = True
+            # One thread sets the file up: switching to WAL while another connection of this
+            # process is doing the same fails at once with "database is locked".
+            with self._setup:
+                if not self._ready:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    connection.execute(_SCHEMA)
+                    self._ready = True
         return connection
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
