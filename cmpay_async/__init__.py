@@ -70,6 +70,7 @@ from ._models import (
 from ._notify import Ack, ack, nack, verify_notification
 from ._processor import NotificationProcessor, PaymentEvent, event_key
 from ._protocol import PreparedRequest, build_payment_request, parse_payment_response
+from ._reconcile import DEFAULT_SCHEDULE, PendingOrder
 from ._schema import REGISTRY, Field, Kind, Schema, schema_for
 from ._signing import Md5Signer, RsaSigner, RsaVerifier, Signer, Verifier, signing_source
 
@@ -81,6 +82,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "BANK_CODES",
     "CHINA_TZ",
+    "DEFAULT_SCHEDULE",
     "PRODUCTION_ENDPOINT",
     "REGISTRY",
     "RETURN_CODES",
@@ -121,6 +123,7 @@ __all__ = [
     "PaymentEvent",
     "PaymentResponse",
     "PaymentStatus",
+    "PendingOrder",
     "PeriodUnit",
     "Placement",
     "PreparedRequest",

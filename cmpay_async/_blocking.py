@@ -13,9 +13,10 @@ and all of them by ``close()``.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -36,6 +37,7 @@ from ._models import (
     RefundResult,
 )
 from ._protocol import PreparedRequest
+from ._reconcile import PendingOrder
 
 __all__ = ["BlockingCmpayClient"]
 
@@ -224,6 +226,26 @@ class BlockingCmpayClient:
     def refund(self, order_id: str, amount: int, *, request_id: str | None = None) -> RefundResult:
         """Refund ``amount`` fen of a paid order; see ``CmpayClient.refund``."""
         return self._run(self._client.refund, order_id, amount, request_id=request_id)
+
+    def reconcile(
+        self,
+        pending: Iterable[PendingOrder],
+        *,
+        now: dt.datetime | None = None,
+        concurrency: int = 8,
+        per_second: float = 20.0,
+    ) -> list[OrderQueryResult]:
+        """Query the pending orders that are due; see ``CmpayClient.reconcile`` (a list here)."""
+
+        async def collect() -> list[OrderQueryResult]:
+            return [
+                result
+                async for result in self._client.reconcile(
+                    pending, now=now, concurrency=concurrency, per_second=per_second
+                )
+            ]
+
+        return self._run(collect)
 
     def verify_notification(
         self, payload: Payload, *, charset: str | None = None

@@ -27,7 +27,7 @@ import re
 import secrets
 import time
 import zlib
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -71,6 +71,7 @@ from ._protocol import (
     parse_payment_response,
     parse_refund_response,
 )
+from ._reconcile import PendingOrder, reconcile_orders
 from ._signing import Md5Signer, Signer, Verifier
 
 R = TypeVar("R")
@@ -536,6 +537,27 @@ class CmpayClient:
             lambda body: parse_refund_response(
                 body, verifier=self._verifier, merchant_id=self.merchant_id, order_id=order_id
             ),
+        )
+
+    def reconcile(
+        self,
+        pending: Iterable[PendingOrder],
+        *,
+        now: dt.datetime | None = None,
+        concurrency: int = 8,
+        per_second: float = 20.0,
+    ) -> AsyncIterator[OrderQueryResult]:
+        """Query the pending orders that are due (see ``cmpay_async._reconcile``); yield results.
+
+        Feed a paid or failed result to ``NotificationProcessor.process_result`` so that a
+        late notification and the reconciliation never both run the handler.
+        """
+        return reconcile_orders(
+            self.query_order,
+            pending,
+            now=now,
+            concurrency=concurrency,
+            per_second=per_second,
         )
 
     def verify_notification(

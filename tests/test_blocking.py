@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import inspect
 import threading
 import uuid
@@ -19,6 +20,7 @@ from cmpay_async import (
     Md5Signer,
     Order,
     OrderState,
+    PendingOrder,
 )
 from cmpay_async._serve import serve_in_thread
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox, sign_notification
@@ -48,6 +50,10 @@ def blocking(url: str, **kw: object) -> BlockingCmpayClient:
     )
 
 
+def _minutes_ago(minutes: int) -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=minutes)
+
+
 def order(prefix: str, amount: int = 1000) -> Order:
     """An order with a unique id."""
     return Order(amount=amount, order_id=f"{prefix}-{uuid.uuid4().hex[:10]}", product_name="茶")
@@ -62,8 +68,10 @@ def test_the_facade_offers_every_public_call_with_the_same_signature() -> None:
     }
     for name, fn in public.items():
         twin = getattr(BlockingCmpayClient, name)
-        assert inspect.signature(fn) == inspect.signature(twin), name
+        assert inspect.signature(fn).parameters == inspect.signature(twin).parameters, name
         assert not inspect.iscoroutinefunction(twin), name
+        if name != "reconcile":  # an async iterator there, a list here
+            assert inspect.signature(fn) == inspect.signature(twin), name
 
 
 def test_every_method_works_over_tcp(gateway: tuple[Sandbox, str]) -> None:
@@ -86,6 +94,9 @@ def test_every_method_works_over_tcp(gateway: tuple[Sandbox, str]) -> None:
         prepared = client.prepare_payment(order("PREP"), ip_address="127.0.0.1")
         assert b"hmac=" in prepared.body
         assert 30 == len(client.new_request_id())
+
+        pending = [PendingOrder(order_id=first.order_id, created_at=_minutes_ago(5))]
+        assert [OrderState.PAID] == [r.state for r in client.reconcile(pending)]
 
         note = client.verify_notification(sign_notification(order_id="N1", amount=5))
         assert note.paid

@@ -1,0 +1,157 @@
+"""Reconciliation: finds the paid orders whose notifications were all lost, and no others."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import anyio
+import httpx
+import pytest
+
+from cmpay_async import (
+    CmpayClient,
+    Md5Signer,
+    NotificationProcessor,
+    OrderQueryResult,
+    OrderState,
+    PaymentEvent,
+    PendingOrder,
+)
+from cmpay_async._reconcile import due
+from cmpay_async.stores import MemoryStore
+from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox
+
+from .helpers import valid_order
+from .test_client import _AsyncMock, make_client
+
+pytestmark = pytest.mark.anyio
+
+CST = dt.timezone(dt.timedelta(hours=8))
+NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=CST)
+
+
+@pytest.mark.parametrize(
+    ("age", "last_checked_ago", "expected"),
+    [
+        (dt.timedelta(seconds=30), None, False),  # the notification may still come
+        (dt.timedelta(minutes=5), None, True),
+        (dt.timedelta(minutes=5), dt.timedelta(seconds=30), False),  # asked a moment ago
+        (dt.timedelta(minutes=5), dt.timedelta(minutes=1), True),
+        (dt.timedelta(hours=3), dt.timedelta(minutes=9), False),
+        (dt.timedelta(hours=3), dt.timedelta(minutes=10), True),
+        (dt.timedelta(days=3), dt.timedelta(minutes=59), False),
+        (dt.timedelta(days=3), dt.timedelta(hours=1), True),
+        (dt.timedelta(days=40), None, False),  # for a person to look at
+    ],
+)
+def test_the_schedule_backs_off_with_age(
+    age: dt.timedelta, last_checked_ago: dt.timedelta | None, expected: bool
+) -> None:
+    """1 min of grace, then every minute, every 10 minutes after 1 h, hourly after 24 h."""
+    order = PendingOrder(
+        order_id="A",
+        created_at=NOW - age,
+        last_checked=None if last_checked_ago is None else NOW - last_checked_ago,
+    )
+    assert expected is due(order, NOW)
+
+
+async def test_two_hundred_lost_notifications_found_within_the_bound() -> None:
+    """200 pending orders, 100 of them paid with every notification lost: exactly those 100."""
+    sandbox = Sandbox()
+    inner = httpx.ASGITransport(app=sandbox)
+    in_flight = peak = 0
+
+    async def counting(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await anyio.sleep(0.001)  # let the queries overlap
+            return await inner.handle_async_request(request)
+        finally:
+            in_flight -= 1
+
+    async with make_client(_AsyncMock(counting), max_connections=50) as client:
+        ids = [f"REC{i:03d}" for i in range(200)]
+        for n, order_id in enumerate(ids):
+            await client.create_payment(valid_order(order_id=order_id), ip_address="1.2.3.4")
+            if n % 2 == 0:
+                sandbox.settle(sandbox.order(order_id), paid=True)  # its notifications: lost
+        young = PendingOrder(order_id=ids[1], created_at=NOW - dt.timedelta(seconds=10))
+        pending = [PendingOrder(order_id=i, created_at=NOW - dt.timedelta(minutes=5)) for i in ids]
+        in_flight = peak = 0
+        seen = sandbox.requests_seen
+        reconciling = client.reconcile([young, *pending], now=NOW, concurrency=6, per_second=10_000)
+        results = [r async for r in reconciling]
+
+    paid = sorted(r.order_id for r in results if r.state is OrderState.PAID)
+    assert ids[::2] == paid
+    assert 200 == len(results)
+    assert {OrderState.PAID, OrderState.PENDING} == {r.state for r in results}
+    assert 200 == sandbox.requests_seen - seen  # the young order was not asked about
+    assert 1 < peak <= 6
+
+
+async def test_a_notification_during_reconciliation_runs_the_handler_once() -> None:
+    """The processor sees the same payment from a query and from a notification: one run."""
+    sandbox = Sandbox()
+    seen: list[PaymentEvent] = []
+
+    async def handler(event: PaymentEvent) -> None:
+        await anyio.sleep(0)
+        seen.append(event)
+
+    processor = NotificationProcessor(
+        verifier=Md5Signer(PUBLIC_TEST_KEY),
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        store=MemoryStore(),
+        handler=handler,
+    )
+    async with make_client(httpx.ASGITransport(app=sandbox)) as client:
+        await client.create_payment(valid_order(order_id="LATE1"), ip_address="1.2.3.4")
+        _, offline = sandbox.settle(sandbox.order("LATE1"), paid=True)
+        results: list[OrderQueryResult] = []
+        pending = [PendingOrder(order_id="LATE1", created_at=NOW - dt.timedelta(minutes=5))]
+        async for result in client.reconcile(pending, now=NOW):
+            results.append(result)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(processor.process_result, results[0])
+        tg.start_soon(processor.process, offline)
+    await processor.process(offline)  # the gateway's retry, answered from the store
+    await processor.process_result(results[0])
+
+    assert 1 == len(seen)
+    assert seen[0].paid
+
+
+def test_the_client_offers_reconcile() -> None:
+    """CmpayClient.reconcile is the entry point."""
+    client = CmpayClient(merchant_id="M", signer=Md5Signer(PUBLIC_TEST_KEY))
+    assert callable(client.reconcile)
+
+
+async def test_queries_start_no_faster_than_the_rate_limit() -> None:
+    """per_second=100: consecutive queries start at least 10 ms apart (the loop's clock)."""
+    sandbox = Sandbox()
+    inner = httpx.ASGITransport(app=sandbox)
+    starts: list[float] = []
+
+    async def stamping(request: httpx.Request) -> httpx.Response:
+        if b"type=OrderQuery" in request.content:
+            starts.append(anyio.current_time())
+        return await inner.handle_async_request(request)
+
+    async with make_client(_AsyncMock(stamping)) as client:
+        pending = [
+            PendingOrder(order_id=f"RATE{i}", created_at=NOW - dt.timedelta(minutes=5))
+            for i in range(15)
+        ]
+        results = [r async for r in client.reconcile(pending, now=NOW, per_second=100)]
+
+    assert 15 == len(results)
+    assert all(r.state is OrderState.NOT_FOUND for r in results)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.0099
