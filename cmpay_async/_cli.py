@@ -7,12 +7,14 @@ environment variable, or the vendor's public test key when asked for explicitly.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._client import PRODUCTION_ENDPOINT
 from ._codec import decode_payload, escaped_readings
 from ._exceptions import CmpayError, ConfigurationError
 from ._sandbox import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
@@ -95,7 +97,78 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("message", nargs="?", help="message name (default: try them all)")
     _add_body_options(verify)
     _add_key_options(verify, rsa="public")
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="ask the gateway about pending orders and print one line per order",
+        description=(
+            "Reads ORDER_ID [CREATED_AT] lines (CREATED_AT in ISO 8601; without it the order "
+            "is asked about now) and prints ORDER_ID, then its state, amount and payNo, or "
+            "'not-due' (too young, see the schedule) or 'unanswered' (the query failed)."
+        ),
+    )
+    reconcile.add_argument("--file", type=Path, help="the orders (default: standard input)")
+    reconcile.add_argument("--endpoint", default=PRODUCTION_ENDPOINT, help="the gateway URL")
+    reconcile.add_argument(
+        "--merchant-id",
+        default=os.environ.get("CMPAY_MERCHANT_ID", ""),
+        help="the merchant id (default $CMPAY_MERCHANT_ID)",
+    )
+    reconcile.add_argument("--concurrency", type=int, default=8)
+    reconcile.add_argument("--per-second", type=float, default=20.0)
+    keys = reconcile.add_argument_group("key (never given on the command line)")
+    keys.add_argument("--key-file", type=Path, help="file holding the MD5 signKey")
+    keys.add_argument("--key-env", default=_DEFAULT_ENV, metavar="NAME")
+    keys.add_argument("--public-test-key", action="store_true")
     return parser
+
+
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    import anyio
+
+    from ._client import CmpayClient
+    from ._models import CHINA_TZ
+    from ._reconcile import PendingOrder, due
+
+    lines = (args.file.read_text("utf-8") if args.file else sys.stdin.read()).splitlines()
+    now = dt.datetime.now(CHINA_TZ)
+    pending = []
+    for number, line in enumerate(lines, start=1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        try:
+            created = dt.datetime.fromisoformat(parts[1]) if len(parts) > 1 else None
+        except ValueError:
+            raise ConfigurationError(f"line {number}: {parts[1][:40]!r} is not ISO 8601") from None
+        if created is not None and created.tzinfo is None:
+            created = created.replace(tzinfo=CHINA_TZ)
+        # Without a creation time the order is asked about now: as if 2 minutes old.
+        pending.append(
+            PendingOrder(order_id=parts[0], created_at=created or now - dt.timedelta(minutes=2))
+        )
+    merchant_id = args.merchant_id or (PUBLIC_TEST_MERCHANT if args.public_test_key else "")
+    client = CmpayClient(
+        merchant_id=merchant_id, signer=Md5Signer(_md5_key(args)), endpoint=args.endpoint
+    )
+
+    async def run() -> dict[str, str]:
+        answers: dict[str, str] = {}
+        async with client:
+            async for result in client.reconcile(
+                pending, now=now, concurrency=args.concurrency, per_second=args.per_second
+            ):
+                answers[result.order_id] = "\t".join(
+                    [result.state.value, str(result.amount or ""), result.pay_no]
+                )
+        return answers
+
+    answers = anyio.run(run)
+    for order in pending:
+        if not due(order, now):
+            print(f"{order.order_id}\tnot-due")
+        else:
+            print(f"{order.order_id}\t{answers.get(order.order_id, 'unanswered')}")
+    return 0
 
 
 def _md5_key(args: argparse.Namespace) -> str:
@@ -252,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_sandbox(args)
         if args.command == "sign":
             return _cmd_sign(args)
+        if args.command == "reconcile":
+            return _cmd_reconcile(args)
         return _cmd_verify(args)
     except (CmpayError, OSError) as exc:
         print(f"cmpay: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from pathlib import Path
 
 import anyio
 import httpx
@@ -18,7 +19,9 @@ from cmpay_async import (
     PaymentEvent,
     PendingOrder,
 )
+from cmpay_async._cli import main
 from cmpay_async._reconcile import due
+from cmpay_async._serve import serve_in_thread
 from cmpay_async.stores import MemoryStore
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox
 
@@ -155,3 +158,38 @@ async def test_queries_start_no_faster_than_the_rate_limit() -> None:
     assert all(r.state is OrderState.NOT_FOUND for r in results)
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.0099
+
+
+def test_cmpay_reconcile_prints_one_line_per_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command reads order ids (and creation times) and prints each order's state."""
+    sandbox = Sandbox()
+    with serve_in_thread(sandbox) as url:
+        endpoint = f"{url}/ips/cmpayService"
+
+        async def place() -> None:
+            async with make_client(httpx.AsyncHTTPTransport(), endpoint=endpoint) as client:
+                for order_id in ("CLI1", "CLI2"):
+                    await client.create_payment(
+                        valid_order(order_id=order_id), ip_address="1.2.3.4"
+                    )
+
+        anyio.run(place)
+        sandbox.settle(sandbox.order("CLI1"), paid=True)
+        young = dt.datetime.now(CST).isoformat()
+        orders = tmp_path / "pending.txt"
+        orders.write_text(f"# order id, created at\nCLI1\nCLI2\nCLI3\nCLI4 {young}\n")
+
+        code = main(
+            ["reconcile", "--endpoint", endpoint, "--public-test-key", "--file", str(orders)]
+        )
+
+    lines = capsys.readouterr().out.splitlines()
+    assert 0 == code
+    assert [
+        f"CLI1\tpaid\t100\t{sandbox.order('CLI1').pay_no}",
+        "CLI2\tpending\t100\t",
+        "CLI3\tnot_found\t\t",
+        "CLI4\tnot-due",
+    ] == lines
