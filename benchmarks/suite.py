@@ -41,7 +41,7 @@ from cmpay_async import (
 )
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
 
-from . import client_cost, queues
+from . import client_cost, processing, queues
 from .baselines import (
     NAIVE_NOTIFY_ORDER,
     FloorMd5,
@@ -426,6 +426,21 @@ def bench_queues(report: Report, gateway: str, *, quick: bool) -> None:
     report.note("11. payment jobs per second", **{k: round(v, 1) for k, v in rates.items()})
 
 
+def bench_processing(report: Report, gateway: str, *, quick: bool) -> None:
+    """12. The processor's cost per store; 13. reconciliation queries per second."""
+    for name, (ours, bare) in processing.store_overhead(20 if quick else 2000, 3).items():
+        report.compare(
+            f"12. NotificationProcessor.process, {name}",
+            ours,
+            "verify_notification",
+            bare,
+            target="reported",
+            met=True,
+        )
+    rate = processing.reconcile_rate(gateway, 20 if quick else 500)
+    report.note("13. reconcile queries per second", concurrency=8, queries_per_s=round(rate, 1))
+
+
 @contextlib.contextmanager
 def sandbox_process() -> Iterator[str]:
     """The sandbox served by uvicorn in a process of its own.
@@ -487,6 +502,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         anyio.run(_round_trips, gateway, report, 100 if quick else 1000, rounds if quick else 5)
         anyio.run(_thousand, gateway, report, 100 if quick else 1000)
         bench_queues(report, gateway, quick=quick)
+        bench_processing(report, gateway, quick=quick)
     bench_processes(report, 200 if quick else 10_000, 2 if quick else 5)
     bench_client_cost(report, quick=quick)
     return {"machine": machine(), "results": report.rows, "table": report.table()}
