@@ -3,31 +3,36 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import Any
 
-from benchmarks.suite import main, run
+import pytest
+
+from benchmarks.suite import main
 
 
-def test_every_benchmark_reports_a_figure() -> None:
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One quick run of the command (it starts the sandbox, workers and stores: ~10 s)."""
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    assert 0 == main(["--quick", "--json", str(out)])
+    data: dict[str, Any] = json.loads(out.read_text("utf-8"))
+    return data
+
+
+def test_every_benchmark_reports_a_figure(written: dict[str, Any]) -> None:
     """Each of the thirteen benchmarks yields its figures; ratios are positive numbers."""
-    results = run(quick=True)
-
-    names = [row["benchmark"] for row in results["results"]]
+    names = [row["benchmark"] for row in written["results"]]
     for number in range(1, 14):
         assert any(name.startswith(f"{number}. ") for name in names), number
-    for row in results["results"]:
+    for row in written["results"]:
         if "ratio" in row:
             assert row["ratio"] > 0
             assert row["us_per_op"] > 0
-    assert 0 == next(r for r in results["results"] if r["benchmark"].startswith("6."))["errors"]
-    assert results["machine"]["python"]
+    assert 0 == next(r for r in written["results"] if r["benchmark"].startswith("6."))["errors"]
+    assert written["machine"]["python"]
 
 
-def test_main_writes_json(tmp_path: Path) -> None:
-    """The command writes results.json with the machine description and every row."""
-    out = tmp_path / "results.json"
-
-    assert 0 == main(["--quick", "--json", str(out)])
-
-    data = json.loads(out.read_text("utf-8"))
-    assert {"machine", "results", "table"} <= set(data)
+def test_main_writes_json(written: dict[str, Any]) -> None:
+    """The command writes results.json with the machine description, every row and a table."""
+    assert {"machine", "results", "table"} <= set(written)
+    assert all(row["benchmark"] in written["table"] for row in written["results"])
