@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -217,6 +218,11 @@ class NotifyFaults:
     forged: bool = False
     #: Post the first OfflineNotify this many extra times.
     duplicates: int = 0
+    #: Post those extra copies all at the same instant as the first attempt.
+    concurrent: bool = False
+    #: Lose every notification of the payment: no OfflineNotify, and the buyer's browser
+    #: never returns the PageNotify (only a query can find the payment).
+    lost: bool = False
 
 
 class _Dropped(Exception):
@@ -291,9 +297,14 @@ class Sandbox:
         """Precede the next payment's OfflineNotify with a copy whose signature is broken."""
         self.notify_faults.forged = True
 
-    def duplicate_next_notification(self, times: int = 1) -> None:
-        """Post the next payment's first OfflineNotify ``times`` extra times."""
+    def duplicate_next_notification(self, times: int = 1, *, concurrent: bool = False) -> None:
+        """Post the next payment's first OfflineNotify ``times`` extra times (at once if told)."""
         self.notify_faults.duplicates = times
+        self.notify_faults.concurrent = concurrent
+
+    def lose_next_notifications(self) -> None:
+        """Lose every notification of the next payment: only reconciliation can find it."""
+        self.notify_faults.lost = True
 
     # -- background delivery ------------------------------------------------------------------
 
@@ -328,6 +339,16 @@ class Sandbox:
         for attempt, gap in enumerate((0, *OFFLINE_GAPS_MINUTES), start=1):
             if gap:
                 await self.clock.sleep(gap)
+            if attempt == 1 and faults.concurrent:
+                # The copies and the first attempt leave at the same instant.
+                async with anyio.create_task_group() as tg:
+                    for _ in range(faults.duplicates):
+                        tg.start_soon(partial(self._post, order, url, body, 1, duplicate=True))
+                    acknowledged = await self._post(order, url, body, attempt)
+                if acknowledged:  # only once every copy has been answered too
+                    order.delivery = "acknowledged"
+                    return
+                continue
             if attempt == 1:
                 for _ in range(faults.duplicates):
                     await self._post(order, url, body, attempt, duplicate=True)
@@ -560,6 +581,11 @@ class Sandbox:
         paid = form.get("outcome", "pay") == "pay"
         faults, self.notify_faults = self.notify_faults, NotifyFaults()
         page_fields, offline_body = self.settle(order, paid=paid)
+        if faults.lost:
+            order.delivery = "lost"
+            body = "<p>Paid. (Every notification of this payment is lost, as asked.)</p>"
+            await respond(send, 200, _page("CMPay sandbox", body), _HTML)
+            return
         self._schedule(order, offline_body, faults)
         order.attempts.append(
             NotifyAttempt(

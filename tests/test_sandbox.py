@@ -14,6 +14,7 @@ import pytest
 from cmpay_async import (
     CharacterSet,
     Md5Signer,
+    OrderState,
     PaymentStatus,
     decode_payload,
     encode_form,
@@ -30,6 +31,7 @@ from cmpay_async.testing import (
 )
 
 from .merchant import ScriptedMerchant
+from .test_client import make_client
 
 pytestmark = pytest.mark.anyio
 
@@ -144,7 +146,8 @@ async def _place_and_pay(sandbox: Sandbox, *, outcome: str = "pay") -> dict[str,
         done = await browser.post(
             "/ips/FormTrans3/pay", data={"sessionId": session, "outcome": outcome}
         )
-    assert 'action="http://shop.test/return"' in done.text
+    if sandbox.order("ORDER1").delivery != "lost":
+        assert 'action="http://shop.test/return"' in done.text
     return dict(re.findall(r'name="([^"]+)" value="([^"]*)"', done.text))
 
 
@@ -167,7 +170,11 @@ async def _deliver(merchant: ScriptedMerchant, *, outcome: str = "pay", **faults
     if faults.get("forged"):
         sandbox.forge_next_notification()
     if faults.get("duplicates"):
-        sandbox.duplicate_next_notification(faults["duplicates"])
+        sandbox.duplicate_next_notification(
+            faults["duplicates"], concurrent=faults.get("concurrent", False)
+        )
+    if faults.get("lost"):
+        sandbox.lose_next_notifications()
     async with sandbox.running():
         await _place_and_pay(sandbox, outcome=outcome)
         order = sandbox.order("ORDER1")
@@ -269,3 +276,53 @@ async def test_unknown_session_and_paths() -> None:
 def test_request_fields_helper_covers_the_schema() -> None:
     """The helper above writes only registry fields (a typo would silently be ignored)."""
     assert set(request_fields()) <= set(REGISTRY["DirectPayConfirm"].by_wire)
+
+
+class OverlapCounter(ScriptedMerchant):
+    """A merchant that notes how many notifications it was handling at the same time."""
+
+    def __init__(self) -> None:
+        super().__init__(b"SUCCESS")
+        self.now = self.peak = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Count this request while it is handled."""
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            await anyio.sleep(0)  # a checkpoint: copies that left together overlap here
+            await super().__call__(scope, receive, send)
+        finally:
+            self.now -= 1
+
+
+async def test_concurrent_duplicates_arrive_at_the_same_instant() -> None:
+    """Ten copies and the first attempt are posted together: the merchant sees them overlap."""
+    merchant = OverlapCounter()
+
+    sandbox = await _deliver(merchant, duplicates=10, concurrent=True)
+
+    attempts = sandbox.order("ORDER1").attempts
+    offline = [a for a in attempts if a.kind == "OfflineNotify"]
+    assert 11 == len(offline)
+    assert 10 == sum(a.duplicate for a in offline)
+    assert {0.0} == {a.minute for a in offline}
+    assert merchant.peak > 1
+    assert "acknowledged" == sandbox.order("ORDER1").delivery
+
+
+async def test_lost_notifications_leave_only_the_query() -> None:
+    """Every notification of the payment is lost: no form, no OfflineNotify; a query finds it."""
+    merchant = ScriptedMerchant(b"SUCCESS")
+
+    sandbox = await _deliver(merchant, lost=True)
+
+    order = sandbox.order("ORDER1")
+    assert "paid" == order.state
+    assert "lost" == order.delivery
+    assert [] == [a for a in order.attempts if a.kind == "OfflineNotify"]
+    assert [] == merchant.received
+    async with make_client(httpx.ASGITransport(app=sandbox)) as client:
+        found = await client.query_order("ORDER1")
+    assert OrderState.PAID is found.state
+    assert 1250 == found.amount
