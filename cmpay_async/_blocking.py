@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
@@ -36,28 +35,13 @@ from ._models import (
     Placement,
     RefundResult,
 )
+from ._pools import fork_generation, keep_inherited
 from ._protocol import PreparedRequest
 from ._reconcile import PendingOrder
 
 __all__ = ["BlockingCmpayClient"]
 
 T = TypeVar("T")
-
-# Bumped in a forked child, whose inherited loops belong to the parent.
-_generation = 0
-# Loops inherited across fork: never closed nor collected in the child (closing them would
-# only close the child's copies of the parent's descriptors, but a collected, unclosed loop
-# warns).
-_inherited: list[object] = []
-
-
-def _after_fork_in_child() -> None:
-    global _generation
-    _generation += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _refuse_inside_a_loop() -> None:
@@ -134,8 +118,10 @@ class BlockingCmpayClient:
         self._client._closed = True  # every pool it had is closed above
 
     def _shut(self, thread_loop: _ThreadLoop) -> None:
-        if thread_loop.generation != _generation:
-            _inherited.append(thread_loop)
+        if thread_loop.generation != fork_generation():
+            # A forked child's copy of the parent's loop: closing it would only close the
+            # child's copies of the descriptors, but a collected, unclosed loop warns.
+            keep_inherited(thread_loop)
             return
         with thread_loop.lock:
             loop = thread_loop.loop
@@ -159,16 +145,17 @@ class BlockingCmpayClient:
         if self._closed:
             raise ClientClosedError("this BlockingCmpayClient is closed; create a new one")
         thread_loop: _ThreadLoop | None = getattr(self._local, "loop", None)
-        if thread_loop is not None and thread_loop.generation == _generation:
+        generation = fork_generation()
+        if thread_loop is not None and thread_loop.generation == generation:
             return thread_loop
         thread_loop = _ThreadLoop(
             loop=asyncio.new_event_loop(),
             thread=threading.current_thread(),
-            generation=_generation,
+            generation=generation,
         )
         with self._lock:
             ended = [
-                t for t in self._loops if not t.thread.is_alive() or t.generation != _generation
+                t for t in self._loops if not t.thread.is_alive() or t.generation != generation
             ]
             self._loops = [t for t in self._loops if t not in ended]
             self._loops.append(thread_loop)

@@ -183,11 +183,14 @@ def _excerpt(body: bytes) -> str:
     return _HMAC_IN_TEXT.sub(r"\1…", text)
 
 
+_NEVER = "the request never reached the gateway"
+_MAYBE = "the request may have reached the gateway: query the order before trying again"
+
+
 def _translate(
     exc: httpx.HTTPError | httpx.InvalidURL, *, order_id: str, request_id: str
 ) -> TransportError:
     """Map an httpx exception to the library's transport error (the only such place)."""
-    never = "the request never reached the gateway"
     maybe = (
         f"the request may have reached the gateway and created order {order_id!r}: "
         "query the order before trying again, and use a new orderId for a new attempt"
@@ -200,13 +203,13 @@ def _translate(
         )
 
     if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
-        return error(TransportTimeoutError, never, maybe_sent=False)
+        return error(TransportTimeoutError, _NEVER, maybe_sent=False)
     if isinstance(exc, httpx.TimeoutException):  # read and write timeouts
         return error(TransportTimeoutError, maybe, maybe_sent=True)
     if isinstance(exc, (httpx.ConnectError, httpx.ProxyError)):
-        return error(ConnectError, never, maybe_sent=False)
+        return error(ConnectError, _NEVER, maybe_sent=False)
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL)):
-        return error(TransportError, f"{never} (check the endpoint setting)", maybe_sent=False)
+        return error(TransportError, f"{_NEVER} (check the endpoint setting)", maybe_sent=False)
     # Read/write errors, dropped connections, protocol and decoding errors of the answer, and
     # anything httpx adds later: the request may have been processed.
     return error(TransportError, maybe, maybe_sent=True)
@@ -709,9 +712,8 @@ class CmpayClient:
             await slots.acquire()
             return
         raise TransportTimeoutError(
-            f"waited {wait:.3g} s for one of the client's {self._pools.max_in_flight} "
-            "request slots "
-            f"(max_connections); {_NEVER}",
+            f"waited {wait:.3g} s for one of the client's {self._pools.max_in_flight} request "
+            f"slots (max_connections); {_MAYBE if progress.sent else _NEVER}",
             maybe_sent=progress.sent,
             order_id=request.order_id,
             request_id=request.request_id,
@@ -803,8 +805,6 @@ class CmpayClient:
 
 #: The gateway's answer to a repeated orderId (or requestId): "订单状态异常".
 _ORDER_ID_USED = "RPM22208"
-_NEVER = "the request never reached the gateway"
-_MAYBE = "the request may have reached the gateway: query the order before trying again"
 
 
 def _unexpected(exc: Exception, request: PreparedRequest, *, maybe_sent: bool) -> TransportError:

@@ -35,7 +35,7 @@ import httpx
 
 from ._exceptions import ConfigurationError
 
-__all__ = ["LoopPools", "PoolState", "shared_ssl_context"]
+__all__ = ["LoopPools", "PoolState", "fork_generation", "keep_inherited", "shared_ssl_context"]
 
 logger = logging.getLogger("cmpay_async")
 
@@ -64,6 +64,16 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def fork_generation() -> int:
+    """How many forks lie between this process and the one that imported cmpay_async."""
+    return _generation
+
+
+def keep_inherited(thing: object) -> None:
+    """Keep something a forked child inherited alive, untouched, for the child's lifetime."""
+    _inherited.append(thing)
 
 
 @functools.lru_cache(maxsize=1)
