@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from cmpay_async import CmpayClient, Md5Signer, Order
+from cmpay_async import CmpayClient, Md5Signer, Order, RetryPolicy
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -50,6 +52,36 @@ def valid_order(**overrides: Any) -> Order:
     }
     values.update(overrides)
     return Order(**values)
+
+
+ENDPOINT = "http://sandbox.test/ips/cmpayService"
+FIXED_NOW = dt.datetime(2026, 11, 26, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+NO_WAIT = RetryPolicy(attempts=3, initial_backoff=0, max_backoff=0)
+
+
+def make_client(transport: httpx.AsyncBaseTransport, **kw: Any) -> CmpayClient:
+    """A client of the public test merchant on the given transport (no backoff, fixed now)."""
+    args: dict[str, Any] = {
+        "merchant_id": PUBLIC_TEST_MERCHANT,
+        "signer": Md5Signer(PUBLIC_TEST_KEY),
+        "endpoint": ENDPOINT,
+        "transport": transport,
+        "retry": NO_WAIT,
+        "clock": lambda: FIXED_NOW,
+    }
+    args.update(kw)
+    return CmpayClient(**args)
+
+
+class _AsyncMock(httpx.AsyncBaseTransport):
+    """A transport calling an async handler (httpx.MockTransport takes sync ones too)."""
+
+    def __init__(self, handler: Callable[[httpx.Request], Any]) -> None:
+        self.handler = handler
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        result: httpx.Response = await self.handler(request)
+        return result
 
 
 def sandbox_client(gateway: str, shop: str, **kw: Any) -> CmpayClient:

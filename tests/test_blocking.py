@@ -23,8 +23,9 @@ from cmpay_async import (
     PendingOrder,
 )
 from cmpay_async._serve import serve_in_thread
-from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox, sign_notification
+from cmpay_async.testing import PUBLIC_TEST_KEY, Sandbox, sign_notification
 
+from .helpers import sandbox_client
 from .test_lifecycle import _in_child, gateway_process  # noqa: F401 - a fixture
 
 SHOP = "http://127.0.0.1:9"
@@ -40,14 +41,7 @@ def gateway() -> Iterator[tuple[Sandbox, str]]:
 
 def blocking(url: str, **kw: object) -> BlockingCmpayClient:
     """A blocking client of the public test merchant."""
-    return BlockingCmpayClient(
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        signer=Md5Signer(PUBLIC_TEST_KEY),
-        endpoint=f"{url}/ips/cmpayService",
-        callback_url=f"{SHOP}/return",
-        notify_url=f"{SHOP}/notify",
-        **kw,
-    )
+    return BlockingCmpayClient(sandbox_client(url, SHOP, **kw))
 
 
 def _minutes_ago(minutes: int) -> dt.datetime:

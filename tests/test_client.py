@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import inspect
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -40,40 +38,9 @@ from cmpay_async import (
 )
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Merchant, Sandbox
 
-from .helpers import rsa_key, valid_order
+from .helpers import ENDPOINT, _AsyncMock, make_client, rsa_key, valid_order
 
 pytestmark = pytest.mark.anyio
-
-ENDPOINT = "http://sandbox.test/ips/cmpayService"
-FIXED_NOW = dt.datetime(2026, 11, 26, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=8)))
-NO_WAIT = RetryPolicy(attempts=3, initial_backoff=0, max_backoff=0)
-
-
-def make_client(transport: httpx.AsyncBaseTransport, **kw: Any) -> CmpayClient:
-    """A client of the public test merchant on the given transport."""
-    args: dict[str, Any] = {
-        "merchant_id": PUBLIC_TEST_MERCHANT,
-        "signer": Md5Signer(PUBLIC_TEST_KEY),
-        "endpoint": ENDPOINT,
-        "transport": transport,
-        "retry": NO_WAIT,
-        "clock": lambda: FIXED_NOW,
-    }
-    args.update(kw)
-    return CmpayClient(**args)
-
-
-@pytest.fixture
-def sandbox() -> Sandbox:
-    """A fresh sandbox gateway."""
-    return Sandbox()
-
-
-@pytest.fixture
-async def client(sandbox: Sandbox) -> AsyncIterator[CmpayClient]:
-    """A client wired to the sandbox in-process."""
-    async with make_client(httpx.ASGITransport(app=sandbox)) as c:
-        yield c
 
 
 async def test_happy_path_returns_verified_redirect(client: CmpayClient, sandbox: Sandbox) -> None:
@@ -220,17 +187,6 @@ async def test_oversize_answer_is_refused() -> None:
     async with make_client(httpx.MockTransport(handler)) as c:
         with pytest.raises(PayloadTooLargeError):
             await c.create_payment(valid_order(), ip_address="1.2.3.4")
-
-
-class _AsyncMock(httpx.AsyncBaseTransport):
-    """A transport calling an async handler (httpx.MockTransport takes sync ones too)."""
-
-    def __init__(self, handler: Callable[[httpx.Request], Any]) -> None:
-        self.handler = handler
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        result: httpx.Response = await self.handler(request)
-        return result
 
 
 def flaky(sandbox: Sandbox, failures: list[Exception]) -> _AsyncMock:

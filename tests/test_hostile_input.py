@@ -9,6 +9,7 @@ import attrs
 import pytest
 
 from cmpay_async import (
+    REGISTRY,
     CharacterSet,
     DecodeError,
     EncodingError,
@@ -16,12 +17,12 @@ from cmpay_async import (
     Order,
     PayloadTooLargeError,
     SignatureError,
-    build_payment_request,
     verify_notification,
 )
 from cmpay_async.testing import PUBLIC_TEST_KEY, sign_notification
 
-from .helpers import TEST_KEY, TEST_MERCHANT, TODAY, valid_order
+from .helpers import valid_order
+from .test_validation import build
 
 VERIFIER = Md5Signer(PUBLIC_TEST_KEY)
 # Every free-text field of an order (a bank code outside appendix 9.1 is refused as such).
@@ -29,8 +30,7 @@ ORDER_TEXT = [a.name for a in attrs.fields(Order) if a.type == "str" and a.name 
 
 
 def _wire(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
+    return REGISTRY["DirectPayConfirm"].by_attr[name].wire
 
 
 @pytest.mark.parametrize("charset", list(CharacterSet))
@@ -41,15 +41,7 @@ def test_lone_surrogate_in_an_order_is_an_encoding_error(name: str, charset: Cha
     order = valid_order(**{name: prefix + "ab\ud800"})
 
     with pytest.raises(EncodingError) as info:
-        build_payment_request(
-            order,
-            merchant_id=TEST_MERCHANT,
-            request_id="R1",
-            ip_address="10.9.26.2",
-            signer=Md5Signer(TEST_KEY),
-            today=TODAY,
-            character_set=charset,
-        )
+        build(order, character_set=charset)
 
     assert (_wire(name),) == info.value.fields
     assert "U+D800" in str(info.value)

@@ -29,8 +29,7 @@ from cmpay_async import (
 )
 from cmpay_async.testing import Sandbox
 
-from .helpers import valid_order
-from .test_client import _AsyncMock, make_client
+from .helpers import _AsyncMock, make_client, valid_order
 
 pytestmark = pytest.mark.anyio
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
@@ -17,25 +15,11 @@ from cmpay_async import (
 )
 from cmpay_async.testing import Sandbox
 
-from .helpers import valid_order
-from .test_client import _AsyncMock, make_client
+from .helpers import _AsyncMock, make_client, valid_order
 
 pytestmark = pytest.mark.anyio
 
 ORDER_ID = "201103071740044998"
-
-
-@pytest.fixture
-def sandbox() -> Sandbox:
-    """A fresh sandbox gateway."""
-    return Sandbox()
-
-
-@pytest.fixture
-async def client(sandbox: Sandbox) -> AsyncIterator[CmpayClient]:
-    """A client wired to the sandbox in-process."""
-    async with make_client(httpx.ASGITransport(app=sandbox)) as c:
-        yield c
 
 
 async def test_first_run_creates_the_order(client: CmpayClient, sandbox: Sandbox) -> None:

@@ -25,8 +25,7 @@ from cmpay_async._serve import serve_in_thread
 from cmpay_async.stores import MemoryStore
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox
 
-from .helpers import valid_order
-from .test_client import _AsyncMock, make_client
+from .helpers import _AsyncMock, make_client, valid_order
 
 pytestmark = pytest.mark.anyio
 

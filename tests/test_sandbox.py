@@ -30,8 +30,8 @@ from cmpay_async.testing import (
     SandboxClock,
 )
 
+from .helpers import make_client
 from .merchant import ScriptedMerchant
-from .test_client import make_client
 
 pytestmark = pytest.mark.anyio
 
