@@ -11,8 +11,8 @@ from __future__ import annotations
 import gc
 import os
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -161,31 +161,32 @@ def test_celery_loses_nothing_when_a_pool_process_is_killed(
 # -- arq ---------------------------------------------------------------------------------------
 
 
-async def _arq_batch(redis_url: str, queue: str, ids: list[str]) -> list[dict[str, Any]]:
+@asynccontextmanager
+async def _arq_pool(redis_url: str, queue: str) -> AsyncIterator[Any]:
+    """An arq producer for ``queue``, closed afterwards."""
     from arq import create_pool
     from arq.connections import RedisSettings
 
     pool = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name=queue)
     try:
-        jobs = [await pool.enqueue_job("pay", o, IP, _job_id=o["order_id"]) for o in _orders(ids)]
-        return [await job.result(timeout=120) for job in jobs if job is not None]
+        yield pool
     finally:
         await pool.aclose()
 
 
-async def _arq_side_jobs(redis_url: str, queue: str, ids: list[str]) -> None:
-    from arq import create_pool
-    from arq.connections import RedisSettings
+async def _arq_batch(redis_url: str, queue: str, ids: list[str]) -> list[dict[str, Any]]:
+    async with _arq_pool(redis_url, queue) as pool:
+        jobs = [await pool.enqueue_job("pay", o, IP, _job_id=o["order_id"]) for o in _orders(ids)]
+        return [await job.result(timeout=120) for job in jobs if job is not None]
 
-    pool = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name=queue)
-    try:
+
+async def _arq_side_jobs(redis_url: str, queue: str, ids: list[str]) -> None:
+    async with _arq_pool(redis_url, queue) as pool:
         note = await pool.enqueue_job("handle_notification", _notification_body())
         queried = await pool.enqueue_job("reconcile", ids)
         assert note is not None
         assert queried is not None
         _side_jobs_check(await note.result(timeout=60), await queried.result(timeout=60), ids)
-    finally:
-        await pool.aclose()
 
 
 def _arq_worker(env: dict[str, str], tmp_path: Path, name: str) -> Any:
