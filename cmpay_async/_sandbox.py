@@ -223,6 +223,9 @@ class NotifyFaults:
     #: Lose every notification of the payment: no OfflineNotify, and the buyer's browser
     #: never returns the PageNotify (only a query can find the payment).
     lost: bool = False
+    #: The sandbox posts the PageNotify to ``callbackUrl`` itself, at the same instant as the
+    #: first OfflineNotify, as a buyer's browser returning at that moment would.
+    page_at_once: bool = False
 
 
 class _Dropped(Exception):
@@ -260,7 +263,7 @@ class Sandbox:
         self._notify_transport = notify_transport
         self._task_group: TaskGroup | None = None
         self._http: httpx.AsyncClient | None = None
-        self._pending: list[tuple[SandboxOrder, bytes, NotifyFaults]] = []
+        self._pending: list[tuple[SandboxOrder, bytes, NotifyFaults, bytes]] = []
 
     # -- configuration and inspection ---------------------------------------------------------
 
@@ -302,6 +305,10 @@ class Sandbox:
         self.notify_faults.duplicates = times
         self.notify_faults.concurrent = concurrent
 
+    def race_next_page_notify(self) -> None:
+        """Post the next payment's PageNotify at the same instant as its first OfflineNotify."""
+        self.notify_faults.page_at_once = True
+
     def lose_next_notifications(self) -> None:
         """Lose every notification of the next payment: only reconciliation can find it."""
         self.notify_faults.lost = True
@@ -325,72 +332,74 @@ class Sandbox:
                 self._task_group = self._http = None
                 tg.cancel_scope.cancel()
 
-    def _schedule(self, order: SandboxOrder, body: bytes, faults: NotifyFaults) -> None:
+    def _schedule(
+        self, order: SandboxOrder, body: bytes, faults: NotifyFaults, page: bytes = b""
+    ) -> None:
         order.delivery = "delivering"
         if self._task_group is None:
-            self._pending.append((order, body, faults))
+            self._pending.append((order, body, faults, page))
         else:
-            self._task_group.start_soon(self._deliver, order, body, faults)
+            self._task_group.start_soon(self._deliver, order, body, faults, page)
 
-    async def _deliver(self, order: SandboxOrder, body: bytes, faults: NotifyFaults) -> None:
+    async def _deliver(
+        self, order: SandboxOrder, body: bytes, faults: NotifyFaults, page: bytes
+    ) -> None:
         url = order.fields["notifyUrl"]
         if faults.forged:
             await self._post(order, url, _break_signature(body), 0, forged=True)
         for attempt, gap in enumerate((0, *OFFLINE_GAPS_MINUTES), start=1):
             if gap:
                 await self.clock.sleep(gap)
-            if attempt == 1 and faults.concurrent:
-                # The copies and the first attempt leave at the same instant.
-                async with anyio.create_task_group() as tg:
-                    for _ in range(faults.duplicates):
-                        tg.start_soon(partial(self._post, order, url, body, 1, duplicate=True))
-                    acknowledged = await self._post(order, url, body, attempt)
-                if acknowledged:  # only once every copy has been answered too
-                    order.delivery = "acknowledged"
-                    return
-                continue
             if attempt == 1:
-                for _ in range(faults.duplicates):
-                    await self._post(order, url, body, attempt, duplicate=True)
-            if await self._post(order, url, body, attempt):
+                if not faults.concurrent:
+                    for _ in range(faults.duplicates):
+                        await self._post(order, url, body, attempt, duplicate=True)
+                # Concurrent copies, a racing PageNotify and the first attempt leave at once.
+                async with anyio.create_task_group() as tg:
+                    for _ in range(faults.duplicates if faults.concurrent else 0):
+                        tg.start_soon(partial(self._post, order, url, body, 1, duplicate=True))
+                    if faults.page_at_once:
+                        callback = order.fields["callbackUrl"]
+                        tg.start_soon(partial(self._post, order, callback, page, 1, page=True))
+                    acknowledged = await self._post(order, url, body, attempt)
+            else:
+                acknowledged = await self._post(order, url, body, attempt)
+            if acknowledged:  # on attempt 1, only once every copy has been answered too
                 order.delivery = "acknowledged"
                 return
         order.delivery = "exhausted"
 
     async def _post(
-        self, order: SandboxOrder, url: str, body: bytes, attempt: int, **flags: bool
+        self,
+        order: SandboxOrder,
+        url: str,
+        body: bytes,
+        attempt: int,
+        *,
+        page: bool = False,
+        **flags: bool,
     ) -> bool:
-        """Post one OfflineNotify; True when the merchant answered exactly ``SUCCESS``."""
+        """Post one notification; True when the merchant answered exactly ``SUCCESS``."""
         if self._http is None:
             raise RuntimeError("notifications are delivered only while the sandbox is running")
         minute = round(self.clock.now(), 3)
+        kind = "PageNotify" if page else "OfflineNotify"
+        status: int | None = None
         try:
             response = await self._http.post(
                 url, content=body, headers={"content-type": "application/x-www-form-urlencoded"}
             )
         except httpx.HTTPError as exc:
-            order.attempts.append(
-                NotifyAttempt(
-                    kind="OfflineNotify",
-                    attempt=attempt,
-                    minute=minute,
-                    status=None,
-                    answer=f"{type(exc).__name__}",
-                    **flags,
-                )
-            )
-            return False
+            answer, content = type(exc).__name__, b""
+        else:
+            status, content = response.status_code, response.content
+            answer = content[:64].decode("utf-8", "replace")
         order.attempts.append(
             NotifyAttempt(
-                kind="OfflineNotify",
-                attempt=attempt,
-                minute=minute,
-                status=response.status_code,
-                answer=response.content[:64].decode("utf-8", "replace"),
-                **flags,
+                kind=kind, attempt=attempt, minute=minute, status=status, answer=answer, **flags
             )
         )
-        return response.content == b"SUCCESS" and not flags
+        return content == b"SUCCESS" and not flags and not page
 
     # -- ASGI -----------------------------------------------------------------------------------
 
@@ -584,6 +593,12 @@ class Sandbox:
         if faults.lost:
             order.delivery = "lost"
             body = "<p>Paid. (Every notification of this payment is lost, as asked.)</p>"
+            await respond(send, 200, _page("CMPay sandbox", body), _HTML)
+            return
+        if faults.page_at_once:
+            page_body = encode_notification("PageNotify", page_fields, charset=CharacterSet.UTF8)
+            self._schedule(order, offline_body, faults, page_body)
+            body = "<p>Paid. (The sandbox posts the PageNotify itself, as asked.)</p>"
             await respond(send, 200, _page("CMPay sandbox", body), _HTML)
             return
         self._schedule(order, offline_body, faults)

@@ -146,7 +146,7 @@ async def _place_and_pay(sandbox: Sandbox, *, outcome: str = "pay") -> dict[str,
         done = await browser.post(
             "/ips/FormTrans3/pay", data={"sessionId": session, "outcome": outcome}
         )
-    if sandbox.order("ORDER1").delivery != "lost":
+    if "<p>Paid. (" not in done.text:  # unless a fault keeps the PageNotify from the browser
         assert 'action="http://shop.test/return"' in done.text
     return dict(re.findall(r'name="([^"]+)" value="([^"]*)"', done.text))
 
@@ -175,6 +175,8 @@ async def _deliver(merchant: ScriptedMerchant, *, outcome: str = "pay", **faults
         )
     if faults.get("lost"):
         sandbox.lose_next_notifications()
+    if faults.get("race_page"):
+        sandbox.race_next_page_notify()
     async with sandbox.running():
         await _place_and_pay(sandbox, outcome=outcome)
         order = sandbox.order("ORDER1")
@@ -308,6 +310,42 @@ async def test_concurrent_duplicates_arrive_at_the_same_instant() -> None:
     assert 10 == sum(a.duplicate for a in offline)
     assert {0.0} == {a.minute for a in offline}
     assert merchant.peak > 1
+    assert "acknowledged" == sandbox.order("ORDER1").delivery
+
+
+class Rendezvous(ScriptedMerchant):
+    """A merchant that holds each request until ``parties`` requests are inside at once."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__(b"SUCCESS")
+        self.parties, self.inside, self.peak = parties, 0, 0
+        self.all_in = anyio.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Wait (bounded) for the others; posts sent one after another would time out here."""
+        self.inside += 1
+        self.peak = max(self.peak, self.inside)
+        if self.inside == self.parties:
+            self.all_in.set()
+        with anyio.fail_after(5):
+            await self.all_in.wait()
+        await super().__call__(scope, receive, send)
+
+
+async def test_page_notify_races_the_offline_notify() -> None:
+    """The sandbox posts the PageNotify itself, at the same instant as the first OfflineNotify."""
+    merchant = Rendezvous(2)
+
+    sandbox = await _deliver(merchant, race_page=True)
+
+    attempts = sandbox.order("ORDER1").attempts
+    assert [("PageNotify", 200, "thank you")] == [
+        (a.kind, a.status, a.answer) for a in attempts if a.kind == "PageNotify"
+    ]
+    assert 1 == len(merchant.page_notes)
+    assert merchant.page_notes[0].pay_no == merchant.verified[0].pay_no
+    assert 2 == merchant.peak  # the two directions were in the merchant at the same time
+    assert [0.0] == _offline_minutes(sandbox)
     assert "acknowledged" == sandbox.order("ORDER1").delivery
 
 

@@ -1,12 +1,14 @@
 """SqliteStore: the embedded default; safe for several processes on one machine.
 
-Each operation runs in an anyio worker thread (sqlite3 blocks) on a connection of its own,
-in WAL mode, inside ``BEGIN IMMEDIATE`` so that a claim's read and write are one atomic step
+Each operation runs in an anyio worker thread (sqlite3 blocks) on that thread's connection
+(opened once per thread and process, since opening a file costs more than a claim), in WAL
+mode, inside ``BEGIN IMMEDIATE`` so that a claim's read and write are one atomic step
 across processes. Leases use the wall clock, which every process on the machine shares.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -40,9 +42,33 @@ class SqliteStore:
         self._clock = clock
         self._ready = False
         self._setup = threading.Lock()
+        self._local = threading.local()
+        self._connections: list[tuple[int, sqlite3.Connection]] = []
+
+    def _connection(self) -> sqlite3.Connection:
+        held: tuple[int, sqlite3.Connection] | None = getattr(self._local, "held", None)
+        # A forked child must not use its parent's connection (SQLite forbids it).
+        if held is not None and held[0] == os.getpid():
+            return held[1]
+        connection = self._connect()
+        self._local.held = held = (os.getpid(), connection)
+        with self._setup:
+            self._connections.append(held)
+        return connection
+
+    def close(self) -> None:
+        """Close the connections this process opened (threads open new ones on next use)."""
+        with self._setup:
+            connections, self._connections = self._connections, []
+        for pid, connection in connections:
+            if pid == os.getpid():
+                connection.close()
+        self._local = threading.local()
 
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        connection = sqlite3.connect(
+            self.path, timeout=30, isolation_level=None, check_same_thread=False
+        )
         if not self._ready:
             # One thread sets the file up: switching to WAL while another connection of this
             # process is doing the same fails at once with "database is locked".
@@ -55,18 +81,15 @@ class SqliteStore:
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
-            connection = self._connect()
+            connection = self._connection()
+            connection.execute("BEGIN IMMEDIATE")
             try:
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(connection)
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-                connection.execute("COMMIT")
-                return result
-            finally:
-                connection.close()
+                result = work(connection)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            return result
 
         return await anyio.to_thread.run_sync(run)
 
