@@ -437,6 +437,13 @@ def bench_processing(report: Report, gateway: str, *, quick: bool) -> None:
             target="reported",
             met=True,
         )
+    for name, (rate, runs) in processing.two_processes(20 if quick else 2000).items():
+        report.note(
+            f"12. NotificationProcessor.process, 2 processes sharing {name}",
+            deliveries_per_s=round(rate, 1),
+            handler_runs=runs,
+            notifications=20 if quick else 2000,
+        )
     rate = processing.reconcile_rate(gateway, 20 if quick else 500)
     report.note("13. reconcile queries per second", concurrency=8, queries_per_s=round(rate, 1))
 

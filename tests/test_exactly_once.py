@@ -54,6 +54,11 @@ def _store_env(kind: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     elif kind == "redis":
         with redis_server() as url:
             yield {"CMPAY_STORE_URL": url, "CMPAY_STORE_PREFIX": f"{name}:"}
+            import redis
+
+            with redis.Redis.from_url(url) as db:
+                for key in db.scan_iter(f"{name}:*"):
+                    db.delete(key)
     else:
         with postgres_server() as dsn:
             yield {"CMPAY_STORE_URL": dsn, "CMPAY_STORE_PREFIX": name}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,26 +22,26 @@ FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The environment the README's setup block reads."""
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The environment the README's setup block reads; a fresh events file per test."""
     monkeypatch.setenv("CMPAY_SIGN_KEY", PUBLIC_TEST_KEY)
     monkeypatch.setenv("CMPAY_MERCHANT_ID", PUBLIC_TEST_MERCHANT)
+    monkeypatch.setenv("CMPAY_EVENTS_DB", str(tmp_path / "events.db"))
 
 
 Post = Callable[[bytes], Awaitable[tuple[int, bytes]]]
 
 
-async def check_handler(post: Post, paid: dict[str, int]) -> None:
-    """A signed notification is acked once per pay_no; a forged one never gets SUCCESS."""
+async def check_handler(post: Post, credited: dict[str, int]) -> None:
+    """A signed notification is credited once; a forged one never gets SUCCESS nor credit."""
     body = sign_notification(order_id="R1", amount=1250, pay_no="PAY1")
-    forged = sign_notification(order_id="R1", amount=1250, pay_no="PAY2", signer=Md5Signer("x"))
+    forged = sign_notification(order_id="R2", amount=9999, pay_no="PAY2", signer=Md5Signer("x"))
 
     assert (200, b"SUCCESS") == await post(body)
     assert (200, b"SUCCESS") == await post(body)  # the retry of the same payment
     status, answer = await post(forged)
-    assert answer != b"SUCCESS"
-    assert 400 == status
-    assert {"PAY1": 1250} == paid
+    assert (400, b"FAIL") == (status, answer)
+    assert {"R1": 1250} == credited
 
 
 async def test_starlette_handler(env: None) -> None:
@@ -57,7 +58,7 @@ async def test_starlette_handler(env: None) -> None:
             response = await http.post("/cmpay/notify", content=body, headers=FORM)
             return response.status_code, response.content
 
-        await check_handler(post, ns["PAID"])
+        await check_handler(post, ns["CREDITED"])
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp runs on asyncio only
@@ -75,7 +76,7 @@ async def test_aiohttp_handler(env: None, anyio_backend: str) -> None:
             response = await client.post("/cmpay/notify", data=body, headers=FORM)
             return response.status, await response.read()
 
-        await check_handler(post, ns["PAID"])
+        await check_handler(post, ns["CREDITED"])
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # Django's async client is asyncio-based
@@ -111,7 +112,7 @@ async def test_django_handler(env: None, anyio_backend: str) -> None:
         )
         return response.status_code, response.content
 
-    await check_handler(post, ns["PAID"])
+    await check_handler(post, ns["CREDITED"])
 
 
 def test_processor_example_credits_once(
