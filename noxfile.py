@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "mypy"]
+nox.options.sessions = ["tests", "integration", "lint", "mypy"]
 nox.options.reuse_existing_virtualenvs = True
 # uv builds the environments in seconds where it is installed; plain virtualenv otherwise.
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -18,9 +18,16 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite; every async test runs on asyncio and on trio."""
+    """Run the test suite but the integration tests; every async test on asyncio and trio."""
     session.install(".", *nox.project.dependency_groups(PYPROJECT, "tests"))
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-m", "not integration", *session.posargs)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Tests with real worker processes, Redis, PostgreSQL and a fresh venv (slow; once)."""
+    session.install(".", *nox.project.dependency_groups(PYPROJECT, "tests"))
+    session.run("pytest", "-m", "integration", *session.posargs)
 
 
 @nox.session

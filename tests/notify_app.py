@@ -82,9 +82,11 @@ def create_app() -> Any:
                         await anyio.sleep(0.01)
                 os._exit(1)  # the worker dies holding the claim: only its lease frees it
             raise RuntimeError(f"the shop's handler crashed on {event.order_id}")
-        await anyio.to_thread.run_sync(_credit, credits_path, event.order_id)
+        # Counted before the write starts: a write that lands in its thread before this task
+        # runs again must already hold the crash back.
         unsettled += 1
         credited.get().append(True)
+        await anyio.to_thread.run_sync(_credit, credits_path, event.order_id)
 
     processor = NotificationProcessor(
         verifier=Md5Signer(PUBLIC_TEST_KEY),

@@ -9,6 +9,9 @@ import pytest
 
 from benchmarks.suite import main
 
+#: Real worker processes or servers: run once by `nox -s integration`, not per Python.
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:

@@ -124,6 +124,7 @@ def _readme_command(keyword: str) -> str:
     raise AssertionError(f"README has no one-line command with {keyword!r}")
 
 
+@pytest.mark.integration  # a fresh venv and a pip install: once, not per Python
 def test_readme_demo_command_in_a_fresh_venv(tmp_path: Path) -> None:
     """The README's demo line, run in a new virtual environment, exits 0 with the timeline."""
     command = _readme_command("demo")

@@ -32,6 +32,9 @@ from cmpay_async.testing import NotifyAttempt, Sandbox, SandboxClock
 from .helpers import sandbox_client
 from .queues import ROOT, postgres_server, redis_server, wait_until
 
+#: Real worker processes or servers: run once by `nox -s integration`, not per Python.
+pytestmark = pytest.mark.integration
+
 STORES = ["sqlite", "redis", "postgres"]
 ORDERS = 200
 KILLED_ORDERS = 20
@@ -141,7 +144,8 @@ def test_a_worker_killed_mid_handler_leaves_the_payment_to_the_lease(
     with _store_env(kind, tmp_path) as store, _workers(tmp_path, store, **env) as shop:
         delivered = _deliver_all(shop, orders)
 
-    assert dict.fromkeys(orders, 1) == _credits(tmp_path)
+    log = (tmp_path / "workers.log").read_text("utf-8", "replace")[-3000:]
+    assert dict.fromkeys(orders, 1) == _credits(tmp_path), log
     assert set(killed) == {p.name for p in (tmp_path / "credits.crashed").iterdir()}
     for order_id in killed:
         attempts = delivered[order_id]

@@ -36,6 +36,9 @@ from .queues import (
     worker_env,
 )
 
+#: Real worker processes or servers: run once by `nox -s integration`, not per Python.
+pytestmark = pytest.mark.integration
+
 JOBS = 200
 IP = "127.0.0.1"
 
