@@ -23,13 +23,13 @@ import datetime as dt
 import logging
 import math
 import random
-import re
 import secrets
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 import attrs
@@ -72,6 +72,7 @@ from ._protocol import (
     parse_refund_response,
 )
 from ._reconcile import PendingOrder, reconcile_orders
+from ._redact import redact
 from ._signing import Md5Signer, Signer, Verifier
 
 R = TypeVar("R")
@@ -174,13 +175,10 @@ def _china_now() -> dt.datetime:
     return dt.datetime.now(CHINA_TZ)
 
 
-_HMAC_IN_TEXT = re.compile(r"(hmac=)[^&]*", re.IGNORECASE)
-
-
 def _excerpt(body: bytes) -> str:
-    # Enough to recognise an HTML error page or a proxy message; the hmac is blanked.
-    text = body[:200].decode("utf-8", "replace")
-    return _HMAC_IN_TEXT.sub(r"\1…", text)
+    # Enough to recognise an HTML error page or a proxy message; secrets and personal data
+    # blanked before cutting, so that a value cut in half is blanked too.
+    return redact(body[:600].decode("utf-8", "replace"))[:200]
 
 
 _NEVER = "the request never reached the gateway"
@@ -195,11 +193,16 @@ def _translate(
         f"the request may have reached the gateway and created order {order_id!r}: "
         "query the order before trying again, and use a new orderId for a new attempt"
     )
-    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
     def error(cls: type[TransportError], note: str, *, maybe_sent: bool) -> TransportError:
+        # httpx's class name only where it says more than ours (ConnectError once, not twice).
+        name = type(exc).__name__
+        detail = ": ".join(filter(None, ("" if name == cls.__name__ else name, str(exc))))
         return cls(
-            f"{detail}; {note}", maybe_sent=maybe_sent, order_id=order_id, request_id=request_id
+            f"{detail or name}; {note}",
+            maybe_sent=maybe_sent,
+            order_id=order_id,
+            request_id=request_id,
         )
 
     if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
@@ -286,6 +289,7 @@ class CmpayClient:
         self.notify_url = notify_url
         self.character_set = CharacterSet(character_set)
         self.endpoint = endpoint
+        self._host = urlsplit(endpoint).hostname or ""
         self._timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self.extra_bank_codes = frozenset(extra_bank_codes)
@@ -427,10 +431,11 @@ class CmpayClient:
         ``TransportError`` when the exchange fails. Whenever the error says ``maybe_sent``,
         call ``query_order`` before anything else.
         """
-        self._check_open()
-        request = self.prepare_payment(
-            order, ip_address=ip_address, request_id=request_id, channel=channel
-        )
+        with self._context("create_payment", order, request_id):
+            self._check_open()
+            request = self.prepare_payment(
+                order, ip_address=ip_address, request_id=request_id, channel=channel
+            )
         return await self._call(
             "create_payment",
             request,
@@ -495,15 +500,16 @@ class CmpayClient:
         gateway's ``RPM22201`` is a result, not an error). A query changes nothing, so unlike
         a payment it is also retried after a timeout or a dropped connection.
         """
-        self._check_open()
-        request = build_order_request(
-            "OrderQuery",
-            order_id,
-            merchant_id=self.merchant_id,
-            request_id=request_id or self.new_request_id(),
-            signer=self._signer,
-            character_set=self.character_set,
-        )
+        with self._context("query_order", order_id, request_id):
+            self._check_open()
+            request = build_order_request(
+                "OrderQuery",
+                order_id,
+                merchant_id=self.merchant_id,
+                request_id=request_id or self.new_request_id(),
+                signer=self._signer,
+                character_set=self.character_set,
+            )
         return await self._call(
             "query_order",
             request,
@@ -523,17 +529,18 @@ class CmpayClient:
         After an error with ``maybe_sent``, query the order: a refund is never resent
         automatically. Pass the same ``request_id`` to retry one refund safely.
         """
-        self._check_open()
         # The registry's OrderRefund rules refuse 0, negatives, strs, floats and bools.
-        request = build_order_request(
-            "OrderRefund",
-            order_id,
-            merchant_id=self.merchant_id,
-            request_id=request_id or self.new_request_id(),
-            signer=self._signer,
-            amount=amount,
-            character_set=self.character_set,
-        )
+        with self._context("refund", order_id, request_id):
+            self._check_open()
+            request = build_order_request(
+                "OrderRefund",
+                order_id,
+                merchant_id=self.merchant_id,
+                request_id=request_id or self.new_request_id(),
+                signer=self._signer,
+                amount=amount,
+                character_set=self.character_set,
+            )
         return await self._call(
             "refund",
             request,
@@ -571,6 +578,21 @@ class CmpayClient:
             payload, verifier=self._verifier, merchant_id=self.merchant_id, charset=charset
         )
 
+    @contextlib.contextmanager
+    def _context(self, operation: str, order: object, request_id: str | None) -> Iterator[None]:
+        """Errors raised while preparing a call name the call too (before any I/O)."""
+        try:
+            yield
+        except CmpayError as exc:
+            order_id = getattr(order, "order_id", order)
+            exc.add_context(
+                operation=operation,
+                order_id=order_id if isinstance(order_id, str) else None,
+                request_id=request_id,
+                endpoint_host=self._host,
+            )
+            raise
+
     async def _call(
         self,
         operation: str,
@@ -586,8 +608,12 @@ class CmpayClient:
             with _answer_context(status, body):
                 return parse(body)
         except CmpayError as exc:
-            if exc.order_id is None:
-                exc.order_id, exc.request_id = request.order_id, request.request_id
+            exc.add_context(
+                operation=operation,
+                order_id=request.order_id,
+                request_id=request.request_id,
+                endpoint_host=self._host,
+            )
             if exc.maybe_sent and not idempotent:
                 self._report(InDoubt.of(operation, request, "error", exc))
             raise

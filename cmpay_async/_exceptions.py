@@ -28,7 +28,8 @@ Every error says whether the request may have been processed (``maybe_sent``): i
 for every failure after the request may have reached the gateway (a timeout, a dropped
 connection, an answer that cannot be read or trusted, a deadline), and then the order must be
 queried before trying again, never resent blindly. Errors raised by a call also carry its
-``order_id`` and ``request_id``.
+``operation``, ``order_id``, ``request_id`` and ``endpoint_host``, and show them at the end
+of the message.
 
 Every error pickles and unpickles with all its attributes and the same message, so it crosses
 a process pool or a task queue intact.
@@ -80,6 +81,43 @@ class CmpayError(Exception):
     #: The order and request of the call that failed, when the error comes from a call.
     order_id: str | None = None
     request_id: str | None = None
+    #: The client method that failed (``create_payment``, ``query_order``, ``refund``).
+    operation: str | None = None
+    #: The host the call was addressed to (never the full URL: it may hold credentials).
+    endpoint_host: str | None = None
+
+    def __str__(self) -> str:
+        return self._message() + self._context()
+
+    def _message(self) -> str:
+        return super().__str__()
+
+    def _context(self) -> str:
+        """`` [operation orderId=... requestId=... host=...]`` once the error left a call."""
+        if self.operation is None:
+            return ""
+        parts = [self.operation]
+        if self.order_id:
+            parts.append(f"orderId={self.order_id}")
+        if self.request_id:
+            parts.append(f"requestId={self.request_id}")
+        if self.endpoint_host:
+            parts.append(f"host={self.endpoint_host}")
+        return f" [{' '.join(parts)}]"
+
+    def add_context(
+        self,
+        *,
+        operation: str,
+        order_id: str | None,
+        request_id: str | None,
+        endpoint_host: str | None,
+    ) -> None:
+        """Fill in the call's context where the raiser did not know it."""
+        self.operation = self.operation or operation
+        self.order_id = self.order_id or order_id
+        self.request_id = self.request_id or request_id
+        self.endpoint_host = self.endpoint_host or endpoint_host
 
     def __reduce__(self) -> tuple[Any, ...]:
         # BaseException pickles as cls(*args), which breaks every class whose __init__ takes
@@ -145,7 +183,7 @@ class RemoteProtocolError(CmpayError):
         self.field = field
         super().__init__(f"{field}: {message}" if field else message)
 
-    def __str__(self) -> str:
+    def _message(self) -> str:
         text = str(self.args[0])
         if self.status_code is not None:
             text += f" (HTTP {self.status_code}, answer began {self.excerpt!r})"
@@ -237,7 +275,7 @@ class TransportError(CmpayError, OSError):
         self.request_id = request_id
         super().__init__(message)
 
-    def __str__(self) -> str:
+    def _message(self) -> str:
         return str(self.args[0])
 
 
