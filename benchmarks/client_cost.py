@@ -42,9 +42,25 @@ ORDER = Order(
 )
 
 
-def _client(endpoint: str) -> CmpayClient:
+def _no_op(event: object) -> None:
+    pass
+
+
+def _client(endpoint: str, mode: str = "plain") -> CmpayClient:
+    """``plain``; ``hooks``: both request hooks set (no-ops); ``tracing``: spans recorded by
+    the OpenTelemetry SDK and dropped (no exporter), the cost of tracing itself."""
+    extra: dict[str, Any] = {}
+    if mode == "hooks":
+        extra = {"on_request_start": _no_op, "on_request_end": _no_op}
+    elif mode == "tracing":
+        from opentelemetry.sdk.trace import TracerProvider
+
+        extra = {"tracer_provider": TracerProvider()}
     return CmpayClient(
-        merchant_id=PUBLIC_TEST_MERCHANT, signer=Md5Signer(PUBLIC_TEST_KEY), endpoint=endpoint
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        signer=Md5Signer(PUBLIC_TEST_KEY),
+        endpoint=endpoint,
+        **extra,
     )
 
 
@@ -133,15 +149,36 @@ async def _cpu_per_call(endpoint: str, calls: int, rounds: int) -> tuple[float, 
     return statistics.median(samples["ours"]), statistics.median(samples["raw"])
 
 
+async def _modes_cpu(endpoint: str, calls: int, rounds: int) -> dict[str, float]:
+    clients = {mode: _client(endpoint, mode) for mode in ("plain", "hooks", "tracing")}
+    samples: dict[str, list[float]] = {mode: [] for mode in clients}
+    for client in clients.values():  # warm-up: connections, caches, memos
+        await client.create_payment(ORDER, ip_address="203.0.113.7", request_id=REQUEST_ID)
+    for _ in range(rounds):  # modes alternate within each round, so noise weighs on all
+        for mode, client in clients.items():
+            start = time.process_time()
+            for _ in range(calls):
+                await client.create_payment(ORDER, ip_address="203.0.113.7", request_id=REQUEST_ID)
+            samples[mode].append((time.process_time() - start) / calls * 1e6)
+    for client in clients.values():
+        await client.aclose()
+    return {mode: statistics.median(values) for mode, values in samples.items()}
+
+
+def observability_cpu(endpoint: str, calls: int, rounds: int) -> dict[str, float]:
+    """Median CPU microseconds per create_payment: plain, hooks set, tracing on."""
+    return anyio.run(_modes_cpu, endpoint, calls, rounds)
+
+
 def cpu_per_call(endpoint: str, calls: int, rounds: int, backend: str) -> tuple[float, float]:
     """Median CPU microseconds per call: (create_payment, raw httpx post)."""
     return anyio.run(_cpu_per_call, endpoint, calls, rounds, backend=backend)
 
 
-async def _calls_only(endpoint: str, calls: int, raw: bool) -> None:
+async def _calls_only(endpoint: str, calls: int, raw: bool, mode: str = "plain") -> None:
     prepared = _prepared()
     headers = {"content-type": prepared.content_type}
-    async with _client(endpoint) as client, httpx.AsyncClient() as http:
+    async with _client(endpoint, mode) as client, httpx.AsyncClient() as http:
         for _ in range(calls):
             if raw:
                 await http.post(endpoint, content=prepared.body, headers=headers)
@@ -149,21 +186,30 @@ async def _calls_only(endpoint: str, calls: int, raw: bool) -> None:
                 await client.create_payment(ORDER, ip_address="203.0.113.7", request_id=REQUEST_ID)
 
 
-def _instructions(endpoint: str, calls: int, raw: bool) -> int:
+def _instructions(endpoint: str, calls: int, raw: bool, mode: str = "plain") -> int:
     """Instructions callgrind counts for a whole process making ``calls`` calls."""
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     command += [sys.executable, "-m", "benchmarks.client_cost", "--endpoint", endpoint]
     command += ["--calls", str(calls)] + (["--raw"] if raw else [])
+    command += ["--mode", mode] if mode != "plain" else []
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     line = next(x for x in done.stderr.splitlines() if "Collected :" in x)
     return int(line.split(":")[-1])
 
 
-def instructions_per_call(endpoint: str, few: int = 100, many: int = 600) -> dict[str, float]:
-    """Instructions per call (callgrind: repeatable, unlike time), from two process sizes."""
+def instructions_per_call(
+    endpoint: str, few: int = 100, many: int = 600, modes: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """Instructions per call (callgrind: repeatable, unlike time), from two process sizes.
+
+    ``modes`` adds ``create_payment, hooks`` and ``create_payment, tracing`` rows.
+    """
     out = {}
-    for name, raw in (("create_payment", False), ("raw httpx", True)):
-        small, large = _instructions(endpoint, few, raw), _instructions(endpoint, many, raw)
+    runs = [("create_payment", False, "plain"), ("raw httpx", True, "plain")]
+    runs += [(f"create_payment, {mode}", False, mode) for mode in modes]
+    for name, raw, mode in runs:
+        small = _instructions(endpoint, few, raw, mode)
+        large = _instructions(endpoint, many, raw, mode)
         out[name] = (large - small) / (many - few)
     return out
 
@@ -178,16 +224,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)  # a child of --instructions
     parser.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--mode",
+        choices=("plain", "hooks", "tracing"),
+        default="plain",
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--observability",
+        action="store_true",
+        help="with --instructions: also hooks set and tracing on (this version only)",
+    )
     args = parser.parse_args(argv)
     if args.endpoint:
-        anyio.run(_calls_only, args.endpoint, args.calls, args.raw)
+        anyio.run(_calls_only, args.endpoint, args.calls, args.raw, args.mode)
         return 0
     if args.instructions:
+        modes = ("hooks", "tracing") if args.observability else ()
         with canned_gateway() as endpoint:
-            counts = instructions_per_call(endpoint)
+            counts = instructions_per_call(endpoint, modes=modes)
         ours, raw = counts["create_payment"], counts["raw httpx"]
         print(f"instructions per call: create_payment {ours:,.0f}, raw httpx {raw:,.0f}")
         print(f"ratio {ours / raw:.3f}; the client's own share {ours - raw:,.0f}")
+        for mode in modes:
+            cost = counts[f"create_payment, {mode}"]
+            print(f"create_payment, {mode}: {cost:,.0f} ({cost / ours:.3f} of plain)")
         return 0
     print(f"CmpayClient(...) construction: {construction_us(200, 5):.1f} us")
     with canned_gateway() as endpoint:

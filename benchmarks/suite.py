@@ -406,6 +406,17 @@ def bench_client_cost(report: Report, *, quick: bool) -> None:
                 target="reported",
                 met=True,
             )
+        # 14. What hooks and tracing add to a call (tracing off is today's code path).
+        cpu = client_cost.observability_cpu(endpoint, 50 if quick else 2000, 2 if quick else 7)
+        for mode in ("hooks", "tracing"):
+            report.compare(
+                f"14. create_payment CPU per call, {mode}",
+                cpu[mode],
+                "no hooks, tracing off",
+                cpu["plain"],
+                target="reported",
+                met=True,
+            )
 
 
 def bench_queues(report: Report, gateway: str, *, quick: bool) -> None:

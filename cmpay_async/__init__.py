@@ -68,6 +68,7 @@ from ._models import (
     yuan_to_fen,
 )
 from ._notify import Ack, ack, nack, verify_notification
+from ._observe import RequestEnd, RequestStart
 from ._processor import NotificationProcessor, PaymentEvent, event_key
 from ._protocol import PreparedRequest, build_payment_request, parse_payment_response
 from ._reconcile import DEFAULT_SCHEDULE, PendingOrder
@@ -130,6 +131,8 @@ __all__ = [
     "Problem",
     "RefundResult",
     "RemoteProtocolError",
+    "RequestEnd",
+    "RequestStart",
     "RetryPolicy",
     "ReturnCode",
     "RsaSigner",

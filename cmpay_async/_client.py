@@ -62,6 +62,7 @@ from ._models import (
     RefundResult,
 )
 from ._notify import verify_notification
+from ._observe import RequestEnd, RequestStart, Tracing, call_hook, outcome_of
 from ._pools import LoopPools, shared_ssl_context
 from ._protocol import (
     PreparedRequest,
@@ -223,12 +224,17 @@ def _retryable(error: TransportError) -> bool:
 
 
 class _Progress:
-    """How far one attempt got: has the request started to be written?"""
+    """How far a call got: has a request started to be written, and which attempt is on."""
 
-    __slots__ = ("sent",)
+    __slots__ = ("attempt", "ended", "sent", "started", "status")
 
     def __init__(self, sent: bool) -> None:
         self.sent = sent
+        self.attempt = 0
+        self.started = 0.0
+        self.status: int | None = None
+        #: True once the current attempt's end was reported (a transport failure).
+        self.ended = False
 
     async def trace(self, event: str, info: object) -> None:
         # httpcore's trace extension: the first byte of the request goes out after this.
@@ -262,6 +268,10 @@ class CmpayClient:
         extra_bank_codes: Collection[str] = (),
         max_connections: int = 20,
         on_in_doubt: Callable[[InDoubt], object] | None = None,
+        on_request_start: Callable[[RequestStart], object] | None = None,
+        on_request_end: Callable[[RequestEnd], object] | None = None,
+        tracing: bool = False,
+        tracer_provider: Any = None,
         clock: Callable[[], dt.datetime] = _china_now,
         rng: random.Random | None = None,
     ) -> None:
@@ -294,6 +304,10 @@ class CmpayClient:
         self.retry = retry or RetryPolicy()
         self.extra_bank_codes = frozenset(extra_bank_codes)
         self.on_in_doubt = on_in_doubt
+        self.on_request_start = on_request_start
+        self.on_request_end = on_request_end
+        # None unless asked for: the untraced path pays one test per call and attempt.
+        self._tracing = Tracing(tracer_provider) if tracing or tracer_provider else None
         self._signer = signer
         self._verifier = verifier
         self._clock = clock
@@ -562,21 +576,68 @@ class CmpayClient:
         Feed a paid or failed result to ``NotificationProcessor.process_result`` so that a
         late notification and the reconciliation never both run the handler.
         """
-        return reconcile_orders(
-            self.query_order,
-            pending,
-            now=now,
-            concurrency=concurrency,
-            per_second=per_second,
+        if self._tracing is None:
+            return reconcile_orders(
+                self.query_order,
+                pending,
+                now=now,
+                concurrency=concurrency,
+                per_second=per_second,
+            )
+        return self._traced_reconcile(self._tracing, pending, now, concurrency, per_second)
+
+    async def _traced_reconcile(
+        self,
+        tracing: Tracing,
+        pending: Iterable[PendingOrder],
+        now: dt.datetime | None,
+        concurrency: int,
+        per_second: float,
+    ) -> AsyncIterator[OrderQueryResult]:
+        """``reconcile`` in a ``cmpay.reconcile`` span, the parent of every query's span."""
+        # Not the current span: the generator yields to its consumer, whose context must not
+        # change; each query task enters the span's context itself.
+        span, parent = tracing.detached(
+            "cmpay.reconcile", {"cmpay.concurrency": concurrency, "server.address": self._host}
         )
+
+        async def query(order_id: str) -> OrderQueryResult:
+            with tracing.within(parent):
+                return await self.query_order(order_id)
+
+        found = 0
+        error: BaseException | None = None
+        try:
+            async for result in reconcile_orders(
+                query, pending, now=now, concurrency=concurrency, per_second=per_second
+            ):
+                found += 1
+                yield result
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            tracing.finish(span, error, **{"cmpay.results": found})
+            span.end()
 
     def verify_notification(
         self, payload: Payload, *, charset: str | None = None
     ) -> PageNotify | OfflineNotify:
         """``verify_notification`` with this client's verifier and merchant id: the safe default."""
-        return verify_notification(
-            payload, verifier=self._verifier, merchant_id=self.merchant_id, charset=charset
-        )
+        if self._tracing is None:
+            return verify_notification(
+                payload, verifier=self._verifier, merchant_id=self.merchant_id, charset=charset
+            )
+        with self._tracing.span("cmpay.verify_notification", {}) as span:
+            try:
+                note = verify_notification(
+                    payload, verifier=self._verifier, merchant_id=self.merchant_id, charset=charset
+                )
+            except CmpayError as exc:
+                self._tracing.finish(span, exc)
+                raise
+            self._tracing.finish(span, None, **{"cmpay.interface": note.type})
+            return note
 
     @contextlib.contextmanager
     def _context(self, operation: str, order: object, request_id: str | None) -> Iterator[None]:
@@ -601,12 +662,43 @@ class CmpayClient:
         *,
         idempotent: bool = False,
     ) -> R:
-        """Exchange and parse; every error carries the call's ids, and doubts are reported."""
+        """Exchange and parse, in a span when tracing is on."""
         progress = _Progress(sent=False)
+        if self._tracing is None:
+            return await self._call_once(operation, request, parse, progress, idempotent)
+        attributes = {"cmpay.interface": request.message, "server.address": self._host}
+        with self._tracing.span(f"cmpay.{operation}", attributes) as span:
+            error: BaseException | None = None
+            result: Any = None
+            try:
+                result = await self._call_once(operation, request, parse, progress, idempotent)
+                return result  # type: ignore[no-any-return]
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                self._tracing.finish(
+                    span,
+                    error,
+                    **{
+                        "cmpay.attempts": progress.attempt,
+                        "cmpay.return_code": getattr(result, "return_code", None),
+                    },
+                )
+
+    async def _call_once(
+        self,
+        operation: str,
+        request: PreparedRequest,
+        parse: Callable[[bytes], R],
+        progress: _Progress,
+        idempotent: bool,
+    ) -> R:
+        """Exchange and parse; every error carries the call's context, and doubts are reported."""
         try:
-            status, body = await self._exchange(request, progress, idempotent=idempotent)
+            status, body = await self._exchange(operation, request, progress, idempotent)
             with _answer_context(status, body):
-                return parse(body)
+                result = parse(body)
         except CmpayError as exc:
             exc.add_context(
                 operation=operation,
@@ -614,6 +706,8 @@ class CmpayClient:
                 request_id=request.request_id,
                 endpoint_host=self._host,
             )
+            if not progress.ended:
+                self._end(operation, request, progress, exc, retrying=False)
             if exc.maybe_sent and not idempotent:
                 self._report(InDoubt.of(operation, request, "error", exc))
             raise
@@ -622,6 +716,43 @@ class CmpayClient:
             if progress.sent and not idempotent:
                 self._report(InDoubt.of(operation, request, "cancelled"))
             raise
+        if self.on_request_end is not None:
+            self._end(operation, request, progress, None, retrying=False, result=result)
+        return result
+
+    def _end(
+        self,
+        operation: str,
+        request: PreparedRequest,
+        progress: _Progress,
+        error: CmpayError | None,
+        *,
+        retrying: bool,
+        result: object = None,
+    ) -> None:
+        """Report the end of the current attempt to ``on_request_end``."""
+        progress.ended = True
+        if self.on_request_end is None or progress.attempt == 0:
+            return
+        if isinstance(error, GatewayError):
+            return_code: str | None = error.code
+        else:
+            return_code = getattr(result, "return_code", None)
+        event = RequestEnd(
+            operation=operation,
+            order_id=request.order_id,
+            request_id=request.request_id,
+            attempt=progress.attempt,
+            endpoint_host=self._host,
+            duration=time.perf_counter() - progress.started,
+            outcome=outcome_of(error),
+            return_code=return_code,
+            status_code=progress.status,
+            maybe_sent=progress.sent if error is None else error.maybe_sent,
+            error=None if error is None else type(error).__name__,
+            retrying=retrying,
+        )
+        call_hook("on_request_end", self.on_request_end, event)
 
     def _report(self, doubt: InDoubt) -> None:
         logger.warning(
@@ -638,7 +769,7 @@ class CmpayClient:
                 logger.exception("the on_in_doubt hook raised; the call's outcome is unchanged")
 
     async def _exchange(
-        self, request: PreparedRequest, progress: _Progress, *, idempotent: bool
+        self, operation: str, request: PreparedRequest, progress: _Progress, idempotent: bool
     ) -> tuple[int, bytes]:
         """POST a prepared request within the total deadline; retry only what is safe.
 
@@ -653,6 +784,8 @@ class CmpayClient:
             attempt += 1
             self._check_open()
             started = time.perf_counter()
+            progress.attempt, progress.started, progress.status = attempt, started, None
+            progress.ended = False
             logger.debug(
                 "-> %s orderId=%s requestId=%s attempt=%d",
                 request.message,
@@ -661,32 +794,54 @@ class CmpayClient:
                 attempt,
             )
             await self._take_slot(pools.slots, deadline, request, progress)
+            if self.on_request_start is not None:
+                start = RequestStart(
+                    operation=operation,
+                    order_id=request.order_id,
+                    request_id=request.request_id,
+                    attempt=attempt,
+                    endpoint_host=self._host,
+                )
+                call_hook("on_request_start", self.on_request_start, start)
             attempt_progress = _Progress(sent=not pools.precise)
+            span = (
+                contextlib.nullcontext()
+                if self._tracing is None
+                else self._tracing.span("cmpay.attempt", {"cmpay.attempt": attempt})
+            )
             try:
                 # Shielded from the caller's cancel scopes once the request may be written;
                 # the deadline still applies inside.
-                with anyio.CancelScope(shield=True, deadline=deadline) as scope:
-                    error: CmpayError | None = None
-                    try:
-                        status, body = await self._post(pools.http, request, attempt_progress)
-                    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                        error = _translate(
-                            exc, order_id=request.order_id, request_id=request.request_id
+                with span as attempt_span:
+                    with anyio.CancelScope(shield=True, deadline=deadline) as scope:
+                        error: CmpayError | None = None
+                        try:
+                            status, body = await self._post(pools.http, request, attempt_progress)
+                        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                            error = _translate(
+                                exc, order_id=request.order_id, request_id=request.request_id
+                            )
+                            error.__cause__ = exc
+                        except CmpayError as exc:  # an answer too large or badly encoded
+                            exc.maybe_sent = True
+                            error = exc
+                        except Exception as exc:
+                            error = _unexpected(exc, request, maybe_sent=attempt_progress.sent)
+                    if scope.cancelled_caught:
+                        error = TransportTimeoutError(
+                            f"no complete answer within the total deadline of {total} s "
+                            f"(attempt {attempt}); "
+                            + (_MAYBE if attempt_progress.sent else _NEVER),
+                            maybe_sent=attempt_progress.sent,
+                            order_id=request.order_id,
+                            request_id=request.request_id,
                         )
-                        error.__cause__ = exc
-                    except CmpayError as exc:  # an answer too large or badly encoded
-                        exc.maybe_sent = True
-                        error = exc
-                    except Exception as exc:
-                        error = _unexpected(exc, request, maybe_sent=attempt_progress.sent)
-                if scope.cancelled_caught:
-                    error = TransportTimeoutError(
-                        f"no complete answer within the total deadline of {total} s "
-                        f"(attempt {attempt}); " + (_MAYBE if attempt_progress.sent else _NEVER),
-                        maybe_sent=attempt_progress.sent,
-                        order_id=request.order_id,
-                        request_id=request.request_id,
-                    )
+                    if attempt_span is not None and self._tracing is not None:
+                        self._tracing.finish(
+                            attempt_span,
+                            error,
+                            **{"http.response.status_code": None if error else status},
+                        )
             except BaseException:  # a native cancellation pierced the shield
                 progress.sent = progress.sent or attempt_progress.sent
                 raise
@@ -695,6 +850,7 @@ class CmpayClient:
             # The error's own verdict is the better one (a ConnectError was never sent).
             progress.sent = progress.sent or (error is None or error.maybe_sent)
             if error is None:
+                progress.status = status
                 self._log_answer(request, status, body, started)
                 self._check_answer(status, body, request)
                 return status, body
@@ -707,6 +863,7 @@ class CmpayClient:
                 error.maybe_sent,
                 (time.perf_counter() - started) * 1000,
             )
+            pause = math.inf
             if (
                 isinstance(error, TransportError)
                 and not scope.cancelled_caught
@@ -714,11 +871,13 @@ class CmpayClient:
                 and attempt < self.retry.attempts
             ):
                 pause = self.retry.backoff(attempt, self._rng)
-                if anyio.current_time() + pause < deadline:
-                    await anyio.sleep(pause)
-                    continue
-            if progress.sent and not error.maybe_sent:
+            retrying = anyio.current_time() + pause < deadline
+            if not retrying and progress.sent and not error.maybe_sent:
                 error.maybe_sent = True  # an earlier attempt of a query may have been sent
+            self._end(operation, request, progress, error, retrying=retrying)
+            if retrying:
+                await anyio.sleep(pause)
+                continue
             raise error
 
     async def _take_slot(
