@@ -128,9 +128,10 @@ _ROWS = (
         "IPS0008",
         "签名不符,一般都是由于中文编码引起",
         "signature mismatch",
-        "usually an encoding problem: the hmac is computed over the UTF-8 source whatever "
+        "check the signKey first (the one for this merchantId, without a trailing newline or "
+        "spaces), then the encoding: the hmac is computed over the UTF-8 source whatever "
         "characterSet says, and the body must be encoded in the charset characterSet names; "
-        "`python -m cmpay_async sign` prints the exact source",
+        "`cmpay sign` prints the exact source and `cmpay verify` tries each encoding",
     ),
     ReturnCode(
         "IPS0001",
@@ -146,6 +147,16 @@ RETURN_CODES: Mapping[str, ReturnCode] = MappingProxyType({r.code: r for r in _R
 
 #: The return codes that mean success.
 SUCCESS_CODES = frozenset({"000000", "MCG00000"})
+
+
+#: Hints that depend on which request got the code: the appendix's text fits one of them.
+CONTEXT_HINTS: dict[tuple[str, str], str] = {
+    (
+        "OrderRefund",
+        "RPM22208",
+    ): "the order is not in a state that can be refunded: it is not paid (query it; a refund "
+    "needs OrderState.PAID), or this refund's requestId was used before",
+}
 
 
 def explain_return_code(code: str) -> ReturnCode:

@@ -175,13 +175,16 @@ def _md5_key(args: argparse.Namespace) -> str:
     if args.public_test_key:
         return PUBLIC_TEST_KEY
     if args.key_file is not None:
-        return str(args.key_file.read_text("utf-8").strip())
+        # The file's final line ending is the file's, not the key's; any other whitespace is
+        # refused by Md5Signer, as it is for the library.
+        text: str = args.key_file.read_text("utf-8")
+        return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
     value = os.environ.get(args.key_env, "")
     if not value:
         raise ConfigurationError(
             f"no key: set ${args.key_env}, or pass --key-file, or --public-test-key"
         )
-    return value.strip()
+    return value
 
 
 def _signer(args: argparse.Namespace) -> Signer:

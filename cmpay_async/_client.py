@@ -357,6 +357,16 @@ class CmpayClient:
             f"signer={self._signer!r})"
         )
 
+    def __enter__(self) -> None:
+        """Refuse plain ``with``: this client is async."""
+        raise TypeError(
+            "CmpayClient is async: use `async with CmpayClient(...)`, or BlockingCmpayClient "
+            "in code that cannot await"
+        )
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Never reached: ``__enter__`` refuses."""
+
     async def __aenter__(self) -> CmpayClient:
         self._check_open()
         return self

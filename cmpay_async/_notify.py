@@ -14,7 +14,12 @@ import attrs
 
 from ._codec import Payload, decode_payload, encode_form, typed_values, wire_fields
 from ._enums import CharacterSet
-from ._exceptions import ConfigurationError, UnexpectedMessageError, ValidationError
+from ._exceptions import (
+    ConfigurationError,
+    DecodeError,
+    UnexpectedMessageError,
+    ValidationError,
+)
 from ._models import OfflineNotify, PageNotify
 from ._protocol import verify_fields
 from ._schema import REGISTRY, VERSION
@@ -48,6 +53,8 @@ def verify_notification(
     gives (it is not mutated). Bytes are read as UTF-8 unless ``charset`` says otherwise or
     they are not UTF-8 (then GBK). ``merchant_id``, when given, must match the payload's.
     """
+    if isinstance(payload, (bytes, str)):
+        _check_shape(payload)
     fields = decode_payload(payload, form=True, charset=charset)
     kind = fields.get("type", "")
     model = _MODELS.get(kind)
@@ -62,6 +69,24 @@ def verify_notification(
     if merchant_id is not None and verified.get("merchantId") != merchant_id:
         raise UnexpectedMessageError("is not this merchant's id", field="merchantId")
     return model(**typed_values(schema, verified, model))
+
+
+def _check_shape(payload: bytes | str) -> None:
+    """Name the usual wrong inputs (JSON, a page, a URL) before they fail as a bad signature."""
+    head = payload[:16].lstrip()
+    if isinstance(head, bytes):
+        head = head.decode("latin-1")
+    why = None
+    if head.startswith(("{", "[")):
+        why = "is JSON, not a form body: the gateway posts key=value&...; pass the raw body"
+    elif head.startswith("<"):
+        why = "is an HTML or XML page, not a form body: pass the raw body the gateway posted"
+    elif head.lower().startswith(("http://", "https://")):
+        why = "is a whole URL: pass only its query string (the part after '?')"
+    elif head.startswith("?"):
+        why = "starts with '?': pass the query string without it"
+    if why is not None:
+        raise DecodeError(f"the notification payload {why}")
 
 
 def build_notification(

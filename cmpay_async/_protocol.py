@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping
 
 import attrs
 
-from ._appendix import SUCCESS_CODES, explain_return_code
+from ._appendix import CONTEXT_HINTS, SUCCESS_CODES, explain_return_code
 from ._codec import (
     content_type,
     decode_payload,
@@ -266,10 +266,15 @@ def verify_fields(schema: Schema, fields: Mapping[str, str], verifier: Verifier)
     raise SignatureError("signature does not match", field=schema.signature_field.wire)
 
 
-def gateway_error(code: str, message: str, verified: bool) -> GatewayError:
-    """The ``GatewayError`` for a failure return code, explained from appendix 9.2."""
+def gateway_error(code: str, message: str, verified: bool, *, interface: str = "") -> GatewayError:
+    """The ``GatewayError`` for a failure return code, explained from appendix 9.2.
+
+    ``interface`` (``OrderRefund``, ...) picks a hint that fits the request, where the
+    appendix's own text is about another one.
+    """
     row = explain_return_code(code)
-    return GatewayError(code, message, explanation=row.english, hint=row.hint, verified=verified)
+    hint = CONTEXT_HINTS.get((interface, code), row.hint)
+    return GatewayError(code, message, explanation=row.english, hint=hint, verified=verified)
 
 
 def read_answer(
@@ -299,8 +304,9 @@ def read_answer(
         try:
             verified = verify_fields(schema, fields, verifier)
         except SignatureError:
-            raise gateway_error(code, _readable(schema, fields).get("message", ""), False) from None
-        raise gateway_error(code, verified.get("message", ""), True)
+            readable = _readable(schema, fields).get("message", "")
+            raise gateway_error(code, readable, False, interface=schema.wire_type) from None
+        raise gateway_error(code, verified.get("message", ""), True, interface=schema.wire_type)
     verified = verify_fields(schema, fields, verifier)
     for name, value in expect.items():
         if value is not None and verified.get(name) != value:

@@ -100,6 +100,11 @@ def inner_digest(source: str) -> str:
     return o.hexdigest()
 
 
+#: The shortest signKey accepted: the gateway issues 64 characters; anything this short is a
+#: placeholder or a truncated paste.
+_MIN_KEY = 16
+
+
 class Md5Signer:
     """The ``MD5`` scheme: HMAC-MD5 with an empty key, then HMAC-MD5 with the signKey.
 
@@ -112,8 +117,19 @@ class Md5Signer:
         if not isinstance(sign_key, str):
             raise ConfigurationError("sign_key must be a str")
         key = sign_key.encode("utf-8")
-        if not key:
-            raise ConfigurationError("sign_key is empty")
+        if not sign_key.strip():
+            raise ConfigurationError("sign_key is empty or only whitespace")
+        if sign_key != sign_key.strip():
+            # A key read from a file keeps its newline: every hmac would be wrong (IPS0008).
+            raise ConfigurationError(
+                "sign_key starts or ends with whitespace (a newline from a key file?); "
+                "strip it: no CMPay signKey has any"
+            )
+        if len(sign_key) < _MIN_KEY:
+            raise ConfigurationError(
+                f"sign_key has {len(sign_key)} characters; a CMPay signKey has 64 (at least "
+                f"{_MIN_KEY} accepted): is this the merchant's signKey?"
+            )
         if len(key) > _BLOCK:
             raise ConfigurationError(
                 f"sign_key is {len(key)} bytes long; a CMPay signKey has at most {_BLOCK}"

@@ -109,7 +109,7 @@ async def test_every_failure_code_raises_gateway_error(
 async def test_signature_and_merchant_codes_carry_hints(sandbox: Sandbox, code: str) -> None:
     """A wrong key gives IPS0008, an unknown merchant IPS0001; both with a hint."""
     kw: dict[str, Any] = (
-        {"signer": Md5Signer("wrong-key")}
+        {"signer": Md5Signer("wrong-key-not-the-merchants-key")}
         if code == "IPS0008"
         else {"merchant_id": "999999999999999"}
     )
@@ -359,9 +359,13 @@ def test_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="verifier"):
         CmpayClient(merchant_id="M", signer=rsa_signer)
     with pytest.raises(ConfigurationError, match="signs RSA but verifier checks MD5"):
-        CmpayClient(merchant_id="M", signer=rsa_signer, verifier=Md5Signer("k"))
+        CmpayClient(
+            merchant_id="M", signer=rsa_signer, verifier=Md5Signer("k-not-the-merchants-key")
+        )
     with pytest.raises(ConfigurationError, match="endpoint"):
-        CmpayClient(merchant_id="M", signer=Md5Signer("k"), endpoint="ftp://x")
+        CmpayClient(
+            merchant_id="M", signer=Md5Signer("k-not-the-merchants-key"), endpoint="ftp://x"
+        )
 
 
 async def test_thousand_concurrent_payments_no_cross_talk(sandbox: Sandbox) -> None:

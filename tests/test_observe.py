@@ -219,7 +219,9 @@ async def test_verify_notification_span(
     provider, spans = exporter
     client = make_client(httpx.ASGITransport(app=Sandbox()), tracer_provider=provider)
     client.verify_notification(sign_notification(order_id="V1", amount=100))
-    forged = sign_notification(order_id="V2", amount=100, signer=Md5Signer("another-key-123"))
+    forged = sign_notification(
+        order_id="V2", amount=100, signer=Md5Signer("another-key-123-not-the-merchants-key")
+    )
     with pytest.raises(Exception, match="signature"):
         client.verify_notification(forged)
 

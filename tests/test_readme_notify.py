@@ -35,7 +35,9 @@ Post = Callable[[bytes], Awaitable[tuple[int, bytes]]]
 async def check_handler(post: Post, credited: dict[str, int]) -> None:
     """A signed notification is credited once; a forged one never gets SUCCESS nor credit."""
     body = sign_notification(order_id="R1", amount=1250, pay_no="PAY1")
-    forged = sign_notification(order_id="R2", amount=9999, pay_no="PAY2", signer=Md5Signer("x"))
+    forged = sign_notification(
+        order_id="R2", amount=9999, pay_no="PAY2", signer=Md5Signer("x-not-the-merchants-key")
+    )
 
     assert (200, b"SUCCESS") == await post(body)
     assert (200, b"SUCCESS") == await post(body)  # the retry of the same payment

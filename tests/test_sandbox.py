@@ -103,7 +103,9 @@ async def test_bad_orders_get_their_appendix_codes(overrides: dict[str, str], co
 
 async def test_bad_signature_gets_ips0008() -> None:
     """A request signed with another key is refused with IPS0008, signed by the gateway."""
-    answer = await post_service(Sandbox(), signed_body(request_fields(), Md5Signer("other")))
+    answer = await post_service(
+        Sandbox(), signed_body(request_fields(), Md5Signer("other-not-the-merchants-key"))
+    )
 
     assert "IPS0008" == answer["returnCode"]
     verify_fields(REGISTRY["DirectPayConfirmResponse"], answer, SIGNER)

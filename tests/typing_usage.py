@@ -36,8 +36,8 @@ def make_order() -> Order:
 
 def sign_and_read(body: bytes) -> str:
     """Sign a request and read an answer."""
-    signer: Signer = Md5Signer("k")
-    verifier: Verifier = Md5Signer("k")
+    signer: Signer = Md5Signer("k-not-the-merchants-key")
+    verifier: Verifier = Md5Signer("k-not-the-merchants-key")
     try:
         request = build_payment_request(
             make_order(),
@@ -62,7 +62,7 @@ async def use_the_client(body: bytes) -> int:
     """The async API as a merchant's web app would use it."""
     async with cmpay_async.CmpayClient(
         merchant_id="M",
-        signer=Md5Signer("k"),
+        signer=Md5Signer("k-not-the-merchants-key"),
         callback_url="https://shop.example/r",
         notify_url="https://shop.example/n",
         timeouts=cmpay_async.Timeouts(read=20.0),
@@ -76,7 +76,9 @@ async def use_the_client(body: bytes) -> int:
         if result.state is cmpay_async.OrderState.PAID and result.amount is not None:
             refund: cmpay_async.RefundResult = await client.refund("A1", result.amount)
             assert refund.amount
-    note = cmpay_async.verify_notification(body, verifier=Md5Signer("k"), merchant_id="M")
+    note = cmpay_async.verify_notification(
+        body, verifier=Md5Signer("k-not-the-merchants-key"), merchant_id="M"
+    )
     answer: cmpay_async.Ack = cmpay_async.ack() if note.paid else cmpay_async.nack()
     return answer.status_code + len(html)
 
@@ -101,7 +103,7 @@ def lifecycle_settings() -> cmpay_async.CmpayClient:
 
     return cmpay_async.CmpayClient(
         merchant_id="M",
-        signer=Md5Signer("k"),
+        signer=Md5Signer("k-not-the-merchants-key"),
         timeouts=cmpay_async.Timeouts(total=20.0, pool=2.0),
         on_in_doubt=remember,
     )
