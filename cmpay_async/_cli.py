@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
+
 from ._client import PRODUCTION_ENDPOINT
 from ._codec import decode_payload, escaped_readings
 from ._exceptions import CmpayError, ConfigurationError
@@ -95,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
         description=f"Messages: {names}. Without a message, every one is tried.",
     )
     verify.add_argument("message", nargs="?", help="message name (default: try them all)")
+    verify.add_argument(
+        "--all", action="store_true", help="list every matching reading, not only the best"
+    )
     _add_body_options(verify)
     _add_key_options(verify, rsa="public")
     reconcile = commands.add_parser(
@@ -235,7 +240,18 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     print(f"source: {source}")
     if isinstance(signer, Md5Signer):
         print(f"inner:  {inner_digest(source)}")
-    print(f"hmac:   {signer.sign(source)}")
+    hmac = signer.sign(source)
+    print(f"hmac:   {hmac}")
+    present = fields.get(schema.signature_field.wire, "")
+    if present:
+        if isinstance(signer, Md5Signer) and present.lower() == hmac:
+            print("the body's hmac: MATCHES")
+        elif isinstance(signer, Md5Signer):
+            print(f"the body's hmac: {present} DIFFERS from the one above:")
+            print("  another key, another field order, or a value changed; try `cmpay verify`")
+        else:
+            print("the body's hmac: not compared (an RSA signature is checked with the public")
+            print("  key: use `cmpay verify --rsa-public-key-file ...`)")
     return 0
 
 
@@ -254,6 +270,74 @@ def _decodings(raw: bytes) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
+#: Encodings a sender may have hashed the source in; CMPay's own is UTF-8.
+_SOURCE_ENCODINGS = ("utf-8", "gbk", "gb2312")
+
+
+@attrs.frozen
+class _Candidate:
+    """One way of reading the body: a field order, a decoding and the source's bytes."""
+
+    schema: Schema
+    how: str
+    encoding: str
+    source: str
+    data: bytes
+
+
+def _candidates(raw: bytes, schemas: list[Schema]) -> list[_Candidate]:
+    """Every reading of the body, the likeliest first; one per distinct signed bytes."""
+    out: list[_Candidate] = []
+    seen: set[tuple[str, bytes]] = set()
+    for encoding in _SOURCE_ENCODINGS:
+        for schema in schemas:
+            for label, fields in _decodings(raw):
+                readings = escaped_readings(schema, fields)
+                for index, reading in enumerate(readings):
+                    source = source_of(schema, reading)
+                    try:
+                        data = source.encode(encoding)
+                    except UnicodeEncodeError:
+                        continue
+                    if (schema.name, data) in seen:
+                        continue
+                    seen.add((schema.name, data))
+                    last = index == len(readings) - 1
+                    how = label if last else f"{label}, Chinese fields decoded"
+                    out.append(_Candidate(schema, how, encoding, source, data))
+    return out
+
+
+def _matches(verifier: Verifier, candidate: _Candidate, signature: str) -> bool:
+    if isinstance(verifier, Md5Signer):
+        return verifier.sign_bytes(candidate.data) == signature.lower()
+    if isinstance(verifier, RsaVerifier):
+        try:
+            verifier.verify_bytes(candidate.data, signature)
+        except CmpayError:
+            return False
+        return True
+    try:
+        verifier.verify(candidate.source, signature)
+    except CmpayError:
+        return False
+    return candidate.encoding == "utf-8"
+
+
+def _ordered_schemas(message: str | None, fields: dict[str, str]) -> list[Schema]:
+    """The message asked for, else every one, those whose ``type`` fits the body first."""
+    if message:
+        return [_schema(message)]
+    kind = fields.get("type", "")
+    answer = "returnCode" in fields
+
+    def rank(schema: Schema) -> tuple[bool, bool]:
+        is_answer = schema.name.endswith("Response")
+        return (schema.wire_type != kind, is_answer != answer)
+
+    return sorted(REGISTRY.values(), key=rank)
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     raw = _body(args)
     verifier = _verifier(args)
@@ -261,36 +345,55 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if not decodings:
         print("the body cannot be decoded as UTF-8 or GBK form data")
         return 1
-    signature = decodings[0][1].get("hmac", "")
+    fields = decodings[0][1]
+    signature = fields.get("hmac", "")
     if not signature:
         print("the body has no hmac field")
         return 1
-    schemas = [_schema(args.message)] if args.message else list(REGISTRY.values())
-    matched = []
-    tried = 0
-    for schema in schemas:
-        for label, fields in decodings:
-            readings = escaped_readings(schema, fields)
-            for index, reading in enumerate(readings):
-                tried += 1
-                how = label if index == len(readings) - 1 else f"{label}, Chinese fields decoded"
-                try:
-                    verifier.verify(source_of(schema, reading), signature)
-                except CmpayError:
-                    continue
-                matched.append((schema.name, how, source_of(schema, reading)))
+    candidates = _candidates(raw, _ordered_schemas(args.message, fields))
+    matched = [c for c in candidates if _matches(verifier, c, signature)]
     if not matched:
-        print(f"NO MATCH: hmac {signature} fits none of {tried} field orders x decodings tried.")
-        print("Usual causes: another key, a field missing or extra, a value changed in transit,")
-        print("or the source signed in another encoding than UTF-8.")
-        if args.message:
-            fields = decodings[0][1]
-            print(f"source in {args.message} order: {source_of(_schema(args.message), fields)}")
-        return 1
-    for name, how, source in matched:
-        print(f"MATCH: field order of {name}, {how}")
-        print(f"  source: {source}")
+        return _no_match(args, verifier, candidates, signature)
+    best, rest = matched[0], matched[1:]
+    print(f"MATCH: field order of {best.schema.name}, {best.how}, source as {best.encoding}")
+    print(f"  source: {best.source}")
+    if best.encoding != "utf-8":
+        print(f"  the sender hashed the {best.encoding.upper()} bytes of the source; CMPay signs")
+        print("  its UTF-8 bytes whatever characterSet says: fix the sender (the gateway answers")
+        print("  such a request IPS0008)")
+    if rest and not args.all:
+        print(f"({len(rest)} other readings match too; --all lists them)")
+    for other in rest if args.all else ():
+        print(f"MATCH: field order of {other.schema.name}, {other.how}, as {other.encoding}")
+        print(f"  source: {other.source}")
     return 0
+
+
+def _no_match(
+    args: argparse.Namespace, verifier: Verifier, candidates: list[_Candidate], signature: str
+) -> int:
+    print(f"NO MATCH: hmac {signature} fits none of {len(candidates)} readings tried")
+    print("(field orders x decodings x source encodings UTF-8, GBK, GB2312).")
+    print("Usual causes: another signKey (check it first: the one for this merchantId, no")
+    print("trailing newline), a field missing or extra, a value changed in transit, or the")
+    print("source hashed in another encoding.")
+    likely = candidates[0].schema if candidates else None
+    if likely is None:
+        return 1
+    if isinstance(verifier, Md5Signer):
+        print(f"What this key gives for {likely.name}:")
+        shown = 0
+        for candidate in candidates:
+            if candidate.schema is not likely:
+                continue
+            hmac = verifier.sign_bytes(candidate.data)
+            print(f"  {hmac}  {candidate.how}, source as {candidate.encoding}")
+            shown += 1
+            if shown >= 8 and not args.all:
+                print("  (--all lists every reading)")
+                break
+    print(f"source in {likely.name} order: {candidates[0].source}")
+    return 1
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:

@@ -155,8 +155,12 @@ class Md5Signer:
 
     def sign(self, source: str) -> str:
         """Return the lowercase hex ``hmac`` of ``source``."""
+        return self.sign_bytes(source.encode("utf-8"))
+
+    def sign_bytes(self, source: bytes) -> str:
+        """The ``hmac`` of a source already encoded (the debugger tries GBK bytes with it)."""
         h = _EMPTY_INNER.copy()
-        h.update(source.encode("utf-8"))
+        h.update(source)
         o = _EMPTY_OUTER.copy()
         o.update(h.digest())
         h = self._inner.copy()
@@ -273,11 +277,15 @@ class RsaVerifier:
 
     def verify(self, source: str, signature: str) -> None:
         """Raise ``SignatureError`` unless ``signature`` (hex) signs ``source``."""
+        self.verify_bytes(source.encode("utf-8"), signature)
+
+    def verify_bytes(self, source: bytes, signature: str) -> None:
+        """``verify`` over a source already encoded (the debugger tries GBK bytes with it)."""
         try:
             # fromhex refuses anything but hex digits (and spaces) with ValueError, and a
             # non-str with TypeError: no separate pre-check on this path.
             raw = bytes.fromhex(signature)
-            self._key.verify(raw, source.encode("utf-8"), _PKCS1V15, _SHA1)
+            self._key.verify(raw, source, _PKCS1V15, _SHA1)
         except (InvalidSignature, ValueError, TypeError):
             raise SignatureError("signature does not match", field="hmac") from None
 

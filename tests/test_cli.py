@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import subprocess
 import sys
 import venv
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
 from cmpay_async._cli import main
+from cmpay_async.testing import PUBLIC_TEST_KEY
 
 from .helpers import MD5_VECTORS, NOTIFY_BODY, TEST_KEY
 
@@ -203,3 +207,114 @@ def test_rsa_sign_and_verify_from_key_files(
     assert 0 == code
     assert "signType RSA" in out
     assert "inner:" not in out
+
+
+def _reference_hmac(key: str, source: bytes) -> str:
+    """PROTOCOL.md's double HMAC-MD5, written here independently of the library."""
+    inner = hmac.new(b"", source, hashlib.md5).hexdigest()
+    return hmac.new(key.encode("ascii"), inner.encode("ascii"), hashlib.md5).hexdigest()
+
+
+def _chinese_request(sign_encoding: str) -> tuple[str, str]:
+    """A DirectPayConfirm body with Chinese fields, its hmac over the source in this encoding.
+
+    Returns (body, source). The body itself is UTF-8 form data, as a PHP shop whose page is
+    UTF-8 but whose signing code converts to GBK first (the classic IPS0008) would send.
+    """
+    fields = {
+        "characterSet": "02",
+        "callbackUrl": "https://shop.example/r",
+        "notifyUrl": "https://shop.example/n",
+        "ipAddress": "203.0.113.7",
+        "merchantId": "888009941120001",
+        "requestId": "20261126093000000001",
+        "signType": "MD5",
+        "type": "DirectPayConfirm",
+        "version": "2.0.0",
+        "amount": "1250",
+        "currency": "00",
+        "orderDate": "20261126",
+        "orderId": "CN1001",
+        "period": "1",
+        "periodUnit": "02",
+        "productName": "咖啡",
+    }
+    # The document's DirectPayConfirm order (section 7.1), the fields present here.
+    order = [
+        "characterSet", "callbackUrl", "notifyUrl", "ipAddress", "merchantId", "requestId",
+        "signType", "type", "version", "amount", "currency", "orderDate", "orderId",
+        "period", "periodUnit", "productName",
+    ]  # fmt: skip
+    source = "".join(fields[name] for name in order)
+    fields["hmac"] = _reference_hmac(PUBLIC_TEST_KEY, source.encode(sign_encoding))
+    return urlencode(fields), source
+
+
+def test_verify_finds_a_source_hashed_as_gbk(capsys: pytest.CaptureFixture[str]) -> None:
+    """The PHP-style bug: hmac over GBK bytes. verify names it instead of NO MATCH."""
+    body, source = _chinese_request("gbk")
+
+    code, out = run(capsys, "verify", "--body", body, "--public-test-key")
+
+    assert 0 == code
+    assert "MATCH: field order of DirectPayConfirm, form-decoded UTF-8, source as gbk" in out
+    assert f"  source: {source}" in out
+    assert "hashed the GBK bytes" in out
+    assert 1 == out.count("MATCH:")
+
+
+def test_verify_finds_the_utf8_source_first(capsys: pytest.CaptureFixture[str]) -> None:
+    """The same body signed the right way matches as UTF-8 and says nothing about GBK."""
+    body, _ = _chinese_request("utf-8")
+
+    code, out = run(capsys, "verify", "DirectPayConfirm", "--body", body, "--public-test-key")
+
+    assert 0 == code
+    assert "source as utf-8" in out
+    assert "GBK" not in out
+
+
+def test_verify_prints_one_best_match_and_the_rest_with_all(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An ASCII body fits several field orders: one MATCH line, all of them with --all."""
+    code, out = run(capsys, "verify", "--body", NOTIFY_BODY, "--public-test-key")
+    assert 0 == code
+    assert 1 == out.count("MATCH:")
+    assert "MATCH: field order of PageNotify" in out  # its own type comes first
+    assert "other readings match too; --all lists them" in out
+
+    code, every = run(capsys, "verify", "--body", NOTIFY_BODY, "--public-test-key", "--all")
+    assert 0 == code
+    assert every.count("MATCH:") > 1
+
+
+def test_no_match_shows_what_the_key_gives(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With another key: NO MATCH, the signKey named first, and the hmac each reading gives."""
+    other_key = "another-merchant-key-0123456789"
+    monkeypatch.setenv("CMPAY_SIGN_KEY", other_key)
+    body, source = _chinese_request("utf-8")
+
+    code, out = run(capsys, "verify", "DirectPayConfirm", "--body", body)
+
+    assert 1 == code
+    assert "NO MATCH" in out
+    assert "another signKey (check it first" in out
+    assert f"{_reference_hmac(other_key, source.encode('utf-8'))}  form-decoded UTF-8" in out
+    assert f"{_reference_hmac(other_key, source.encode('gbk'))}  form-decoded UTF-8" in out
+    assert other_key not in out
+
+
+def test_sign_compares_with_the_hmac_in_the_body(capsys: pytest.CaptureFixture[str]) -> None:
+    """`cmpay sign` on a signed body says whether its hmac is the one it computes."""
+    body, _ = _chinese_request("utf-8")
+    code, out = run(capsys, "sign", "DirectPayConfirm", "--body", body, "--public-test-key")
+    assert 0 == code
+    assert "the body's hmac: MATCHES" in out
+
+    gbk_body, _ = _chinese_request("gbk")
+    code, out = run(capsys, "sign", "DirectPayConfirm", "--body", gbk_body, "--public-test-key")
+    assert 0 == code
+    assert "DIFFERS" in out
