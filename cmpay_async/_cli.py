@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
     sandbox.add_argument("--port", type=int, default=8800, help="port (default 8800, 0 = free)")
     sandbox.add_argument(
+        "--base-url",
+        help="the address buyers reach the cashier at, for pay links (default http://HOST:PORT)",
+    )
+    sandbox.add_argument(
         "--minute-seconds",
         type=float,
         default=1.0,
@@ -401,12 +405,12 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     from ._serve import _uvicorn
 
     uvicorn = _uvicorn()
-    app = Sandbox(clock=SandboxClock(args.minute_seconds))
     if args.port == 0:  # choose the free port now, so that the endpoint printed is real
         with socket.socket() as probe:
             probe.bind((args.host, 0))
             args.port = probe.getsockname()[1]
     base = f"http://{args.host}:{args.port}"
+    app = Sandbox(clock=SandboxClock(args.minute_seconds), base_url=args.base_url or base)
     print("cmpay-async sandbox gateway")
     print(f"  merchant id : {PUBLIC_TEST_MERCHANT}")
     print("  signKey     : the vendor's public test signKey, not a secret:")

@@ -379,6 +379,30 @@ def escaped_readings(schema: Schema, fields: Mapping[str, str]) -> list[dict[str
     return readings
 
 
+#: What ``quote(text, safe="")`` makes of text that needed escaping: escapes and unreserved
+#: ASCII only, at least one escape.
+_STRICT_ESCAPE = re.compile(r"[A-Za-z0-9_.~-]*(?:%[0-9A-Fa-f]{2}[A-Za-z0-9_.~-]*)+")
+
+
+def readable(schema: Schema, reading: dict[str, str]) -> dict[str, str]:
+    """The verified ``reading`` with each Chinese-capable field that is still a strict
+    percent-encoding of UTF-8 text decoded (the gateway escaped it and signed the escaped
+    text, which is how the vendor's demos verify it): a function of the signed text alone."""
+    out = reading
+    for name in _escaped_names(schema):
+        value = reading.get(name, "")
+        if "%" not in value or not _STRICT_ESCAPE.fullmatch(value):
+            continue  # not escaped as quote() escapes: the text as signed
+        try:
+            decoded = unquote(value, errors="strict")
+        except UnicodeDecodeError:
+            continue
+        if out is reading:
+            out = dict(reading)
+        out[name] = decoded
+    return out
+
+
 def _escaped_names(schema: Schema) -> tuple[str, ...]:
     return schema.plan("escaped", lambda s: tuple(f.wire for f in s.fields if f.utf8_escaped))
 

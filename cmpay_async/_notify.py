@@ -90,12 +90,15 @@ def _check_shape(payload: bytes | str) -> None:
 
 
 def build_notification(
-    kind: str, values: Mapping[str, object], *, signer: Signer
+    kind: str, values: Mapping[str, object], *, signer: Signer, escape_chinese: bool = False
 ) -> dict[str, str]:
     """Signed wire fields of a notification from typed values keyed by attribute name.
 
     The gateway's side of ``verify_notification``: used by the sandbox and by
-    ``cmpay_async.testing.sign_notification``.
+    ``cmpay_async.testing.sign_notification``. ``escape_chinese`` percent-encodes the
+    Chinese-capable fields (UTF-8) before signing, as some gateway deployments do: the hmac
+    then covers the escaped text, which is what the vendor's PHP and Java demos verify after
+    their one form decode; ``verify_notification`` accepts it and returns the decoded text.
     """
     if kind not in _MODELS:
         raise ConfigurationError(f"kind must be PageNotify or OfflineNotify, not {kind!r}")
@@ -103,6 +106,10 @@ def build_notification(
     fields, problems = wire_fields(schema, {**values, "sign_type": signer.sign_type})
     if problems:
         raise ValidationError(problems)
+    if escape_chinese:
+        for field in schema.fields:
+            if field.utf8_escaped and fields.get(field.wire):
+                fields[field.wire] = quote(fields[field.wire], safe="")
     cert = schema.cert_field
     if cert is not None and not fields[cert.wire]:
         # RSA payloads carry the signer's certificate ("此项必输"); verifiers never use it.
@@ -112,24 +119,11 @@ def build_notification(
 
 
 def encode_notification(
-    kind: str,
-    fields: Mapping[str, str],
-    *,
-    charset: CharacterSet = CharacterSet.UTF8,
-    escape_chinese: bool = False,
+    kind: str, fields: Mapping[str, str], *, charset: CharacterSet = CharacterSet.UTF8
 ) -> bytes:
-    """The form body the gateway posts for a notification.
-
-    ``escape_chinese`` percent-encodes the Chinese-capable fields once more before the form
-    encoding, as some gateway deployments do; verification accepts both.
-    """
+    """The form body the gateway posts for a notification, in ``charset``."""
     schema = REGISTRY[kind]
-    values = dict(fields)
-    if escape_chinese:
-        for field in schema.fields:
-            if field.utf8_escaped and values.get(field.wire):
-                values[field.wire] = quote(values[field.wire], safe="")
-    return encode_form(((f.wire, values.get(f.wire, "")) for f in schema.fields), charset)
+    return encode_form(((f.wire, fields.get(f.wire, "")) for f in schema.fields), charset)
 
 
 @attrs.frozen(kw_only=True)

@@ -14,6 +14,7 @@ from ._codec import (
     decode_payload,
     encode_form,
     escaped_readings,
+    readable,
     typed_values,
     wire_plan,
     wire_value,
@@ -262,7 +263,7 @@ def verify_fields(schema: Schema, fields: Mapping[str, str], verifier: Verifier)
             verifier.verify(source_of(schema, reading), signature)
         except SignatureError:
             continue
-        return reading
+        return readable(schema, reading)
     raise SignatureError("signature does not match", field=schema.signature_field.wire)
 
 

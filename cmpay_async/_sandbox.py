@@ -55,6 +55,10 @@ PUBLIC_TEST_KEY = "8Fb5j7RAYj4Dw3s6bZ11hVynY9oyx0LHdTz3Xww8xmNsfzGd1qABCerSz0ZRX
 #: Minutes between the 8 OfflineNotify attempts (section 8.1): about 24.3 hours in all.
 OFFLINE_GAPS_MINUTES = (1, 5, 10, 60, 120, 360, 900)
 
+#: Pay links of a sandbox not served over TCP: a host that can never resolve (RFC 2606), so
+#: that no link of an in-process sandbox leads to the real gateway.
+SANDBOX_BASE_URL = "http://cmpay-sandbox.invalid"
+
 #: A code of the sandbox's own, for a broken rule the appendix gives no code for.
 SANDBOX_INVALID = "SBX01000"
 
@@ -179,6 +183,11 @@ class SandboxOrder:
     attempts: list[NotifyAttempt] = attrs.field(factory=list)
 
     @property
+    def charset(self) -> CharacterSet:
+        """The order's ``characterSet``: its notifications are encoded in it (GBK if empty)."""
+        return CharacterSet(self.fields.get("characterSet") or CharacterSet.GBK.value)
+
+    @property
     def amount(self) -> int:
         """Order amount in fen."""
         return int(self.fields["amount"])
@@ -247,7 +256,11 @@ class Sandbox:
         clock: SandboxClock | None = None,
         notify_transport: httpx.AsyncBaseTransport | None = None,
         now: Callable[[], dt.datetime] | None = None,
+        base_url: str = SANDBOX_BASE_URL,
     ) -> None:
+        #: Where the sandbox's cashier is reached: pay links point here, whatever Host a
+        #: client sent. Serving it over TCP sets the real address.
+        self.base_url = base_url.rstrip("/")
         self.merchants: dict[str, Merchant] = {}
         for merchant in merchants or [Merchant.md5(PUBLIC_TEST_MERCHANT, PUBLIC_TEST_KEY)]:
             self.merchants[merchant.merchant_id] = merchant
@@ -386,8 +399,9 @@ class Sandbox:
         kind = "PageNotify" if page else "OfflineNotify"
         status: int | None = None
         try:
+            content_type = f"application/x-www-form-urlencoded; charset={order.charset.http_name}"
             response = await self._http.post(
-                url, content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+                url, content=body, headers={"content-type": content_type}
             )
         except httpx.HTTPError as exc:
             answer, content = type(exc).__name__, b""
@@ -445,7 +459,7 @@ class Sandbox:
             status, raw = faults.raw_answer
             await respond(send, status, raw, "text/html; charset=UTF-8")
             return
-        answer = self._handle(request.body, request.base_url, faults)
+        answer = self._handle(request.body, self.base_url, faults)
         if faults.drop_after_processing:
             await send(
                 {
@@ -551,7 +565,7 @@ class Sandbox:
         params = dict(request.query)
         if request.method == "POST":
             params.update(decode_payload(request.body, form=True) if request.body.strip() else {})
-        order = self.sessions.get(params.get("sessionId", ""))
+        order = self.sessions.get(_session_id(params))
         if order is None:
             await respond(
                 send, 404, _page("CMPay sandbox", "<p>Unknown or expired session.</p>"), _HTML
@@ -583,7 +597,7 @@ class Sandbox:
 
     async def _pay_page(self, request: Request, send: Send) -> None:
         form = decode_payload(request.body, form=True) if request.body.strip() else {}
-        order = self.sessions.get(form.get("sessionId", ""))
+        order = self.sessions.get(_session_id(form))
         if order is None or order.state != "pending":
             await respond(send, 409, _page("CMPay sandbox", "<p>Nothing to pay.</p>"), _HTML)
             return
@@ -596,7 +610,7 @@ class Sandbox:
             await respond(send, 200, _page("CMPay sandbox", body), _HTML)
             return
         if faults.page_at_once:
-            page_body = encode_notification("PageNotify", page_fields, charset=CharacterSet.UTF8)
+            page_body = encode_notification("PageNotify", page_fields, charset=order.charset)
             self._schedule(order, offline_body, faults, page_body)
             body = "<p>Paid. (The sandbox posts the PageNotify itself, as asked.)</p>"
             await respond(send, 200, _page("CMPay sandbox", body), _HTML)
@@ -617,15 +631,23 @@ class Sandbox:
             for k, v in page_fields.items()
         )
         action = html.escape(order.fields["callbackUrl"], quote=True)
+        # The page, and so the browser's form post, is in the order's charset.
+        charset = order.charset.http_name
         body = (
-            f'<form id="notify" method="post" action="{action}">{inputs}'
+            f'<form id="notify" method="post" action="{action}" accept-charset="{charset}">'
+            f"{inputs}"
             '<noscript><button type="submit">Return to the shop</button></noscript></form>'
             '<script>document.getElementById("notify").submit()</script>'
         )
-        await respond(send, 200, _page("Returning to the shop", body), _HTML)
+        page = _page("Returning to the shop", body, charset=order.charset)
+        await respond(send, 200, page, f"text/html; charset={charset}")
 
     def settle(self, order: SandboxOrder, *, paid: bool) -> tuple[dict[str, str], bytes]:
-        """Mark an order paid or failed; return PageNotify fields and the OfflineNotify body."""
+        """Mark an order paid or failed; return PageNotify fields and the OfflineNotify body.
+
+        The body is encoded in the order's ``characterSet`` (GBK when it was empty), as the
+        vendor's notify pages expect; the signature covers the decoded text either way.
+        """
         now = self._now().astimezone(CHINA_TZ)
         order.state = "paid" if paid else "failed"
         order.pay_no = f"{now:%Y%m%d}{next(self._pay_numbers):010d}"
@@ -634,7 +656,7 @@ class Sandbox:
         values = _outcome_values(order, "PageNotify")
         page = build_notification("PageNotify", values, signer=merchant.signer)
         offline = build_notification("OfflineNotify", values, signer=merchant.signer)
-        return page, encode_notification("OfflineNotify", offline, charset=CharacterSet.UTF8)
+        return page, encode_notification("OfflineNotify", offline, charset=order.charset)
 
 
 def _outcome_values(order: SandboxOrder, message: str) -> dict[str, Any]:
@@ -647,7 +669,7 @@ def _outcome_values(order: SandboxOrder, message: str) -> dict[str, Any]:
     values: dict[str, Any] = {
         f.attr: order.fields.get(request.by_attr[f.attr].wire, "")
         for f in REGISTRY[message].fields
-        if f.attr in request.by_attr and f.choices is None and f.signed
+        if f.attr in request.by_attr and f.choices is None and f.signed and f.wire != "type"
     }
     paid = order.state == "paid"
     # The document does not say how a pending order is reported: the sandbox says PENDING.
@@ -687,7 +709,8 @@ def _answer(
 ) -> bytes:
     """A signed answer echoing the request's protocol fields; ``business`` by attribute."""
     row = RETURN_CODES.get(code)
-    message = "成功" if code in SUCCESS_CODES else (row.chinese if row else "交易失败")
+    # The vendor's success samples say SUCCESS (PROTOCOL.md section 3).
+    message = "SUCCESS" if code in SUCCESS_CODES else (row.chinese if row else "交易失败")
     if problem is not None:
         message = f"{message} ({problem})"
     fields = {f.wire: request.get(f.wire, "") for f in schema.fields if f.signed}
@@ -714,6 +737,14 @@ def _break_signature(body: bytes) -> bytes:
     return head + sep + flipped + signature[1:]
 
 
+def _session_id(params: Mapping[str, str]) -> str:
+    # The vendor's PHP demo posts SESSIONID=, the document sessionId=: any letter case.
+    for name, value in params.items():
+        if name.lower() == "sessionid":
+            return value
+    return ""
+
+
 def _mask(user_token: str) -> str:
     # The gateway reports the payer's phone as its first three and last four digits.
     if len(user_token) == 11 and user_token.isdigit():
@@ -733,10 +764,12 @@ def _charset_of(body: bytes) -> str:
     return CharacterSet.GBK.codec  # the document's default when empty
 
 
-def _page(title: str, body: str, *, mobile: bool = False) -> bytes:
+def _page(
+    title: str, body: str, *, mobile: bool = False, charset: CharacterSet = CharacterSet.UTF8
+) -> bytes:
     viewport = '<meta name="viewport" content="width=device-width">' if mobile else ""
     return (
-        f'<!DOCTYPE html><html><head><meta charset="utf-8">{viewport}'
+        f'<!DOCTYPE html><html><head><meta charset="{charset.http_name}">{viewport}'
         f"<title>{html.escape(title)}</title></head>"
         f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
-    ).encode()
+    ).encode(charset.codec, "xmlcharrefreplace")

@@ -47,13 +47,17 @@ def serve_in_thread(
         target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn:{bound}", daemon=True
     )
     thread.start()
+    url = f"http://{host}:{bound}"
+    # A sandbox served here hands out pay links on this address (unless told another).
+    if getattr(app, "base_url", None) == "http://cmpay-sandbox.invalid":
+        app.base_url = url
     try:
         deadline = time.monotonic() + 15
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the server on {host}:{bound} did not start")
             time.sleep(0.005)  # waiting for start-up, not measuring anything
-        yield f"http://{host}:{bound}"
+        yield url
     finally:
         server.should_exit = True
         thread.join(timeout=15)

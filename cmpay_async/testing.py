@@ -85,5 +85,5 @@ def sign_notification(
         values["amount_items"] = AmountItems(cash=fields["amount"])
     values.update(fields)
     signer = signer or Md5Signer(PUBLIC_TEST_KEY)
-    wire = build_notification(kind, values, signer=signer)
-    return encode_notification(kind, wire, charset=charset, escape_chinese=escape_chinese)
+    wire = build_notification(kind, values, signer=signer, escape_chinese=escape_chinese)
+    return encode_notification(kind, wire, charset=charset)

@@ -180,10 +180,16 @@ def test_chinese_fields_verify_once_or_twice_encoded(charset: CharacterSet, esca
 
 
 def test_literal_percent_text_falls_back_to_value_as_received() -> None:
-    """A signed value that itself looks percent-encoded verifies as received."""
-    body = sign_notification(reserved1="%E4%B8%AD")
+    """A signed value that is a strict UTF-8 escape reads decoded: the gateway's escaping.
 
-    assert "%E4%B8%AD" == verify_notification(body, verifier=VERIFIER).reserved1
+    With ``escape_chinese`` the gateway signs the escaped text (the vendor's demos verify
+    it so), so a signed ``%E4%B8%AD`` is the gateway's escape of 中; any other signed text
+    that merely contains '%' stays as received.
+    """
+    body = sign_notification(reserved1="%E4%B8%AD", reserved2="100%")
+
+    note = verify_notification(body, verifier=VERIFIER)
+    assert ("中", "100%") == (note.reserved1, note.reserved2)
 
 
 @pytest.mark.parametrize("escaped", ["%25FF%25FE", "%25E4%25B8", "%2", "%%41"])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
-from cmpay_async.testing import PUBLIC_TEST_KEY
+from cmpay_async._serve import serve_in_thread
+from cmpay_async.testing import PUBLIC_TEST_KEY, Sandbox
 
 from .readme import examples, run_examples
 
@@ -12,13 +14,18 @@ from .readme import examples, run_examples
 def test_client_example_prints_a_cashier_redirect(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The example places an order on the sandbox and prints the cashier URL."""
+    """The example places an order on the sandbox over TCP and prints a link that opens."""
     monkeypatch.setenv("CMPAY_SIGN_KEY", PUBLIC_TEST_KEY)
+    with serve_in_thread(Sandbox()) as url:
+        monkeypatch.setenv("CMPAY_ENDPOINT", f"{url}/ips/cmpayService")
 
-    run_examples("client")
+        run_examples("client")
 
-    printed = capsys.readouterr().out.strip()
-    assert printed.startswith("https://ipos.10086.cn/ips/FormTrans3?sessionId=")
+        printed = capsys.readouterr().out.strip()
+        assert printed.startswith(f"{url}/ips/FormTrans3?sessionId=")
+        cashier = httpx.get(printed)
+    assert 200 == cashier.status_code
+    assert "¥12.50" in cashier.text
 
 
 def test_client_example_is_short() -> None:
