@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -74,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
     sandbox = commands.add_parser("sandbox", help="serve the sandbox gateway over HTTP")
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
     sandbox.add_argument("--port", type=int, default=8800, help="port (default 8800, 0 = free)")
+    sandbox.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="arm a fault at start, e.g. fail_next=IPS0008, delay_next=2, drop_next; "
+        "later ones by POST /_sandbox/faults",
+    )
     sandbox.add_argument(
         "--base-url",
         help="the address buyers reach the cashier at, for pay links (default http://HOST:PORT)",
@@ -410,17 +420,52 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
             probe.bind((args.host, 0))
             args.port = probe.getsockname()[1]
     base = f"http://{args.host}:{args.port}"
-    app = Sandbox(clock=SandboxClock(args.minute_seconds), base_url=args.base_url or base)
+    app = Sandbox(
+        clock=SandboxClock(args.minute_seconds),
+        base_url=args.base_url or base,
+        on_attempt=_print_attempt,
+    )
+    try:
+        armed = app.arm(dict(_fault_argument(item) for item in args.fault))
+    except ValueError as exc:
+        raise ConfigurationError(f"--fault: {exc}") from None
     print("cmpay-async sandbox gateway")
     print(f"  merchant id : {PUBLIC_TEST_MERCHANT}")
     print("  signKey     : the vendor's public test signKey, not a secret:")
     print("                cmpay_async.testing.PUBLIC_TEST_KEY, or --public-test-key in sign")
     print(f"  endpoint    : {base}/ips/cmpayService   (CmpayClient(endpoint=...))")
     print(f"  orders      : {base}/_sandbox/orders")
+    print(f'  faults      : POST {base}/_sandbox/faults  {{"fail_next": "IPS0008"}}')
+    if armed:
+        print(f"  armed       : {', '.join(armed)}")
     print(f"  time        : one gateway minute = {args.minute_seconds:g} s")
     sys.stdout.flush()
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", lifespan="on")
     return 0
+
+
+def _fault_argument(item: str) -> tuple[str, object]:
+    """``NAME`` (a flag), ``NAME=VALUE`` (JSON if it parses, else the text)."""
+    name, sep, text = item.partition("=")
+    if not sep:
+        return name, True
+    try:
+        return name, json.loads(text)
+    except ValueError:
+        return name, text
+
+
+def _print_attempt(order: Any, attempt: Any) -> None:
+    """The CLI sandbox's line per notification attempt, as it is answered."""
+    answer = f"HTTP {attempt.status} {attempt.answer!r}" if attempt.status else attempt.answer
+    flags = "".join(
+        f" ({name})" for name in ("duplicate", "forged") if getattr(attempt, name, False)
+    )
+    print(
+        f"notify {attempt.kind} orderId={order.order_id} attempt {attempt.attempt}{flags} "
+        f"at minute {attempt.minute:g}: {answer}",
+        flush=True,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -237,10 +237,6 @@ class NotifyFaults:
     page_at_once: bool = False
 
 
-class _Dropped(Exception):
-    """Raised inside the app to cut a connection after a partial answer."""
-
-
 class Sandbox:
     """A simulated CMPay gateway as an ASGI application.
 
@@ -257,10 +253,13 @@ class Sandbox:
         notify_transport: httpx.AsyncBaseTransport | None = None,
         now: Callable[[], dt.datetime] | None = None,
         base_url: str = SANDBOX_BASE_URL,
+        on_attempt: Callable[[SandboxOrder, NotifyAttempt], object] | None = None,
     ) -> None:
         #: Where the sandbox's cashier is reached: pay links point here, whatever Host a
         #: client sent. Serving it over TCP sets the real address.
         self.base_url = base_url.rstrip("/")
+        #: Called with each notification attempt as it is answered (the CLI prints them).
+        self.on_attempt = on_attempt
         self.merchants: dict[str, Merchant] = {}
         for merchant in merchants or [Merchant.md5(PUBLIC_TEST_MERCHANT, PUBLIC_TEST_KEY)]:
             self.merchants[merchant.merchant_id] = merchant
@@ -325,6 +324,19 @@ class Sandbox:
     def lose_next_notifications(self) -> None:
         """Lose every notification of the next payment: only reconciliation can find it."""
         self.notify_faults.lost = True
+
+    def arm(self, faults: Mapping[str, object]) -> list[str]:
+        """Arm faults by name, as ``POST /_sandbox/faults`` and ``cmpay sandbox --fault`` do.
+
+        Keys are the fault methods' names; values their argument (``{"fail_next":
+        "IPS0008", "delay_next": 2.5, "drop_next": true, "answer_next": {"status": 500,
+        "body": "..."}, "duplicate_next_notification": {"times": 10, "concurrent": true}}``).
+        Every key is checked before any is armed: a ``ValueError`` names the first bad one.
+        """
+        calls = [_fault_call(name, value) for name, value in faults.items()]
+        for name, args, kwargs in calls:
+            getattr(self, name)(*args, **kwargs)
+        return [name for name, _, _ in calls]
 
     # -- background delivery ------------------------------------------------------------------
 
@@ -408,11 +420,12 @@ class Sandbox:
         else:
             status, content = response.status_code, response.content
             answer = content[:64].decode("utf-8", "replace")
-        order.attempts.append(
-            NotifyAttempt(
-                kind=kind, attempt=attempt, minute=minute, status=status, answer=answer, **flags
-            )
+        record = NotifyAttempt(
+            kind=kind, attempt=attempt, minute=minute, status=status, answer=answer, **flags
         )
+        order.attempts.append(record)
+        if self.on_attempt is not None:
+            self.on_attempt(order, record)
         return content == b"SUCCESS" and not flags and not page
 
     # -- ASGI -----------------------------------------------------------------------------------
@@ -432,12 +445,26 @@ class Sandbox:
             await self._cashier(request, send)
         elif route == ("POST", "/ips/FormTrans3/pay"):
             await self._pay_page(request, send)
+        elif route == ("POST", "/_sandbox/faults"):
+            await self._faults_endpoint(request, send)
         elif route == ("GET", "/_sandbox/orders"):
             data = [o.to_json() for o in self.orders.values()]
             body = json.dumps(data, ensure_ascii=False, indent=1).encode()
             await respond(send, 200, body, "application/json")
         else:
             await respond(send, 404, b"not found")
+
+    async def _faults_endpoint(self, request: Request, send: Send) -> None:
+        try:
+            faults = json.loads(request.body or b"{}")
+            if not isinstance(faults, dict):
+                raise ValueError("the body must be a JSON object of fault names")
+            armed = self.arm(faults)
+        except ValueError as exc:  # JSONDecodeError included
+            body = json.dumps({"error": str(exc), "faults": sorted(_FAULTS)}).encode()
+            await respond(send, 400, body, "application/json")
+            return
+        await respond(send, 200, json.dumps({"armed": armed}).encode(), "application/json")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -469,7 +496,11 @@ class Sandbox:
                 }
             )
             await send({"type": "http.response.body", "body": answer[:10], "more_body": True})
-            raise _Dropped("connection cut by fault injection")
+            # What httpx raises over TCP when this happens: a client on httpx.ASGITransport
+            # sees the same TransportError(maybe_sent=True), not a class of the sandbox's.
+            raise httpx.RemoteProtocolError(
+                "peer closed connection without sending complete message body (sandbox fault)"
+            )
         await respond(send, 200, answer, "text/plain; charset=UTF-8")
 
     def _handle(self, body: bytes, base: str, faults: Faults) -> bytes:
@@ -735,6 +766,55 @@ def _break_signature(body: bytes) -> bytes:
     head, sep, signature = body.rpartition(b"hmac=")
     flipped = b"0" if signature[:1] != b"0" else b"1"
     return head + sep + flipped + signature[1:]
+
+
+#: The faults reachable by name, and how their value becomes the method's arguments:
+#: ``flag`` (true to arm), ``one`` (the single argument), ``keywords`` (a JSON object).
+_FAULTS: Mapping[str, str] = {
+    "fail_next": "one",
+    "answer_next": "keywords",
+    "tamper_next": "flag",
+    "delay_next": "one",
+    "drop_next": "flag",
+    "forge_next_notification": "flag",
+    "duplicate_next_notification": "keywords",
+    "lose_next_notifications": "flag",
+    "race_next_page_notify": "flag",
+}
+
+
+def _fault_call(name: str, value: object) -> tuple[str, tuple[object, ...], dict[str, Any]]:
+    """The method call a named fault stands for; ``ValueError`` for anything else."""
+    shape = _FAULTS.get(name)
+    if shape is None:
+        raise ValueError(f"unknown fault {name!r}; known: {', '.join(_FAULTS)}")
+    if shape == "flag":
+        if value is not True:
+            raise ValueError(f"{name}: give true to arm it")
+        return name, (), {}
+    if shape == "one":
+        if name == "fail_next" and not (isinstance(value, str) and value):
+            raise ValueError('fail_next: give a return code such as "IPS0008"')
+        if name == "delay_next" and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+        ):
+            raise ValueError("delay_next: give seconds, a number from 0")
+        return name, (value,), {}
+    if name == "duplicate_next_notification" and isinstance(value, int):
+        value = {"times": value}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}: give a JSON object of its arguments")
+    if name == "answer_next":
+        status, body = value.get("status"), value.get("body", "")
+        if not isinstance(status, int) or isinstance(status, bool) or not isinstance(body, str):
+            raise ValueError('answer_next: give {"status": <int>, "body": "<text>"}')
+        return name, (status, body.encode()), {}
+    times, concurrent = value.get("times", 1), value.get("concurrent", False)
+    if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+        raise ValueError("duplicate_next_notification: times must be a positive integer")
+    if not isinstance(concurrent, bool) or set(value) - {"times", "concurrent"}:
+        raise ValueError('duplicate_next_notification: give {"times": n, "concurrent": bool}')
+    return name, (times,), {"concurrent": concurrent}
 
 
 def _session_id(params: Mapping[str, str]) -> str:

@@ -104,7 +104,7 @@ async def test_every_failure_after_processing_says_maybe_sent(
         sandbox.tamper_next()
         transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=sandbox)
     elif fault == "drop":
-        sandbox.drop_next()  # in-process this leaked the sandbox's private _Dropped
+        sandbox.drop_next()
         transport = httpx.ASGITransport(app=sandbox)
     else:
         bodies = {"html": b"<html>busy</html>", "empty": b"", "too-large": b"x" * 70_000}
