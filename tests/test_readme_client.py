@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import anyio
 import httpx
 import pytest
 
+from cmpay_async import Order
 from cmpay_async._serve import serve_in_thread
 from cmpay_async.testing import PUBLIC_TEST_KEY, Sandbox
 
+from .helpers import make_client
 from .readme import examples, run_examples
 
 
@@ -62,3 +65,28 @@ def test_blocking_example_places_an_order_once(monkeypatch: pytest.MonkeyPatch) 
     assert namespace["first"].created
     assert not namespace["again"].created
     assert namespace["client"].closed
+
+
+def test_hooks_example_prints_each_attempt(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's hooks, on a client of the sandbox: one line per attempt's end."""
+    namespace = run_examples("hooks")
+    assert namespace["client"].on_request_end is namespace["ended"]
+
+    async def pay() -> None:
+        async with make_client(
+            httpx.ASGITransport(app=Sandbox()),
+            on_request_start=namespace["started"],
+            on_request_end=namespace["ended"],
+            on_in_doubt=namespace["in_doubt"],
+        ) as client:
+            order = Order(
+                amount=100,
+                order_id="HOOKS1",
+                product_name="T",
+                callback_url="https://shop.example/r",
+                notify_url="https://shop.example/n",
+            )
+            await client.create_payment(order, ip_address="203.0.113.7")
+
+    anyio.run(pay)
+    assert "create_payment 1 success 000000" == capsys.readouterr().out.strip()
