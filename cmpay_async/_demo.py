@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import anyio
 import httpx
@@ -32,7 +33,7 @@ from ._signing import Md5Signer
 __all__ = ["DemoShop", "run_demo"]
 
 _INPUT = re.compile(r'<input type="hidden" name="([^"]*)" value="([^"]*)">')
-_ACTION = re.compile(r'<form id="notify" method="post" action="([^"]*)">')
+_ACTION = re.compile(r'<form id="notify" method="post" action="([^"]*)"[^>]*>')
 
 
 class Timeline:
@@ -152,7 +153,13 @@ async def _flow(gateway: str, shop_url: str, shop: DemoShop, timeline: Timeline)
         if action is None:
             timeline.add("browser: no PageNotify form in the cashier's answer", ok=False)
             return
-        back = await browser.post(html.unescape(action.group(1)), data=fields)
+        # A browser posts the form in the page's charset (the order's characterSet).
+        charset = done.charset_encoding or "utf-8"
+        back = await browser.post(
+            html.unescape(action.group(1)),
+            content=urlencode(fields, encoding=charset),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
         timeline.add(f"browser: returned to the shop (HTTP {back.status_code})", ok=back.is_success)
         # The gateway keeps retrying until it records an exact SUCCESS: follow its record.
         with anyio.fail_after(30):

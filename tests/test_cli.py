@@ -318,3 +318,12 @@ def test_sign_compares_with_the_hmac_in_the_body(capsys: pytest.CaptureFixture[s
     code, out = run(capsys, "sign", "DirectPayConfirm", "--body", gbk_body, "--public-test-key")
     assert 0 == code
     assert "DIFFERS" in out
+
+
+def test_demo_verifies_every_step(capsys: pytest.CaptureFixture[str]) -> None:
+    """`cmpay demo` in-process (the fresh-venv run is an integration test): all steps pass."""
+    code, out = run(capsys, "demo")
+
+    assert 0 == code, out
+    assert "OK: every step verified" in out
+    assert "PageNotify verified in the buyer's browser post" in out
