@@ -12,6 +12,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -34,6 +35,15 @@ CREATE TABLE IF NOT EXISTS cmpay_events (
 """
 
 
+def _close_own(connections: list[tuple[int, sqlite3.Connection]], lock: threading.Lock) -> None:
+    """Close (and forget) the connections of this process; a forked child's are its parent's."""
+    with lock:
+        held, connections[:] = list(connections), []
+    for pid, connection in held:
+        if pid == os.getpid():
+            connection.close()
+
+
 class SqliteStore:
     """A store in an SQLite file (made with its table on first use)."""
 
@@ -44,6 +54,9 @@ class SqliteStore:
         self._setup = threading.Lock()
         self._local = threading.local()
         self._connections: list[tuple[int, sqlite3.Connection]] = []
+        # A store dropped without close() still closes its connections (Python 3.13 warns
+        # about each unclosed one); the finalizer holds the list, not the store.
+        weakref.finalize(self, _close_own, self._connections, self._setup)
 
     def _connection(self) -> sqlite3.Connection:
         held: tuple[int, sqlite3.Connection] | None = getattr(self._local, "held", None)
@@ -58,11 +71,7 @@ class SqliteStore:
 
     def close(self) -> None:
         """Close the connections this process opened (threads open new ones on next use)."""
-        with self._setup:
-            connections, self._connections = self._connections, []
-        for pid, connection in connections:
-            if pid == os.getpid():
-                connection.close()
+        _close_own(self._connections, self._setup)
         self._local = threading.local()
 
     def _connect(self) -> sqlite3.Connection:
