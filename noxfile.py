@@ -1,4 +1,5 @@
-"""Development tasks: ``nox`` runs tests, lint and mypy; ``nox -s bench`` runs benchmarks."""
+"""Development tasks: ``nox`` runs the tests (on every supported Python), the integration
+tests, lint, mypy and the release build check; ``nox -s bench`` runs the benchmarks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "integration", "lint", "mypy"]
+nox.options.sessions = ["tests", "integration", "lint", "mypy", "build"]
 nox.options.reuse_existing_virtualenvs = True
 # uv builds the environments in seconds where it is installed; plain virtualenv otherwise.
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -89,3 +90,41 @@ def bench(session: nox.Session) -> None:
     """Run every benchmark in one process; results go to benchmarks/results.json."""
     session.install(".", *nox.project.dependency_groups(PYPROJECT, "bench"))
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build sdist and wheel, check them, install the wheel alone and run the demo from it."""
+    import tempfile
+    import zipfile
+
+    session.install("build>=1.2", "twine>=5")
+    dist = Path("dist")
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist))
+    artifacts = sorted(str(p) for p in dist.iterdir())
+    session.run("twine", "check", "--strict", *artifacts)
+    (wheel,) = dist.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    if "cmpay_async/py.typed" not in names:
+        session.error("the wheel has no cmpay_async/py.typed")
+    stray = [n for n in names if n.startswith(("tests/", "benchmarks/", "recipes/"))]
+    stray += [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
+    if stray:
+        session.error(f"the wheel carries files it should not: {stray[:5]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        venv = Path(tmp, "venv")
+        session.run("python", "-m", "venv", str(venv))
+        python = str(venv / "bin" / "python")
+        session.run(
+            python, "-m", "pip", "install", "-q", f"{wheel.resolve()}[sandbox]", external=True
+        )
+        expected = re.search(
+            r'__version__ = "([^"]+)"', Path("cmpay_async/_version.py").read_text()
+        )
+        # From a directory without the source tree, so only the installed wheel can answer.
+        session.chdir(tmp)
+        version = session.run(python, "-m", "cmpay_async", "--version", external=True, silent=True)
+        if expected is None or f"cmpay-async {expected.group(1)}" not in str(version):
+            session.error(f"--version printed {version!r}")
+        session.run(python, "-m", "cmpay_async", "demo", external=True)

@@ -1,7 +1,5 @@
 """cmpay-async: an asyncio SDK for China Mobile's CMPay gateway (DirectPayConfirm 2.0.0)."""
 
-from importlib.metadata import PackageNotFoundError, version
-
 from ._appendix import BANK_CODES, RETURN_CODES, SUCCESS_CODES, ReturnCode, explain_return_code
 from ._blocking import BlockingCmpayClient
 from ._client import (
@@ -74,11 +72,7 @@ from ._protocol import PreparedRequest, build_payment_request, parse_payment_res
 from ._reconcile import DEFAULT_SCHEDULE, PendingOrder
 from ._schema import REGISTRY, Field, Kind, Schema, schema_for
 from ._signing import Md5Signer, RsaSigner, RsaVerifier, Signer, Verifier, signing_source
-
-try:
-    __version__ = version("cmpay-async")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+from ._version import __version__
 
 __all__ = [
     "BANK_CODES",

@@ -24,6 +24,7 @@ from ._exceptions import CmpayError, ConfigurationError
 from ._sandbox import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
 from ._schema import REGISTRY, Schema
 from ._signing import Md5Signer, RsaSigner, RsaVerifier, Signer, Verifier, inner_digest, source_of
+from ._version import __version__
 
 __all__ = ["main"]
 
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cmpay", description="cmpay-async: CMPay sandbox, demo and signature debugger."
     )
+    parser.add_argument("--version", action="version", version=f"cmpay-async {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -327,3 +328,15 @@ def test_demo_verifies_every_step(capsys: pytest.CaptureFixture[str]) -> None:
     assert 0 == code, out
     assert "OK: every step verified" in out
     assert "PageNotify verified in the buyer's browser post" in out
+
+
+def test_version_comes_from_the_one_place(capsys: pytest.CaptureFixture[str]) -> None:
+    """`cmpay --version` prints what cmpay_async/_version.py says (the build reads it too)."""
+    written = re.search(r'__version__ = "([^"]+)"', (ROOT / "cmpay_async/_version.py").read_text())
+    assert written is not None
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+
+    assert 0 == done.value.code
+    assert f"cmpay-async {written.group(1)}" == capsys.readouterr().out.strip()
