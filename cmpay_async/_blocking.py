@@ -44,11 +44,22 @@ __all__ = ["BlockingCmpayClient"]
 T = TypeVar("T")
 
 
+def _loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _refuse_inside_a_loop() -> None:
     try:
         anyio.lowlevel.current_token()
     except RuntimeError:  # NoEventLoopError: the normal case, a plain thread
-        return
+        # A loop running in this thread outside any task (Playwright's sync API, a greenlet
+        # bridge) is missed above, and asyncio would refuse with a bare RuntimeError.
+        if not _loop_running_here():
+            return
     raise ConfigurationError(
         "BlockingCmpayClient was called from inside a running event loop, where waiting would "
         "block that loop: await the same method of CmpayClient instead "
@@ -127,11 +138,21 @@ class BlockingCmpayClient:
             loop = thread_loop.loop
             if loop.is_closed():
                 return
-            try:
-                loop.run_until_complete(self._client._pools.aclose_current())
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                loop.close()
+            if not _loop_running_here():
+                self._close_loop(loop)
+                return
+            # close() from a thread where a loop runs (a test under Playwright's sync API, an
+            # atexit hook inside a framework): asyncio would refuse to run ours here.
+            closer = threading.Thread(target=self._close_loop, args=(loop,), name="cmpay-close")
+            closer.start()
+            closer.join()
+
+    def _close_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            loop.run_until_complete(self._client._pools.aclose_current())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
     def _run(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
         _refuse_inside_a_loop()

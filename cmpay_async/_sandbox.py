@@ -850,6 +850,8 @@ def _page(
     viewport = '<meta name="viewport" content="width=device-width">' if mobile else ""
     return (
         f'<!DOCTYPE html><html><head><meta charset="{charset.http_name}">{viewport}'
+        # No favicon request: a browser would log the sandbox's 404 for it as an error.
+        '<link rel="icon" href="data:,">'
         f"<title>{html.escape(title)}</title></head>"
         f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
     ).encode(charset.codec, "xmlcharrefreplace")

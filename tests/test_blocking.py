@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import inspect
 import threading
@@ -150,6 +151,22 @@ def test_calling_it_inside_an_event_loop_is_refused(
 
     with pytest.raises(ConfigurationError, match="await the same method of CmpayClient"):
         anyio.run(misuse, backend=backend)
+    client.close()
+
+
+def test_a_loop_running_outside_any_task_is_refused_too(gateway: tuple[Sandbox, str]) -> None:
+    """Playwright's sync API marks a loop running in the thread with no task: a typed error,
+    not asyncio's bare RuntimeError (found driving the cashier in a browser)."""
+    _, url = gateway
+    client = blocking(url)
+    loop = asyncio.new_event_loop()
+    asyncio.events._set_running_loop(loop)  # what a greenlet-driven loop leaves in the thread
+    try:
+        with pytest.raises(ConfigurationError, match="await the same method of CmpayClient"):
+            client.query_order("X")
+    finally:
+        asyncio.events._set_running_loop(None)
+        loop.close()
     client.close()
 
 
