@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "integration", "lint", "mypy", "build"]
+nox.options.sessions = ["tests", "integration", "lint", "mypy", "docs", "build"]
 nox.options.reuse_existing_virtualenvs = True
 # uv builds the environments in seconds where it is installed; plain virtualenv otherwise.
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -90,6 +90,13 @@ def bench(session: nox.Session) -> None:
     """Run every benchmark in one process; results go to benchmarks/results.json."""
     session.install(".", *nox.project.dependency_groups(PYPROJECT, "bench"))
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into site/ with --strict (every page and link resolves)."""
+    session.install(".", *nox.project.dependency_groups(PYPROJECT, "docs"))
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs)
 
 
 @nox.session

@@ -1,4 +1,8 @@
-"""Read the README's marked code examples, so tests run exactly what users copy."""
+"""Read the marked code examples of README.md and docs/, so tests run exactly what users copy.
+
+A Python block is marked by an ``<!-- example: NAME -->`` line before it; names are unique
+across the README and every docs page.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,33 @@ import re
 from pathlib import Path
 from typing import Any
 
-README = Path(__file__).parent.parent / "README.md"
+ROOT = Path(__file__).parent.parent
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("**/*.md"))]
 _BLOCK = re.compile(r"<!-- example: ([\w-]+) -->\s*```python\n(.*?)```", re.DOTALL)
+_ANY_PYTHON = re.compile(r"^```python$", re.MULTILINE)
 
 
 def examples() -> dict[str, str]:
-    """Marked python blocks of README.md, by name."""
-    return dict(_BLOCK.findall(README.read_text("utf-8")))
+    """Marked python blocks of README.md and docs/, by name."""
+    found: dict[str, str] = {}
+    for page in PAGES:
+        for name, code in _BLOCK.findall(page.read_text("utf-8")):
+            if name in found:
+                raise AssertionError(f"example {name!r} is marked twice ({page.name})")
+            found[name] = code
+    return found
+
+
+def unmarked() -> list[str]:
+    """Pages whose python blocks are not all marked (a block no test runs), with counts."""
+    out = []
+    for page in PAGES:
+        text = page.read_text("utf-8")
+        blocks, marked = len(_ANY_PYTHON.findall(text)), len(_BLOCK.findall(text))
+        if blocks != marked:
+            out.append(f"{page.relative_to(ROOT)}: {blocks - marked} unmarked python block(s)")
+    return out
 
 
 def run_examples(*names: str) -> dict[str, Any]:
@@ -20,5 +44,5 @@ def run_examples(*names: str) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": "readme_example"}
     blocks = examples()
     for name in names:
-        exec(compile(blocks[name], f"README.md:{name}", "exec"), namespace)  # noqa: S102
+        exec(compile(blocks[name], f"{name}.md-example", "exec"), namespace)  # noqa: S102
     return namespace

@@ -63,6 +63,28 @@ async def test_starlette_handler(env: None) -> None:
         await check_handler(post, ns["CREDITED"])
 
 
+async def test_readme_quickstart_handler(env: None) -> None:
+    """The README's first-screen handler: SUCCESS for a signed notification, 400 for a forgery."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    ns = run_examples("readme-notify")
+    app = Starlette(routes=[Route("/cmpay/notify", ns["cmpay_notify"], methods=["POST"])])
+    body = sign_notification(order_id="Q1", amount=100)
+    forged = sign_notification(
+        order_id="Q2", amount=100, signer=Md5Signer("x-not-the-merchants-key")
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://s"
+    ) as http:
+        ok = await http.post("/cmpay/notify", content=body, headers=FORM)
+        again = await http.post("/cmpay/notify", content=body, headers=FORM)
+        bad = await http.post("/cmpay/notify", content=forged, headers=FORM)
+    assert [(200, b"SUCCESS"), (200, b"SUCCESS"), (400, b"FAIL")] == [
+        (r.status_code, r.content) for r in (ok, again, bad)
+    ]
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp runs on asyncio only
 async def test_aiohttp_handler(env: None, anyio_backend: str) -> None:
     """The aiohttp handler, on aiohttp's own test server."""

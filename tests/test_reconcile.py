@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from pathlib import Path
 
 import anyio
@@ -136,7 +135,12 @@ def test_the_client_offers_reconcile() -> None:
 
 
 async def test_queries_start_no_faster_than_the_rate_limit() -> None:
-    """per_second=100: consecutive queries start at least 10 ms apart (the loop's clock)."""
+    """per_second=100: the i-th query starts no sooner than (i - 1) x 10 ms after the first.
+
+    Measured where requests reach the transport, so each start may lag its slot a little
+    (scheduling); one slot of slack absorbs that without letting a missing limit pass (15
+    unlimited queries start within a few ms).
+    """
     sandbox = Sandbox()
     inner = httpx.ASGITransport(app=sandbox)
     starts: list[float] = []
@@ -155,8 +159,8 @@ async def test_queries_start_no_faster_than_the_rate_limit() -> None:
 
     assert 15 == len(results)
     assert all(r.state is OrderState.NOT_FOUND for r in results)
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.0099
+    late = [i for i, t in enumerate(starts) if t - starts[0] < (i - 1) * 0.01 - 1e-4]
+    assert [] == late
 
 
 def test_cmpay_reconcile_prints_one_line_per_order(
