@@ -23,6 +23,8 @@ from cmpay_async._codec import _MODEL_SCHEMAS, encode_form, typed_values
 from cmpay_async._enums import CharacterSet
 from cmpay_async._validate import check_fields
 
+from .helpers import load_vectors
+
 PACKAGE = Path(__file__).parent.parent / "cmpay_async"
 WIRE_NAMES = frozenset(f.wire for s in REGISTRY.values() for f in s.fields)
 
@@ -79,6 +81,15 @@ def test_notification_model_holds_every_signed_field() -> None:
     signed_attrs = {f.attr for f in REGISTRY["PageNotify"].fields if f.signed}
 
     assert signed_attrs == {a.name for a in attrs.fields(PageNotify)}
+
+
+@pytest.mark.parametrize("message", sorted(load_vectors("field_orders.json")["orders"]))
+def test_signed_field_order_is_protocol_mds(message: str) -> None:
+    """Each message signs its fields in PROTOCOL.md's order, written down as data (a swap of
+    two optional fields changes every real signature, so it must fail here)."""
+    expected = load_vectors("field_orders.json")["orders"][message]
+
+    assert expected == list(REGISTRY[message].signed_names)
 
 
 def test_signing_order_is_the_registry_order() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -12,18 +13,22 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.x509.oid import NameOID
 
 from cmpay_async import (
+    CharacterSet,
     ConfigurationError,
+    EncodingError,
     Md5Signer,
+    Order,
     RsaSigner,
     RsaVerifier,
     SignatureError,
     SignType,
+    build_payment_request,
     decode_payload,
     signing_source,
 )
 from cmpay_async._signing import inner_digest
 
-from .helpers import MD5_VECTORS, TEST_KEY, rsa_key
+from .helpers import MD5_VECTORS, TEST_KEY, load_vectors, rsa_key
 
 VECTORS = MD5_VECTORS["vectors"]
 
@@ -234,3 +239,70 @@ def test_garbage_keys_are_refused(garbage: Any) -> None:
         RsaSigner(garbage)
     with pytest.raises(ConfigurationError):
         RsaVerifier(garbage)
+
+
+CHINESE = load_vectors("chinese_requests.json")
+
+
+@pytest.mark.parametrize("vector", CHINESE["vectors"], ids=lambda v: v["codec"])
+def test_chinese_request_matches_independent_bytes_and_hmac(vector: dict[str, Any]) -> None:
+    """GBK, GB2312, UTF-8: the body's bytes are the charset's, the hmac the UTF-8 source's.
+
+    Expected values come from tests/vectors/chinese_requests.json, computed with the standard
+    library alone: a GBK body encoded as GB18030 or UTF-8, or a source hashed in GBK, fails.
+    """
+    fields = vector["fields"]
+    order = Order(
+        amount=int(fields["amount"]),
+        order_id=fields["orderId"],
+        product_name=fields["productName"],
+        product_desc=fields["productDesc"],
+        merchant_abbr=fields["merchantAbbr"],
+        reserved1=fields["reserved1"],
+        callback_url=fields["callbackUrl"],
+        notify_url=fields["notifyUrl"],
+    )
+    request = build_payment_request(
+        order,
+        merchant_id=fields["merchantId"],
+        request_id=fields["requestId"],
+        ip_address=fields["ipAddress"],
+        signer=Md5Signer(CHINESE["sign_key"]),
+        today=dt.date(2026, 11, 26),
+        character_set=CharacterSet(vector["characterSet"]),
+    )
+
+    assert vector["source"] == signing_source("DirectPayConfirm", fields)
+    assert vector["body"].encode("ascii") == request.body
+    label = {"gbk": "GBK", "gb2312": "GB2312", "utf-8": "UTF-8"}[vector["codec"]]
+    assert f"application/x-www-form-urlencoded; charset={label}" == request.content_type
+
+
+def _order_with(desc: str, charset: CharacterSet) -> bytes:
+    order = Order(
+        amount=100,
+        order_id="CS1",
+        product_name="T",
+        product_desc=desc,
+        callback_url="https://shop.example/r",
+        notify_url="https://shop.example/n",
+    )
+    return build_payment_request(
+        order,
+        merchant_id="888009941120001",
+        request_id="R1",
+        ip_address="203.0.113.7",
+        signer=Md5Signer(TEST_KEY),
+        today=dt.date(2026, 11, 26),
+        character_set=charset,
+    ).body
+
+
+def test_gbk_is_not_gb18030_and_gb2312_is_not_gbk() -> None:
+    """Where the codecs differ: 镕 is GBK (0xE946) but not GB2312; 𠀀 (U+20000) is GB18030
+    only. Bytes from urllib's quote_plus with the stdlib codecs, written out."""
+    assert b"productDesc=%E9F&" in _order_with("镕", CharacterSet.GBK)
+    for text, charset in (("镕", CharacterSet.GB2312), ("\U00020000", CharacterSet.GBK)):
+        with pytest.raises(EncodingError) as caught:
+            _order_with(text, charset)
+        assert ("productDesc",) == caught.value.fields
