@@ -135,3 +135,13 @@ def build(session: nox.Session) -> None:
         if expected is None or f"cmpay-async {expected.group(1)}" not in str(version):
             session.error(f"--version printed {version!r}")
         session.run(python, "-m", "cmpay_async", "demo", external=True)
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """Mutation testing (mutmut) of the modules in pyproject's [tool.mutmut]; writes
+    benchmarks/MUTATION.md. Slow (not in CI); `nox -s mutants -- NAME_GLOB` runs a subset."""
+    session.install(".", "mutmut>=3.3", *nox.project.dependency_groups(PYPROJECT, "tests"))
+    session.run("mutmut", "run", "--max-children", str(os.cpu_count() or 2), *session.posargs)
+    session.run("mutmut", "export-cicd-stats")
+    session.run("python", "benchmarks/mutation_report.py")
