@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import httpx
@@ -11,6 +12,24 @@ from cmpay_async import CmpayClient
 from cmpay_async.testing import Sandbox
 
 from .helpers import make_client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plans_under_mutation_testing() -> None:
+    """Under mutmut only: drop the registry's compiled plans and the memo caches per test.
+
+    The library compiles the registry into plans on first use and keeps them; mutmut links a
+    function to the tests that call it, so without this a plan builder would be linked to
+    the one test that happened to build it first, and judged by that test alone.
+    """
+    if "MUTANT_UNDER_TEST" in os.environ:
+        from cmpay_async import _codec, _redact, _validate
+        from cmpay_async._schema import REGISTRY
+
+        for schema in REGISTRY.values():
+            schema._plans.clear()
+        for cached in (_codec._date, _validate.date_problem, _redact._pattern):
+            cached.cache_clear()
 
 
 @pytest.fixture(params=["asyncio", "trio"])
