@@ -25,6 +25,17 @@ def _survivors() -> list[str]:
     return [line.split(":")[0].strip() for line in done.stdout.splitlines() if "survived" in line]
 
 
+def _killed_modules() -> list[str]:
+    done = subprocess.run(
+        ["mutmut", "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True
+    )
+    return [
+        line.split(":")[0].strip().split(".x")[0]
+        for line in done.stdout.splitlines()
+        if line.strip().endswith(": killed")
+    ]
+
+
 def main() -> int:
     """Read the stats and survivors, write the report; exit 1 below 90 %."""
     stats = json.loads((ROOT / "mutants" / "mutmut-cicd-stats.json").read_text())
@@ -36,6 +47,8 @@ def main() -> int:
     considered = killed + len(open_)
     score = killed / considered if considered else 0.0
     by_module = Counter(s.rsplit(".", 1)[0].split(".x")[0] for s in open_)
+    ran = killed + len(survivors)
+    measured = sorted({name.split(".x")[0] for name in survivors} | set(_killed_modules()))
     lines = [
         "# Mutation testing",
         "",
@@ -43,7 +56,9 @@ def main() -> int:
         "`pyproject.toml`, judged by the fast suite. Equivalent survivors are listed in",
         "`benchmarks/equivalent_mutants.json` with the reason, and not counted.",
         "",
-        f"- mutants: {stats.get('total', '?')}, killed: {stats.get('killed', 0)}, "
+        f"- **ran {ran} of {stats.get('total', '?')} mutants**; modules measured: "
+        f"{', '.join(f'`{m}`' for m in measured) or 'none'} (the others not run yet)",
+        f"- killed: {stats.get('killed', 0)}, "
         f"timeouts: {stats.get('timeout', 0)}, survived: {len(survivors)} "
         f"({len(accepted)} equivalent), no tests: {stats.get('no_tests', 0)}, "
         f"skipped: {stats.get('skipped', 0)}",

@@ -52,6 +52,8 @@ def test_a_valid_request_has_no_problem() -> None:
         ("amount", "-5", "must be at least 1", "min_value"),
         ("amount", "1.5", "must be digits", "digits"),
         ("amount", "１２", "must be digits", "digits"),  # full-width digits are not ASCII
+        ("amount", "x12", "must be digits", "digits"),  # only a leading '-' means negative
+        ("amount", "-１2", "must be digits", "digits"),  # a minus, then a full-width digit
         ("period", "1000", "longer than 3 characters", "max_length"),
         ("orderDate", "2026-1-2", "not a date of the form YYYYMMDD", "date"),
         ("orderDate", "20230229", "not a valid calendar date", "date"),
