@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._exceptions import ConfigurationError
+from ._sandbox import SANDBOX_BASE_URL
 
 __all__ = ["serve_in_thread"]
 
@@ -49,7 +50,7 @@ def serve_in_thread(
     thread.start()
     url = f"http://{host}:{bound}"
     # A sandbox served here hands out pay links on this address (unless told another).
-    if getattr(app, "base_url", None) == "http://cmpay-sandbox.invalid":
+    if getattr(app, "base_url", None) == SANDBOX_BASE_URL:
         app.base_url = url
     try:
         deadline = time.monotonic() + 15

@@ -17,7 +17,7 @@ import anyio
 import httpx
 import pytest
 
-from cmpay_async import CharacterSet, CmpayClient, Md5Signer, Order, verify_notification
+from cmpay_async import CharacterSet, Md5Signer, Order, verify_notification
 from cmpay_async._serve import serve_in_thread
 from cmpay_async.testing import (
     PUBLIC_TEST_KEY,
@@ -26,6 +26,8 @@ from cmpay_async.testing import (
     SandboxClock,
     sign_notification,
 )
+
+from .helpers import make_client
 
 pytestmark = pytest.mark.anyio
 
@@ -129,12 +131,8 @@ async def _pay_chinese_order(character_set: str) -> tuple[Sandbox, Recorder, htt
         clock=SandboxClock(None),
         notify_transport=httpx.ASGITransport(app=shop),
     )
-    client = CmpayClient(
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        signer=Md5Signer(PUBLIC_TEST_KEY),
-        endpoint="http://gw.test/ips/cmpayService",
-        transport=httpx.ASGITransport(app=sandbox),
-        character_set=CharacterSet(character_set),
+    client = make_client(
+        httpx.ASGITransport(app=sandbox), character_set=CharacterSet(character_set)
     )
     order = Order(
         amount=1250,
@@ -221,24 +219,20 @@ async def test_query_answer_is_typed_orderquery_and_says_success() -> None:
     assert reference_hmac("".join(fields[n] for n in QUERY_ANSWER_ORDER)) == fields["hmac"]
 
 
-async def test_payment_answer_says_success() -> None:
-    """The DirectPayConfirm answer's message is SUCCESS, and verifies by the reference."""
-    sandbox = Sandbox()
-    client = CmpayClient(
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        signer=Md5Signer(PUBLIC_TEST_KEY),
-        endpoint="http://gw.test/ips/cmpayService",
-        transport=httpx.ASGITransport(app=sandbox),
-    )
-    order = Order(
+def _plain_order(order_id: str) -> Order:
+    return Order(
         amount=100,
-        order_id="MSG1",
+        order_id=order_id,
         product_name="T",
         callback_url="http://shop.test/r",
         notify_url="http://shop.test/n",
     )
-    async with client:
-        payment = await client.create_payment(order, ip_address="203.0.113.7")
+
+
+async def test_payment_answer_says_success() -> None:
+    """The DirectPayConfirm answer's message is SUCCESS (the client verifies the answer)."""
+    async with make_client(httpx.ASGITransport(app=Sandbox())) as client:
+        payment = await client.create_payment(_plain_order("MSG1"), ip_address="203.0.113.7")
     assert "SUCCESS" == payment.message
 
 
@@ -247,21 +241,8 @@ async def test_the_cashier_takes_session_id_in_any_case(name: str) -> None:
     """The vendor's PHP demo posts SESSIONID=; the document says sessionId."""
     sandbox = Sandbox()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox)) as http:
-        client = CmpayClient(
-            merchant_id=PUBLIC_TEST_MERCHANT,
-            signer=Md5Signer(PUBLIC_TEST_KEY),
-            endpoint="http://gw.test/ips/cmpayService",
-            transport=httpx.ASGITransport(app=sandbox),
-        )
-        order = Order(
-            amount=100,
-            order_id="SID1",
-            product_name="T",
-            callback_url="http://shop.test/r",
-            notify_url="http://shop.test/n",
-        )
-        async with client:
-            payment = await client.create_payment(order, ip_address="203.0.113.7")
+        async with make_client(httpx.ASGITransport(app=sandbox)) as client:
+            payment = await client.create_payment(_plain_order("SID1"), ip_address="203.0.113.7")
         page = await http.post(
             "http://gw.test/ips/FormTrans3", data={name: payment.pay_url.session_id}
         )
