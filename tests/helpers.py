@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
+import hmac
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,13 @@ from cmpay_async import CmpayClient, Md5Signer, Order, RetryPolicy
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
 
 VECTORS = Path(__file__).parent / "vectors"
+
+
+def reference_hmac(source: bytes, key: str = PUBLIC_TEST_KEY) -> str:
+    """PROTOCOL.md's double HMAC-MD5, written with the stdlib alone (not the library's code):
+    HMAC-MD5 with an empty key over the source bytes, then with the signKey over that hex."""
+    inner = hmac.new(b"", source, hashlib.md5).hexdigest()
+    return hmac.new(key.encode("ascii"), inner.encode("ascii"), hashlib.md5).hexdigest()
 
 
 def load_vectors(name: str) -> dict[str, Any]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import re
 import subprocess
@@ -16,9 +14,8 @@ from urllib.parse import urlencode
 import pytest
 
 from cmpay_async._cli import main
-from cmpay_async.testing import PUBLIC_TEST_KEY
 
-from .helpers import MD5_VECTORS, NOTIFY_BODY, TEST_KEY
+from .helpers import MD5_VECTORS, NOTIFY_BODY, TEST_KEY, reference_hmac
 
 VECTORS = MD5_VECTORS["vectors"]
 ROOT = Path(__file__).parent.parent
@@ -210,12 +207,6 @@ def test_rsa_sign_and_verify_from_key_files(
     assert "inner:" not in out
 
 
-def _reference_hmac(key: str, source: bytes) -> str:
-    """PROTOCOL.md's double HMAC-MD5, written here independently of the library."""
-    inner = hmac.new(b"", source, hashlib.md5).hexdigest()
-    return hmac.new(key.encode("ascii"), inner.encode("ascii"), hashlib.md5).hexdigest()
-
-
 def _chinese_request(sign_encoding: str) -> tuple[str, str]:
     """A DirectPayConfirm body with Chinese fields, its hmac over the source in this encoding.
 
@@ -247,7 +238,7 @@ def _chinese_request(sign_encoding: str) -> tuple[str, str]:
         "period", "periodUnit", "productName",
     ]  # fmt: skip
     source = "".join(fields[name] for name in order)
-    fields["hmac"] = _reference_hmac(PUBLIC_TEST_KEY, source.encode(sign_encoding))
+    fields["hmac"] = reference_hmac(source.encode(sign_encoding))
     return urlencode(fields), source
 
 
@@ -303,8 +294,8 @@ def test_no_match_shows_what_the_key_gives(
     assert 1 == code
     assert "NO MATCH" in out
     assert "another signKey (check it first" in out
-    assert f"{_reference_hmac(other_key, source.encode('utf-8'))}  form-decoded UTF-8" in out
-    assert f"{_reference_hmac(other_key, source.encode('gbk'))}  form-decoded UTF-8" in out
+    assert f"{reference_hmac(source.encode('utf-8'), other_key)}  form-decoded UTF-8" in out
+    assert f"{reference_hmac(source.encode('gbk'), other_key)}  form-decoded UTF-8" in out
     assert other_key not in out
 
 

@@ -7,8 +7,6 @@ that drifts from the protocol fails here even if the library drifts with it.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import socket
 from typing import Any
 from urllib.parse import parse_qsl
@@ -27,7 +25,7 @@ from cmpay_async.testing import (
     sign_notification,
 )
 
-from .helpers import make_client
+from .helpers import make_client, reference_hmac
 
 pytestmark = pytest.mark.anyio
 
@@ -77,12 +75,6 @@ QUERY_ANSWER_ORDER = [
 
 CODECS = {"00": "gbk", "01": "gb2312", "02": "utf-8"}
 HTTP_NAMES = {"00": "GBK", "01": "GB2312", "02": "UTF-8"}
-
-
-def reference_hmac(source: str, key: str = PUBLIC_TEST_KEY) -> str:
-    """PROTOCOL.md section 2: HMAC-MD5 with an empty key, then with the signKey over the hex."""
-    inner = hmac.new(b"", source.encode("utf-8"), hashlib.md5).hexdigest()
-    return hmac.new(key.encode("ascii"), inner.encode("ascii"), hashlib.md5).hexdigest()
 
 
 def reference_form(body: bytes, codec: str) -> dict[str, str]:
@@ -170,7 +162,7 @@ async def test_offline_notify_is_in_the_orders_charset_and_verifies_by_the_refer
     fields = reference_form(body, codec)
     assert ("订单备注", "中文") == (fields["reserved1"], fields["reserved2"])
     assert "OfflineNotify" == fields["type"]
-    assert reference_hmac("".join(fields[n] for n in NOTIFY_ORDER)) == fields["hmac"]
+    assert reference_hmac("".join(fields[n] for n in NOTIFY_ORDER).encode()) == fields["hmac"]
     if codec != "utf-8":  # really that charset, not UTF-8 labelled otherwise
         assert "订单备注".encode(codec) in _percent_decoded(body)
         assert "订单备注".encode() not in _percent_decoded(body)
@@ -206,7 +198,7 @@ async def test_query_answer_is_typed_orderquery_and_says_success() -> None:
         "orderId": "CN02",
     }
     source = "".join(request.values())  # PROTOCOL.md: merchantId, requestId, ..., orderId
-    request["hmac"] = reference_hmac(source)
+    request["hmac"] = reference_hmac(source.encode())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox)) as http:
         answer = await http.post("http://gw.test/ips/cmpayService", data=request)
 
@@ -216,7 +208,7 @@ async def test_query_answer_is_typed_orderquery_and_says_success() -> None:
         fields["returnCode"],
         fields["message"],
     )
-    assert reference_hmac("".join(fields[n] for n in QUERY_ANSWER_ORDER)) == fields["hmac"]
+    assert reference_hmac("".join(fields[n] for n in QUERY_ANSWER_ORDER).encode()) == fields["hmac"]
 
 
 def _plain_order(order_id: str) -> Order:
@@ -271,7 +263,7 @@ def test_pay_links_use_the_served_address_whatever_host_the_client_sends() -> No
         "periodUnit": "02",
         "productName": "T",
     }
-    request["hmac"] = reference_hmac("".join(request.values()))  # PROTOCOL.md's order
+    request["hmac"] = reference_hmac("".join(request.values()).encode())  # PROTOCOL.md's order
     body = "&".join(f"{k}={v}" for k, v in request.items()).replace(":", "%3A").replace("/", "%2F")
     with serve_in_thread(Sandbox()) as url:
         port = int(url.rsplit(":", 1)[1])
@@ -300,6 +292,6 @@ def test_escaped_chinese_is_signed_as_the_vendor_demos_verify() -> None:
 
     fields = reference_form(body, "utf-8")  # the vendor demo's one form decode
     assert fields["reserved1"].startswith("%E8%AE%A2")
-    assert reference_hmac("".join(fields[n] for n in NOTIFY_ORDER)) == fields["hmac"]
+    assert reference_hmac("".join(fields[n] for n in NOTIFY_ORDER).encode()) == fields["hmac"]
     note = verify_notification(body, verifier=Md5Signer(PUBLIC_TEST_KEY))
     assert "订单备注" == note.reserved1
