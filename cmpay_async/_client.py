@@ -1056,8 +1056,8 @@ def _answer_context(status: int, body: bytes) -> Iterator[None]:
 
 
 def _return_code(body: bytes) -> str:
+    """The first returnCode in an unverified answer, cut short: for a log line only."""
     start = body.find(b"returnCode=")
     if start < 0:
         return "-"
-    end = body.find(b"&", start)
-    return body[start + 11 : end if end >= 0 else start + 30].decode("ascii", "replace")
+    return body[start + 11 :].partition(b"&")[0][:20].decode(errors="replace")

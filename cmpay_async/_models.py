@@ -206,8 +206,9 @@ class PayUrl(Model):
     def form_html(self) -> str:
         """A minimal HTML page that auto-submits the buyer to the cashier; values escaped."""
         method = "get" if self.method.lower() == "get" else "post"
-        action = html.escape(self.url, quote=True)
-        sid = html.escape(self.session_id, quote=True)
+        # escape() also quotes " and ' by default, which attribute values need.
+        action = html.escape(self.url)
+        sid = html.escape(self.session_id)
         return (
             '<!DOCTYPE html><html><head><meta charset="utf-8"><title>CMPay</title></head>'
             f'<body onload="document.forms[0].submit()">'

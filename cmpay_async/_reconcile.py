@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 import anyio
 import attrs
 
-from ._exceptions import CmpayError
+from ._exceptions import CmpayError, ConfigurationError
 from ._models import CHINA_TZ, OrderQueryResult
 
 __all__ = ["DEFAULT_SCHEDULE", "PendingOrder", "due", "reconcile_orders"]
@@ -79,6 +79,12 @@ async def reconcile_orders(
     ``query`` is ``CmpayClient.query_order``. A query that fails is logged and skipped: the
     next run asks again.
     """
+    # bool is an int: True would pass for one query at a time, which nobody means.
+    if type(concurrency) is not int or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be a whole number >= 1, not {concurrency!r}")
+    # Untyped callers may pass a str: refused here, not as a TypeError deep in the loop.
+    if not isinstance(per_second, (int, float)) or not 0 < per_second < float("inf"):  # type: ignore[redundant-expr]
+        raise ConfigurationError(f"per_second must be a number > 0, not {per_second!r}")
     now = now or dt.datetime.now(CHINA_TZ)
     limiter = anyio.CapacityLimiter(concurrency)
     gap = 1.0 / per_second

@@ -184,22 +184,22 @@ def _hex_ok(signature: object, length: int) -> bool:
 KeyInput = bytes | str
 
 
-def _key_bytes(data: KeyInput) -> list[tuple[str, bytes]]:
-    """Return the encodings ``data`` may be in: PEM text, DER, or hex of DER."""
-    raw = data.encode("ascii", "replace") if isinstance(data, str) else bytes(data)
+def _key_bytes(data: KeyInput) -> tuple[bytes | None, list[bytes]]:
+    """The key as PEM, or else the DER it may be: the bytes themselves, hex or base64 of DER."""
+    # Only ASCII can be a key; anything else just has to fail to load (never to encode).
+    raw = data.encode(errors="replace") if isinstance(data, str) else bytes(data)
     stripped = raw.strip()
     if stripped.startswith(b"-----BEGIN"):
-        return [("pem", stripped)]
-    candidates: list[tuple[str, bytes]] = []
-    if isinstance(data, str) or all(c in b"0123456789abcdefABCDEF \r\n" for c in stripped):
-        with contextlib.suppress(binascii.Error, ValueError):
-            candidates.append(("der", binascii.unhexlify(b"".join(stripped.split()))))
+        return stripped, []
+    ders: list[bytes] = []
+    with contextlib.suppress(ValueError):  # binascii.Error is a ValueError
+        ders.append(binascii.unhexlify(b"".join(stripped.split())))
     if isinstance(data, str):
-        with contextlib.suppress(binascii.Error, ValueError):
-            candidates.append(("der", binascii.a2b_base64(stripped)))
+        with contextlib.suppress(ValueError):
+            ders.append(binascii.a2b_base64(stripped))
     else:
-        candidates.append(("der", raw))
-    return candidates
+        ders.append(raw)
+    return None, ders
 
 
 class RsaSigner:
@@ -296,9 +296,10 @@ def _load_private(key: KeyInput | rsa.RSAPrivateKey, password: bytes | None) -> 
     # Untyped callers may pass anything: refuse it plainly rather than fail inside cryptography.
     if not isinstance(key, (bytes, str)) or not key:  # type: ignore[redundant-expr]
         raise ConfigurationError("private_key must be a non-empty PEM, DER or hex-of-DER")
-    for form, data in _key_bytes(key):
+    pem, ders = _key_bytes(key)
+    for data in [pem] if pem is not None else ders:
         try:
-            if form == "pem":
+            if pem is not None:
                 loaded = serialization.load_pem_private_key(data, password)
             else:
                 loaded = serialization.load_der_private_key(data, password)
@@ -318,12 +319,13 @@ def _load_public(key: KeyInput | rsa.RSAPublicKey | x509.Certificate) -> rsa.RSA
         return key
     if not isinstance(key, (bytes, str)) or not key:
         raise ConfigurationError("public_key must be a non-empty PEM, DER or hex-of-DER")
-    for form, data in _key_bytes(key):
-        loaders = (
-            (serialization.load_pem_public_key, x509.load_pem_x509_certificate)
-            if form == "pem"
-            else (serialization.load_der_public_key, x509.load_der_x509_certificate)
-        )
+    pem, ders = _key_bytes(key)
+    loaders = (
+        (serialization.load_pem_public_key, x509.load_pem_x509_certificate)
+        if pem is not None
+        else (serialization.load_der_public_key, x509.load_der_x509_certificate)
+    )
+    for data in [pem] if pem is not None else ders:
         for loader in loaders:
             try:
                 loaded = loader(data)

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,12 @@ from cmpay_async import CmpayClient, Md5Signer, Order, RetryPolicy
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
 
 VECTORS = Path(__file__).parent / "vectors"
+
+
+def fuzz_examples(count: int) -> int:
+    """``count`` fuzz examples, or a twentieth under ``nox -s mutants``, which runs the
+    fuzzers once per mutant (the behaviour tests, not the fuzzers, are meant to kill them)."""
+    return max(100, count // int(os.environ.get("CMPAY_FUZZ_DIVISOR", "1")))
 
 
 def reference_hmac(source: bytes, key: str = PUBLIC_TEST_KEY) -> str:

@@ -36,6 +36,7 @@ from cmpay_async import (
     decode_payload,
     signing_source,
 )
+from cmpay_async._client import _return_code
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Merchant, Sandbox
 
 from .helpers import ENDPOINT, _AsyncMock, make_client, rsa_key, valid_order
@@ -410,6 +411,24 @@ async def test_logs_hold_no_key_hmac_or_phone(
     assert prepared.fields["hmac"] not in text
     assert "13800138000" not in text
     assert 2 == sum(1 for r in caplog.records if r.name == "cmpay_async")
+
+
+@pytest.mark.parametrize(
+    ("body", "logged"),
+    [
+        (b"merchantId=1&returnCode=000000&message=OK", "000000"),
+        (b"returnCode=IPS0008&merchantId=1", "IPS0008"),
+        (b"merchantId=1&returnCode=MCG00000", "MCG00000"),
+        (b"returnCode=A&message=returnCode=B", "A"),
+        (b"returnCode=" + b"9" * 40, "9" * 20),
+        (b"returnCode=\xff1&x=2", "\ufffd1"),
+        (b"merchantId=1&message=no code", "-"),
+        (b"", "-"),
+    ],
+)
+def test_the_debug_line_names_the_answers_first_return_code(body: bytes, logged: str) -> None:
+    """The log's returnCode: the first one, up to `&`, at most 20 characters, never raising."""
+    assert logged == _return_code(body)
 
 
 def test_backoff_is_capped_and_jittered() -> None:

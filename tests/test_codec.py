@@ -223,6 +223,39 @@ def test_pay_url_form_escapes_every_value() -> None:
     assert 'value="1&quot;&amp;&lt;"' in page
 
 
+# The cashier page, byte for byte: a browser test (integration) submits it for real; this one
+# pins what is sent.
+CASHIER_PAGE = (
+    '<!DOCTYPE html><html><head><meta charset="utf-8"><title>CMPay</title></head>'
+    '<body onload="document.forms[0].submit()">'
+    '<form method="{method}" action="https://ipos.10086.cn/ips/FormTrans3?a=1&amp;b=&#x27;2&#x27;">'
+    '<input type="hidden" name="sessionId" value="2011010199999">'
+    '<noscript><button type="submit">Continue to payment</button></noscript>'
+    "</form></body></html>"
+)
+
+
+@pytest.mark.parametrize(
+    ("method", "sent"),
+    [
+        ("post", "post"),
+        ("get", "get"),
+        ("GET", "get"),
+        ("Get", "get"),
+        ("POST", "post"),
+        ("put", "post"),
+    ],
+)
+def test_pay_url_form_is_the_cashier_page(method: str, sent: str) -> None:
+    """The page submits with the token's method (anything but GET posts), to its URL."""
+    token = (
+        "url<hi:=>https://ipos.10086.cn/ips/FormTrans3?a=1&b='2'<hi:$$>"
+        f"method<hi:=>{method}<hi:$$>sessionId<hi:=>2011010199999"
+    )
+
+    assert CASHIER_PAGE.format(method=sent) == parse_pay_url(token).form_html()
+
+
 @pytest.mark.parametrize(
     "token",
     ["", "garbage", "url<hi:=>ftp://x<hi:$$>sessionId<hi:=>1", "url<hi:=>https://x"],

@@ -35,7 +35,7 @@ from cmpay_async import (
 from cmpay_async._schema import REGISTRY
 from cmpay_async.testing import sign_notification
 
-from .helpers import NOTIFY_BODY, TEST_KEY, TEST_MERCHANT, rsa_key
+from .helpers import NOTIFY_BODY, TEST_KEY, TEST_MERCHANT, fuzz_examples, rsa_key
 
 VERIFIER = Md5Signer(TEST_KEY)
 
@@ -322,7 +322,7 @@ def mutated_bodies(draw: st.DrawFn) -> bytes | str:
 
 
 @settings(
-    max_examples=10_000,
+    max_examples=fuzz_examples(10_000),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,

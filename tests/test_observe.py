@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -16,6 +17,7 @@ from opentelemetry.trace import StatusCode
 
 from cmpay_async import (
     CmpayClient,
+    ConfigurationError,
     ConnectError,
     GatewayError,
     Md5Signer,
@@ -27,7 +29,7 @@ from cmpay_async import (
 from cmpay_async._serve import serve_in_thread
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox, sign_notification
 
-from .helpers import make_client
+from .helpers import _AsyncMock, make_client
 
 pytestmark = pytest.mark.anyio
 
@@ -210,6 +212,64 @@ async def test_reconcile_is_the_parent_of_its_queries(
     assert parent.context is not None
     assert {parent.context.span_id} == {q.parent.span_id for q in queries if q.parent}
     assert 3 == _attrs(parent)["cmpay.results"]
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["untraced", "traced"])
+async def test_reconcile_passes_now_and_concurrency_through(
+    exporter: tuple[TracerProvider, InMemorySpanExporter], traced: bool
+) -> None:
+    """Traced or not, reconcile honours `now` (an order 30 s old is not due) and concurrency."""
+    provider, spans = exporter
+    now = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
+    pending = [
+        PendingOrder(order_id=f"DUE{n}", created_at=now - dt.timedelta(minutes=5)) for n in range(6)
+    ] + [PendingOrder(order_id="FRESH", created_at=now - dt.timedelta(seconds=30))]
+    inner = httpx.ASGITransport(app=Sandbox())
+    inside = peak = 0
+
+    async def counting(request: httpx.Request) -> httpx.Response:
+        nonlocal inside, peak
+        inside += 1
+        peak = max(peak, inside)
+        try:
+            await anyio.sleep(0.01)  # long enough for every allowed query to be inside at once
+            return await inner.handle_async_request(request)
+        finally:
+            inside -= 1
+
+    extra = {"tracer_provider": provider} if traced else {}
+    async with make_client(_AsyncMock(counting), **extra) as client:
+        found = [
+            r.order_id
+            async for r in client.reconcile(pending, now=now, concurrency=2, per_second=1000)
+        ]
+
+    assert sorted(found) == [f"DUE{n}" for n in range(6)]
+    assert 2 == peak
+    if traced:
+        (span,) = _by_name(spans.get_finished_spans(), "cmpay.reconcile")
+        assert 2 == _attrs(span)["cmpay.concurrency"]
+        assert "sandbox.test" == _attrs(span)["server.address"]
+        assert 6 == _attrs(span)["cmpay.results"]
+
+
+async def test_a_failed_reconcile_marks_its_span(
+    exporter: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """An error that ends the iteration is the span's error."""
+    provider, spans = exporter
+    now = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
+    pending = [PendingOrder(order_id="NEVER", created_at=now - dt.timedelta(minutes=5))]
+
+    async with make_client(httpx.ASGITransport(app=Sandbox()), tracer_provider=provider) as client:
+        with pytest.raises(ConfigurationError):
+            async for _ in client.reconcile(pending, now=now, per_second=0):
+                pass
+
+    (span,) = _by_name(spans.get_finished_spans(), "cmpay.reconcile")
+    assert StatusCode.ERROR is span.status.status_code
+    assert "ConfigurationError" == _attrs(span)["error.type"]
+    assert 0 == _attrs(span)["cmpay.results"]
 
 
 async def test_verify_notification_span(

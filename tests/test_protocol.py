@@ -28,7 +28,7 @@ from cmpay_async import (
 from cmpay_async._codec import encode_answer
 from cmpay_async._schema import REGISTRY
 
-from .helpers import TEST_KEY, TEST_MERCHANT, TODAY, rsa_key, valid_order
+from .helpers import TEST_KEY, TEST_MERCHANT, TODAY, fuzz_examples, rsa_key, valid_order
 
 TOKEN = (
     "url<hi:=>https://ipos.10086.cn/ips/FormTrans3<hi:$$>method<hi:=>post<hi:$$>sessionId<hi:=>S1"
@@ -200,7 +200,7 @@ def mutated_answers(draw: st.DrawFn) -> bytes:
     return body
 
 
-@settings(max_examples=3000, deadline=None, database=None)
+@settings(max_examples=fuzz_examples(3000), deadline=None, database=None)
 @given(mutated_answers())
 def test_fuzz_answers_yield_the_original_or_cmpay_errors(body: bytes) -> None:
     """Any damaged answer gives the verified original or a CmpayError, nothing else."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -11,6 +12,7 @@ import pytest
 
 from cmpay_async import (
     CmpayClient,
+    ConfigurationError,
     Md5Signer,
     NotificationProcessor,
     OrderQueryResult,
@@ -132,6 +134,39 @@ def test_the_client_offers_reconcile() -> None:
     """CmpayClient.reconcile is the entry point."""
     client = CmpayClient(merchant_id="M", signer=Md5Signer(PUBLIC_TEST_KEY))
     assert callable(client.reconcile)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"concurrency": 0}, "concurrency must be a whole number >= 1, not 0"),
+        ({"concurrency": True}, "concurrency must be a whole number >= 1, not True"),
+        ({"concurrency": 2.5}, "concurrency must be a whole number >= 1, not 2.5"),
+        ({"per_second": 0}, "per_second must be a number > 0, not 0"),
+        ({"per_second": -1.0}, "per_second must be a number > 0, not -1.0"),
+        ({"per_second": float("inf")}, "per_second must be a number > 0, not inf"),
+        ({"per_second": "20"}, "per_second must be a number > 0, not '20'"),
+    ],
+)
+async def test_unusable_settings_are_configuration_errors(
+    setting: dict[str, Any], message: str
+) -> None:
+    """A setting no reconciliation can run with is named, before any query is sent."""
+    sent: list[httpx.Request] = []
+
+    async def recording(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(500)
+
+    pending = [PendingOrder(order_id="CFG1", created_at=NOW - dt.timedelta(minutes=5))]
+    async with make_client(_AsyncMock(recording)) as client:
+        with pytest.raises(ConfigurationError) as caught:
+            async for _ in client.reconcile(pending, now=NOW, **setting):
+                pass
+
+    assert message == str(caught.value)
+    assert caught.value.maybe_sent is False
+    assert [] == sent
 
 
 async def test_queries_start_no_faster_than_the_rate_limit() -> None:
