@@ -37,11 +37,13 @@ from ._models import (
 )
 from ._pools import fork_generation, keep_inherited
 from ._protocol import PreparedRequest
-from ._reconcile import PendingOrder
+from ._reconcile import CONCURRENCY, PER_SECOND, PendingOrder
 
 __all__ = ["BlockingCmpayClient"]
 
 T = TypeVar("T")
+
+_CLOSED = "this BlockingCmpayClient is closed; create a new one"
 
 
 def _loop_running_here() -> bool:
@@ -159,12 +161,12 @@ class BlockingCmpayClient:
         thread_loop = self._thread_loop()
         with thread_loop.lock:
             if thread_loop.loop.is_closed():  # close() ran in another thread meanwhile
-                raise ClientClosedError("this BlockingCmpayClient is closed; create a new one")
+                raise ClientClosedError(_CLOSED)
             return thread_loop.loop.run_until_complete(fn(*args, **kwargs))
 
     def _thread_loop(self) -> _ThreadLoop:
         if self._closed:
-            raise ClientClosedError("this BlockingCmpayClient is closed; create a new one")
+            raise ClientClosedError(_CLOSED)
         thread_loop: _ThreadLoop | None = getattr(self._local, "loop", None)
         generation = fork_generation()
         if thread_loop is not None and thread_loop.generation == generation:
@@ -240,8 +242,8 @@ class BlockingCmpayClient:
         pending: Iterable[PendingOrder],
         *,
         now: dt.datetime | None = None,
-        concurrency: int = 8,
-        per_second: float = 20.0,
+        concurrency: int = CONCURRENCY,
+        per_second: float = PER_SECOND,
     ) -> list[OrderQueryResult]:
         """Query the pending orders that are due; see ``CmpayClient.reconcile`` (a list here)."""
 

@@ -72,7 +72,7 @@ from ._protocol import (
     parse_payment_response,
     parse_refund_response,
 )
-from ._reconcile import PendingOrder, reconcile_orders
+from ._reconcile import CONCURRENCY, PER_SECOND, PendingOrder, reconcile_orders
 from ._redact import redact
 from ._signing import Md5Signer, Signer, Verifier
 
@@ -578,8 +578,8 @@ class CmpayClient:
         pending: Iterable[PendingOrder],
         *,
         now: dt.datetime | None = None,
-        concurrency: int = 8,
-        per_second: float = 20.0,
+        concurrency: int = CONCURRENCY,
+        per_second: float = PER_SECOND,
     ) -> AsyncIterator[OrderQueryResult]:
         """Query the pending orders that are due (see ``cmpay_async._reconcile``); yield results.
 

@@ -65,13 +65,18 @@ def due(
     return False
 
 
+#: The defaults of every ``reconcile``: queries in flight at once, and started per second.
+CONCURRENCY = 8
+PER_SECOND = 20.0
+
+
 async def reconcile_orders(
     query: Callable[[str], Awaitable[OrderQueryResult]],
     pending: Iterable[PendingOrder],
     *,
     now: dt.datetime | None = None,
-    concurrency: int = 8,
-    per_second: float = 20.0,
+    concurrency: int = CONCURRENCY,
+    per_second: float = PER_SECOND,
     schedule: tuple[tuple[dt.timedelta, dt.timedelta | None], ...] = DEFAULT_SCHEDULE,
 ) -> AsyncIterator[OrderQueryResult]:
     """Query the due orders of ``pending``; yield each verified result.

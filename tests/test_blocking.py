@@ -15,13 +15,16 @@ import pytest
 
 from cmpay_async import (
     BlockingCmpayClient,
+    Channel,
     ClientClosedError,
     CmpayClient,
     ConfigurationError,
+    DecodeError,
     Md5Signer,
     Order,
     OrderState,
     PendingOrder,
+    SignatureError,
 )
 from cmpay_async._serve import serve_in_thread
 from cmpay_async.testing import PUBLIC_TEST_KEY, Sandbox, sign_notification
@@ -30,6 +33,12 @@ from .helpers import sandbox_client
 from .test_lifecycle import _in_child, gateway_process  # noqa: F401 - a fixture
 
 SHOP = "http://127.0.0.1:9"
+INSIDE_A_LOOP = (
+    "BlockingCmpayClient was called from inside a running event loop, where waiting would "
+    "block that loop: await the same method of CmpayClient instead "
+    "(BlockingCmpayClient.client is one, configured alike)"
+)
+CLOSED = "this BlockingCmpayClient is closed; create a new one"
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +108,62 @@ def test_every_method_works_over_tcp(gateway: tuple[Sandbox, str]) -> None:
         assert 5 == note.amount
 
 
+def test_every_keyword_reaches_the_client(gateway: tuple[Sandbox, str]) -> None:
+    """request_id, channel, charset, now, concurrency and per_second are passed on as given."""
+    sandbox, url = gateway
+    started: list[tuple[str, str]] = []
+    first, second = order("KW"), order("KW")
+    with blocking(url, on_request_start=lambda s: started.append((s.operation, s.request_id))) as c:
+        prepared = c.prepare_payment(
+            order("KW"), ip_address="127.0.0.1", request_id="KWPREP1", channel=Channel.WAP
+        )
+        assert ("KWPREP1", "WAPDirectPayConfirm") == (
+            prepared.fields["requestId"],
+            prepared.fields["type"],
+        )
+        created = c.create_payment(
+            first, ip_address="127.0.0.1", request_id="KWPAY1", channel=Channel.WAP
+        )
+        assert ("KWPAY1", "WAPDirectPayConfirm") == (created.request_id, created.type)
+        placed = c.place_order(second, ip_address="127.0.0.1", channel=Channel.WAP)
+        assert placed.payment is not None
+        assert "WAPDirectPayConfirm" == placed.payment.type
+        sandbox.settle(sandbox.order(first.order_id), paid=True)
+        c.query_order(first.order_id, request_id="KWQUERY1")
+        c.refund(first.order_id, 1, request_id="KWREFUND1")
+
+        now = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
+        pending = [
+            PendingOrder(order_id=first.order_id, created_at=now - dt.timedelta(minutes=5)),
+            PendingOrder(order_id=second.order_id, created_at=now - dt.timedelta(seconds=30)),
+        ]
+        found = c.reconcile(pending, now=now, concurrency=1, per_second=1000)
+        assert [first.order_id] == [r.order_id for r in found]  # the other is not due at `now`
+
+        utf8 = sign_notification(order_id="KWN1", amount=5, message="支付成功")
+        assert "支付成功" == c.verify_notification(utf8).message
+        with pytest.raises((DecodeError, SignatureError)):  # read as GBK: not what was signed
+            c.verify_notification(utf8, charset="gbk")
+
+    assert ("query_order", "KWQUERY1") in started
+    assert ("refund", "KWREFUND1") in started
+    for bad in ({"concurrency": 0}, {"per_second": 0}):
+        with blocking(url) as c, pytest.raises(ConfigurationError):
+            c.reconcile(pending, now=now, **bad)  # type: ignore[arg-type]
+
+
+def test_one_thread_keeps_one_loop(gateway: tuple[Sandbox, str]) -> None:
+    """Calls from one thread share its loop (and so its connections)."""
+    _, url = gateway
+    with blocking(url) as client:
+        client.create_payment(order("LOOP"), ip_address="127.0.0.1")
+        first = client._local.loop
+        client.create_payment(order("LOOP"), ip_address="127.0.0.1")
+
+        assert first is client._local.loop
+        assert [first] == client._loops
+
+
 def test_many_threads_share_one_facade(gateway: tuple[Sandbox, str]) -> None:
     """Eight threads place 10 orders each at once through one blocking client."""
     sandbox, url = gateway
@@ -150,8 +215,9 @@ def test_calling_it_inside_an_event_loop_is_refused(
     async def misuse() -> None:
         client.query_order("X")
 
-    with pytest.raises(ConfigurationError, match="await the same method of CmpayClient"):
+    with pytest.raises(ConfigurationError) as caught:
         anyio.run(misuse, backend=backend)
+    assert INSIDE_A_LOOP == str(caught.value)
     client.close()
 
 
@@ -163,8 +229,9 @@ def test_a_loop_running_outside_any_task_is_refused_too(gateway: tuple[Sandbox, 
     loop = asyncio.new_event_loop()
     asyncio.events._set_running_loop(loop)  # what a greenlet-driven loop leaves in the thread
     try:
-        with pytest.raises(ConfigurationError, match="await the same method of CmpayClient"):
+        with pytest.raises(ConfigurationError) as caught:
             client.query_order("X")
+        assert INSIDE_A_LOOP == str(caught.value)
     finally:
         asyncio.events._set_running_loop(None)
         loop.close()
@@ -180,8 +247,22 @@ def test_close_is_idempotent_and_final(gateway: tuple[Sandbox, str]) -> None:
     client.close()
 
     assert client.closed
-    with pytest.raises(ClientClosedError):
+    with pytest.raises(ClientClosedError) as caught:
         client.query_order("X")
+    assert CLOSED == str(caught.value)
+
+
+def test_a_loop_closed_under_a_call_is_a_closed_client(gateway: tuple[Sandbox, str]) -> None:
+    """A thread whose loop another thread's close() has just shut gets ClientClosedError."""
+    _, url = gateway
+    client = blocking(url)
+    client.create_payment(order("RACE"), ip_address="127.0.0.1")
+    client._close_loop(client._local.loop.loop)  # what close() in another thread does
+
+    with pytest.raises(ClientClosedError) as caught:
+        client.query_order("X")
+    assert CLOSED == str(caught.value)
+    client.close()
 
 
 def test_settings_or_a_client_not_both() -> None:
@@ -189,8 +270,10 @@ def test_settings_or_a_client_not_both() -> None:
     inner = CmpayClient(merchant_id="M", signer=Md5Signer(PUBLIC_TEST_KEY))
 
     assert inner is BlockingCmpayClient(inner).client
-    with pytest.raises(ConfigurationError, match="not both"):
+    with pytest.raises(ConfigurationError) as caught:
         BlockingCmpayClient(inner, merchant_id="M")
+    assert "pass either a CmpayClient or its settings, not both" == str(caught.value)
+    assert not BlockingCmpayClient(inner).closed
 
 
 def test_loops_of_ended_threads_are_closed(gateway: tuple[Sandbox, str]) -> None:
@@ -211,7 +294,8 @@ def test_loops_of_ended_threads_are_closed(gateway: tuple[Sandbox, str]) -> None
     second = threading.Thread(target=call_once)
     second.start()
     second.join(timeout=30)
+    assert loops[0].is_closed()  # the second thread's first call found it ended
+    assert not loops[1].is_closed()
     client.close()
 
-    assert loops[0].is_closed()
     assert loops[1].is_closed()  # close() closes the rest
