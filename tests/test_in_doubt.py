@@ -27,6 +27,7 @@ from cmpay_async import (
     TransportError,
     ValidationError,
 )
+from cmpay_async._client import _inflate
 from cmpay_async.testing import Sandbox
 
 from .helpers import _AsyncMock, make_client, valid_order
@@ -247,3 +248,64 @@ async def test_an_unexpected_error_becomes_a_transport_error(raised: Exception) 
     assert exc.maybe_sent is True
     assert exc.__cause__ is raised
     assert f"unexpected {type(raised).__name__}" in str(exc)
+
+
+# -- decompression, byte-exact (64 KiB is the documented cap on an answer) -----------------------
+
+CAP = 64 * 1024
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pack"),
+    [
+        ("gzip", gzip.compress),
+        ("x-gzip", gzip.compress),
+        ("deflate", zlib.compress),  # zlib-wrapped, as RFC 9110 means it
+        ("deflate", _raw_deflate),  # raw, as some servers send it
+    ],
+    ids=["gzip", "x-gzip", "deflate-zlib", "deflate-raw"],
+)
+def test_every_compression_a_proxy_uses_is_undone(encoding: str, pack: Any) -> None:
+    """gzip, x-gzip and both forms of deflate give back the bytes packed."""
+    body = b"merchantId=888009941120001&returnCode=000000&" * 40
+
+    assert body == _inflate(pack(body), encoding, 200)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_the_cap_holds_to_the_byte_after_decompression(encoding: str) -> None:
+    """Exactly 64 KiB inflated is read; one byte more is PayloadTooLargeError."""
+    pack = gzip.compress if encoding == "gzip" else zlib.compress
+
+    assert CAP == len(_inflate(pack(b"a" * CAP), encoding, 200))
+    with pytest.raises(PayloadTooLargeError) as caught:
+        _inflate(pack(b"a" * (CAP + 1)), encoding, 502)
+    assert (502, "") == (caught.value.status_code, caught.value.excerpt)
+    assert f"the answer is larger than {CAP} bytes" == str(caught.value).split(" (HTTP")[0]
+
+
+def test_an_encoding_we_do_not_bound_is_named_and_refused() -> None:
+    """The encoding is named (at most 20 characters); status kept, no excerpt of the bytes."""
+    with pytest.raises(DecodeError) as caught:
+        _inflate(b"..", "br-" + "x" * 40, 200)
+
+    assert (
+        "the answer uses Content-Encoding 'br-xxxxxxxxxxxxxxxxx', not accepted"
+        == str(caught.value).split(" (HTTP")[0]
+    )
+    assert (200, "") == (caught.value.status_code, caught.value.excerpt)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "deflate"])
+def test_a_body_that_does_not_decompress_is_a_decode_error(encoding: str) -> None:
+    """Damaged compressed bytes: a DecodeError naming the encoding, never zlib.error."""
+    with pytest.raises(DecodeError) as caught:
+        _inflate(b"\x1f\x8b\x08\x00garbage-not-compressed", encoding, 200)
+
+    assert f"the {encoding} answer does not decompress" == str(caught.value).split(" (HTTP")[0]
+    assert (200, "") == (caught.value.status_code, caught.value.excerpt)

@@ -14,6 +14,7 @@ from cmpay_async import (
     DecodeError,
     GatewayError,
     Md5Signer,
+    OrderState,
     RsaSigner,
     RsaVerifier,
     SignatureError,
@@ -26,6 +27,7 @@ from cmpay_async import (
     signing_source,
 )
 from cmpay_async._codec import encode_answer
+from cmpay_async._protocol import parse_order_query_response
 from cmpay_async._schema import REGISTRY
 
 from .helpers import TEST_KEY, TEST_MERCHANT, TODAY, fuzz_examples, rsa_key, valid_order
@@ -209,3 +211,58 @@ def test_fuzz_answers_yield_the_original_or_cmpay_errors(body: bytes) -> None:
     except CmpayError:
         return
     assert parse_payment_response(ORIGINAL_ANSWER, verifier=Md5Signer(TEST_KEY)) == response
+
+
+def query_answer(**overrides: str) -> bytes:
+    """An OrderQuery answer signed like the gateway signs it."""
+    signer = Md5Signer(TEST_KEY)
+    fields = {
+        "merchantId": TEST_MERCHANT,
+        "payNo": "201901310005378468",
+        "returnCode": "000000",
+        "message": "成功",
+        "signType": "MD5",
+        "type": "OrderQuery",
+        "version": "2.0.0",
+        "amount": "100",
+        "amtItem": "CNY_AMT=100#CMY_AMT=0#RED_AMT=0#VCH_AMT=0#POT_CHG_AMT=0",
+        "bankAbbr": "ICBC",
+        "mobile": "151****0263",
+        "orderId": "Q1",
+        "payDate": "20190131102735",
+        "reserved1": "",
+        "reserved2": "",
+        "status": "SUCCESS",
+        "orderDate": "20190131",
+        "fee": "0",
+    }
+    fields.update(overrides)
+    fields["hmac"] = signer.sign(signing_source("OrderQueryResponse", fields))
+    return encode_answer(REGISTRY["OrderQueryResponse"], fields)
+
+
+def _query(body: bytes, order_id: str = "Q1") -> Any:
+    return parse_order_query_response(
+        body, verifier=Md5Signer(TEST_KEY), merchant_id=TEST_MERCHANT, order_id=order_id
+    )
+
+
+def test_a_query_answer_is_for_the_order_asked_about() -> None:
+    """A verified answer naming another orderId is refused; the asked one is read."""
+    assert ("Q1", 100) == (_query(query_answer()).order_id, _query(query_answer()).amount)
+
+    with pytest.raises(UnexpectedMessageError) as caught:
+        _query(query_answer(orderId="Q2"))
+
+    assert "orderId" == caught.value.field
+    assert "orderId: the verified answer is for another order" == str(caught.value)
+
+
+def test_an_unknown_order_answer_without_order_id_is_the_asked_order() -> None:
+    """RPM22201 answers may leave orderId empty: the result is NOT_FOUND for the order asked."""
+    empty = {k: "" for k in ("payNo", "amount", "amtItem", "bankAbbr", "mobile", "payDate")}
+    body = query_answer(returnCode="RPM22201", message="订单不存在", orderId="", status="", **empty)
+
+    result = _query(body, order_id="Q9")
+
+    assert ("Q9", OrderState.NOT_FOUND) == (result.order_id, result.state)
