@@ -150,7 +150,7 @@ def mutants(session: nox.Session) -> None:
         "--max-children",
         workers,
         *session.posargs,
-        env={"CMPAY_FUZZ_DIVISOR": "20"},
+        env={"CMPAY_FUZZ_DIVISOR": "20", "CMPAY_ANYIO_BACKENDS": "asyncio"},
     )
     session.run("mutmut", "export-cicd-stats")
     session.run("python", "benchmarks/mutation_report.py")
