@@ -306,6 +306,64 @@ def test_bad_dates_raise(text: str) -> None:
         parse_date(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("2019013110273", "not a time of the form YYYYMMDDHHmmSS"),
+        ("201901311027350", "not a time of the form YYYYMMDDHHmmSS"),
+        ("2019013110273x", "not a time of the form YYYYMMDDHHmmSS"),
+        ("２０１９０１３１１０２７３５", "not a time of the form YYYYMMDDHHmmSS"),
+        ("20190230102735", "not a valid date and time"),
+        ("20190131246000", "not a valid date and time"),
+        ("20190131102760", "not a valid date and time"),
+    ],
+)
+def test_bad_times_are_named_by_field(text: str, why: str) -> None:
+    """Each malformed time names the field it came from ("datetime" when none is given)."""
+    with pytest.raises(DecodeError) as given:
+        parse_datetime(text, field="payDate")
+    with pytest.raises(DecodeError) as default:
+        parse_datetime(text)
+
+    assert f"payDate: {why}" == str(given.value)
+    assert f"datetime: {why}" == str(default.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("2019013", "not a date of the form YYYYMMDD"),
+        ("201901311", "not a date of the form YYYYMMDD"),
+        ("２０１９０１３１", "not a date of the form YYYYMMDD"),
+        ("20190230", "not a valid calendar date"),
+        ("20191301", "not a valid calendar date"),
+    ],
+)
+def test_bad_dates_are_named_by_field(text: str, why: str) -> None:
+    """Each malformed date names the field it came from ("date" when none is given)."""
+    with pytest.raises(DecodeError) as given:
+        parse_date(text, field="orderDate")
+    with pytest.raises(DecodeError) as default:
+        parse_date(text)
+
+    assert f"orderDate: {why}" == str(given.value)
+    assert f"date: {why}" == str(default.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "when"),
+    [
+        ("20191231235959", (2019, 12, 31, 23, 59, 59)),
+        ("20200229000000", (2020, 2, 29, 0, 0, 0)),
+        ("00010101010203", (1, 1, 1, 1, 2, 3)),
+    ],
+)
+def test_every_part_of_a_time_is_read_from_its_place(text: str, when: tuple[int, ...]) -> None:
+    """Year, month, day, hour, minute and second each come from their own digits."""
+    assert dt.datetime(*when, tzinfo=CHINA_TZ) == parse_datetime(text)
+    assert dt.date(*when[:3]) == parse_date(text[:8])
+
+
 def test_escaping_stays_exact_beyond_the_memo() -> None:
     """Remembered escapes are exact, and stay exact once the bounded memo has been cleared."""
     from urllib.parse import quote_plus
@@ -315,3 +373,26 @@ def test_escaping_stays_exact_beyond_the_memo() -> None:
         body = encode_form([("productName", value)], CharacterSet.GBK)
         assert f"productName={quote_plus(value, safe='', encoding='gbk')}".encode() == body
         assert body == encode_form([("productName", value)], CharacterSet.GBK)
+
+
+@pytest.mark.parametrize(
+    ("received", "plus", "plain"),
+    [
+        ("%E4%B8%AD", "中", "中"),
+        ("%25E4%25B8%25AD", "中", "中"),  # escaped twice
+        ("%2525E4%2525B8%2525AD", "中", "中"),  # three times: the most undone
+        ("%252525E4%252525B8%252525AD", "%E4%B8%AD", "%E4%B8%AD"),  # four: one layer stays
+        ("a+b%2B", "a b+", "a+b+"),
+        ("100%", "100%", "100%"),  # nothing to undo
+        ("%E4%B8", "%E4%B8", "%E4%B8"),  # not UTF-8: kept as received
+        ("%2541%FF", "%2541%FF", "%2541%FF"),  # the first layer is not UTF-8
+        ("%2541%25FF", "%41%FF", "%41%FF"),  # the second layer is not: one layer undone
+        ("plain", "plain", "plain"),
+    ],
+)
+def test_escapes_are_undone_at_most_three_layers_deep(received: str, plus: str, plain: str) -> None:
+    """The readings tried for a value escaped by a gateway (or a proxy) more than once."""
+    from cmpay_async._codec import _fully_unquote, _fully_unquote_plus
+
+    assert plus == _fully_unquote_plus(received)
+    assert plain == _fully_unquote(received)
