@@ -75,7 +75,7 @@ def _check_shape(payload: bytes | str) -> None:
     """Name the usual wrong inputs (JSON, a page, a URL) before they fail as a bad signature."""
     head = payload[:16].lstrip()
     if isinstance(head, bytes):
-        head = head.decode("latin-1")
+        head = head.decode(errors="replace")  # only ASCII marks are looked for
     why = None
     if head.startswith(("{", "[")):
         why = "is JSON, not a form body: the gateway posts key=value&...; pass the raw body"

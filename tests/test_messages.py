@@ -10,6 +10,7 @@ import pytest
 
 from cmpay_async import (
     CmpayClient,
+    CmpayError,
     ConfigurationError,
     DecodeError,
     GatewayError,
@@ -61,15 +62,25 @@ def test_ips0008_hint_names_the_sign_key() -> None:
     assert "encoding" in hint
 
 
+JSON = "is JSON, not a form body: the gateway posts key=value&...; pass the raw body"
+PAGE = "is an HTML or XML page, not a form body: pass the raw body the gateway posted"
+URL = "is a whole URL: pass only its query string (the part after '?')"
+QUERY = "starts with '?': pass the query string without it"
+
+
 @pytest.mark.parametrize(
     ("payload", "names"),
     [
-        (b'{"type": "OfflineNotify", "orderId": "A1"}', "is JSON, not a form body"),
-        ("  [1, 2]", "is JSON, not a form body"),
-        (b"<html><body>notify</body></html>", "HTML or XML page"),
-        ("?" + NOTIFY_BODY, "starts with '?'"),
-        ("https://shop.example/cmpay/return?" + NOTIFY_BODY, "is a whole URL"),
-        ("HTTP://shop.example/r?" + NOTIFY_BODY, "is a whole URL"),
+        (b'{"type": "OfflineNotify", "orderId": "A1"}', JSON),
+        ("  [1, 2]", JSON),
+        (b"\r\n {}", JSON),
+        (b"<html><body>notify</body></html>", PAGE),
+        ("<?xml version='1.0'?><a/>", PAGE),
+        ("?" + NOTIFY_BODY, QUERY),
+        ("https://shop.example/cmpay/return?" + NOTIFY_BODY, URL),
+        ("HTTP://shop.example/r?" + NOTIFY_BODY, URL),
+        (b"http://shop.example/r?" + NOTIFY_BODY.encode(), URL),
+        ("\t\thttps://x.example/?" + NOTIFY_BODY, URL),
     ],
 )
 def test_wrong_shapes_of_notification_say_what_is_wrong(payload: bytes | str, names: str) -> None:
@@ -77,8 +88,30 @@ def test_wrong_shapes_of_notification_say_what_is_wrong(payload: bytes | str, na
     with pytest.raises(DecodeError) as caught:
         verify_notification(payload, verifier=VERIFIER)
 
-    assert names in str(caught.value)
+    assert f"the notification payload {names}" == str(caught.value)
     assert type(caught.value) is DecodeError
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [" " * 16 + "{json-after-16}", b"x=<b>"],
+    ids=["json-after-the-head", "html-in-a-value"],
+)
+def test_shapes_are_judged_on_the_head_only(payload: bytes | str) -> None:
+    """Only the first 16 characters are looked at: these fail later, for what they are."""
+    with pytest.raises(CmpayError) as caught:
+        verify_notification(payload, verifier=VERIFIER)
+
+    assert not str(caught.value).startswith("the notification payload ")
+
+
+def test_a_head_that_is_not_utf8_is_looked_at_without_failing() -> None:
+    """GBK bytes first (an extra field named in Chinese): the look does not break on them."""
+    body = "支付=1&".encode("gbk") + NOTIFY_BODY.encode()
+
+    assert verify_notification(NOTIFY_BODY, verifier=VERIFIER) == verify_notification(
+        body, verifier=VERIFIER
+    )
 
 
 def test_the_plain_query_string_still_verifies() -> None:

@@ -1,0 +1,160 @@
+"""The gateway's side of a notification (build and encode), and verify_notification's refusals,
+with every message exact. Expected bodies are parsed with the standard library, not the
+library's own decoder.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, quote
+
+import pytest
+
+from cmpay_async import (
+    CharacterSet,
+    ConfigurationError,
+    Md5Signer,
+    RsaSigner,
+    RsaVerifier,
+    UnexpectedMessageError,
+    ValidationError,
+    signing_source,
+    verify_notification,
+)
+from cmpay_async._notify import build_notification, encode_notification
+from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
+
+from .helpers import load_vectors, reference_hmac, rsa_key
+
+ORDERS = load_vectors("field_orders.json")["orders"]  # PROTOCOL.md's table, as data
+
+MD5 = Md5Signer(PUBLIC_TEST_KEY)
+VALUES = {
+    "merchant_id": PUBLIC_TEST_MERCHANT,
+    "pay_no": "PN1",
+    "return_code": "000000",
+    "message": "支付成功",
+    "amount": 100,
+    "bank_abbr": "ICBC",
+    "mobile": "151****0263",
+    "order_id": "B1",
+    "reserved1": "备注",
+    "status": "SUCCESS",
+}
+
+
+def _fields(body: bytes, encoding: str = "utf-8") -> dict[str, str]:
+    return dict(parse_qsl(body.decode("ascii"), keep_blank_values=True, encoding=encoding))
+
+
+@pytest.mark.parametrize("kind", ["PageNotify", "OfflineNotify"])
+def test_a_built_notification_is_signed_over_its_fields(kind: str) -> None:
+    """type and version filled in, the hmac over the values in order, no certificate (MD5)."""
+    fields = build_notification(kind, VALUES, signer=MD5)
+
+    assert (kind, "2.0.0", "MD5") == (fields["type"], fields["version"], fields["signType"])
+    assert reference_hmac(signing_source(kind, fields).encode()) == fields["hmac"]
+    assert "" == fields.get("serverCert", "")
+
+
+def test_an_rsa_notification_carries_the_signers_certificate() -> None:
+    """serverCert is the signer's certificate ("此项必输"), and the signature verifies."""
+    signer = RsaSigner(rsa_key(), merchant_cert="CERT-HEX")
+    fields = build_notification("OfflineNotify", VALUES, signer=signer)
+
+    assert "CERT-HEX" == fields["serverCert"]
+    RsaVerifier(signer.public_key).verify(signing_source("OfflineNotify", fields), fields["hmac"])
+
+
+def test_escape_chinese_signs_the_escaped_text_of_chinese_fields_only() -> None:
+    """message and reserved1 are escaped (UTF-8) before signing; other fields are not."""
+    fields = build_notification("OfflineNotify", VALUES, signer=MD5, escape_chinese=True)
+
+    assert quote("支付成功", safe="") == fields["message"]
+    assert quote("备注", safe="") == fields["reserved1"]
+    assert ("", "151****0263") == (fields["reserved2"], fields["mobile"])
+    assert reference_hmac(signing_source("OfflineNotify", fields).encode()) == fields["hmac"]
+
+
+def test_only_notifications_are_built() -> None:
+    """Another kind is a ConfigurationError naming it."""
+    with pytest.raises(ConfigurationError) as caught:
+        build_notification("DirectPayConfirm", VALUES, signer=MD5)
+
+    assert "kind must be PageNotify or OfflineNotify, not 'DirectPayConfirm'" == str(caught.value)
+
+
+def test_values_the_wire_cannot_carry_are_refused_when_building() -> None:
+    """A float amount is a ValidationError naming the field, not a notification."""
+    with pytest.raises(ValidationError) as caught:
+        build_notification("OfflineNotify", {**VALUES, "amount": 1.5}, signer=MD5)
+
+    assert ("amount",) == caught.value.fields
+
+
+@pytest.mark.parametrize(
+    ("charset", "codec"),
+    [(CharacterSet.GBK, "gbk"), (CharacterSet.GB2312, "gb2312"), (CharacterSet.UTF8, "utf-8")],
+)
+def test_an_encoded_notification_is_in_its_charset_and_schema_order(
+    charset: CharacterSet, codec: str
+) -> None:
+    """Every field in the schema's order, Chinese escaped in the charset asked for."""
+    fields = build_notification("PageNotify", VALUES, signer=MD5)
+
+    body = encode_notification("PageNotify", fields, charset=charset)
+
+    assert f"message={quote('支付成功', safe='', encoding=codec)}".encode() in body
+    names = [name for name, _ in parse_qsl(body.decode("ascii"), keep_blank_values=True)]
+    assert [*ORDERS["PageNotify"], "serverCert", "hmac"] == names
+    assert fields == {k: v for k, v in _fields(body, codec).items() if k in fields}
+
+
+def test_the_default_encoding_is_utf8() -> None:
+    """Without a charset the body is UTF-8."""
+    fields = build_notification("PageNotify", VALUES, signer=MD5)
+
+    assert b"message=%E6%94%AF%E4%BB%98%E6%88%90%E5%8A%9F" in encode_notification(
+        "PageNotify", fields
+    )
+
+
+def _resigned(**changes: str) -> bytes:
+    fields = _fields(sign_notification(order_id="R1", amount=5))
+    fields.update(changes)
+    fields["hmac"] = MD5.sign(signing_source(fields.get("type", "OfflineNotify"), fields))
+    return "&".join(f"{k}={quote(v, safe='')}" for k, v in fields.items()).encode()
+
+
+def test_a_signed_notification_of_another_version_is_refused() -> None:
+    """Even correctly signed, version 1.0.0 is not read as 2.0.0."""
+    with pytest.raises(UnexpectedMessageError) as caught:
+        verify_notification(_resigned(version="1.0.0"), verifier=MD5)
+
+    assert ("version", "version: is not 2.0.0") == (caught.value.field, str(caught.value))
+
+
+@pytest.mark.parametrize(
+    ("kind", "shown"),
+    [("DirectPayConfirm", "'DirectPayConfirm'"), ("X" * 40, repr("X" * 20)), ("", "''")],
+)
+def test_a_payload_that_is_no_notification_is_refused_by_type(kind: str, shown: str) -> None:
+    """The type is named (at most 20 characters of it)."""
+    fields = _fields(sign_notification(order_id="T1", amount=5))
+    fields["type"] = kind
+    body = "&".join(f"{k}={quote(v, safe='')}" for k, v in fields.items())
+
+    with pytest.raises(UnexpectedMessageError) as caught:
+        verify_notification(body, verifier=MD5)
+
+    assert "type" == caught.value.field
+    assert f"type: {shown} is not PageNotify or OfflineNotify" == str(caught.value)
+
+
+def test_another_merchants_notification_is_refused_by_merchant_id() -> None:
+    """merchant_id, when given, must be the payload's; when not given, any merchant passes."""
+    body = sign_notification(order_id="M1", amount=5, merchant_id="888000000000009")
+
+    assert "888000000000009" == verify_notification(body, verifier=MD5).merchant_id
+    with pytest.raises(UnexpectedMessageError) as caught:
+        verify_notification(body, verifier=MD5, merchant_id=PUBLIC_TEST_MERCHANT)
+    assert "merchantId: is not this merchant's id" == str(caught.value)
