@@ -1,0 +1,366 @@
+"""Each store's own promises, read from the database itself: rows, leases, TTLs, connections.
+
+test_processor.py proves the stores behave alike; these check what each one writes and how
+it manages its connections, with the database's own tools (sqlite3, psycopg, redis-py).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from cmpay_async import ConfigurationError
+from cmpay_async.stores import ClaimState
+from cmpay_async.stores.postgres import PostgresStore
+from cmpay_async.stores.redis import RedisStore
+from cmpay_async.stores.sqlite import SqliteStore, _close_own
+
+from .queues import postgres_server, redis_server
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    """A clock the test sets."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _rows(path: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT key, state, token, expires FROM cmpay_events").fetchall()
+
+
+# -- SQLite ---------------------------------------------------------------------------------------
+
+
+async def test_sqlite_rows_hold_the_state_the_token_and_the_lease_end(tmp_path: Path) -> None:
+    """A claim writes (in_progress, token, now + lease); complete makes it (done, inf)."""
+    clock = Clock()
+    store = SqliteStore(tmp_path / "e.db", clock=clock)
+
+    claimed = await store.claim("K1", lease=10)
+    assert [("K1", "in_progress", claimed.token, 1_000_010.0)] == _rows(tmp_path / "e.db")
+    assert claimed.token is not None
+    assert await store.complete("K1", claimed.token)
+    assert [("K1", "done", claimed.token, math.inf)] == _rows(tmp_path / "e.db")
+    store.close()
+
+
+async def test_sqlite_lease_ends_exactly_at_its_end(tmp_path: Path) -> None:
+    """Just before the lease ends the key is held; at its end another worker may take it."""
+    clock = Clock()
+    store = SqliteStore(tmp_path / "e.db", clock=clock)
+    await store.claim("K2", lease=10)
+
+    clock.now += 9.999
+    assert ClaimState.IN_PROGRESS is (await store.claim("K2", lease=10)).state
+    clock.now += 0.001
+    assert ClaimState.NEW is (await store.claim("K2", lease=10)).state
+    store.close()
+
+
+async def test_sqlite_release_and_complete_need_the_owners_token(tmp_path: Path) -> None:
+    """A stale token neither completes nor releases; the owner's releases the row entirely."""
+    store = SqliteStore(tmp_path / "e.db", clock=Clock())
+    claimed = await store.claim("K3", lease=10)
+    assert claimed.token is not None
+
+    assert not await store.complete("K3", "not-the-token")
+    await store.release("K3", "not-the-token")
+    assert 1 == len(_rows(tmp_path / "e.db"))
+    await store.release("K3", claimed.token)
+    assert [] == _rows(tmp_path / "e.db")
+    store.close()
+
+
+async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    """The file is in WAL mode, so readers in other processes never block a claim."""
+    store = SqliteStore(tmp_path / "e.db")
+    await store.claim("K4", lease=10)
+
+    with sqlite3.connect(tmp_path / "e.db") as db:
+        assert ("wal",) == db.execute("PRAGMA journal_mode").fetchone()
+    store.close()
+
+
+async def test_sqlite_work_that_fails_is_rolled_back(tmp_path: Path) -> None:
+    """An error inside a transaction undoes its writes and leaves the connection usable."""
+    store = SqliteStore(tmp_path / "e.db", clock=Clock())
+    await store.claim("K5", lease=10)
+
+    def failing(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM cmpay_events")
+        raise ValueError("in the middle")
+
+    with pytest.raises(ValueError, match="in the middle"):
+        await store._run(failing)
+
+    assert 1 == len(_rows(tmp_path / "e.db"))
+    assert ClaimState.IN_PROGRESS is (await store.claim("K5", lease=10)).state
+    store.close()
+
+
+def test_sqlite_keeps_one_connection_per_thread_until_closed(tmp_path: Path) -> None:
+    """The same thread gets its connection back; another thread gets its own; close() closes
+    them all and the next use opens a fresh one."""
+    store = SqliteStore(tmp_path / "e.db")
+    first = store._connection()
+    assert first is store._connection()
+    others: list[sqlite3.Connection] = []
+    thread = threading.Thread(target=lambda: others.append(store._connection()))
+    thread.start()
+    thread.join()
+    assert others[0] is not first
+
+    store.close()
+
+    for closed in (first, others[0]):
+        with pytest.raises(sqlite3.ProgrammingError):
+            closed.execute("SELECT 1")
+    fresh = store._connection()
+    assert fresh is not first
+    assert (1,) == fresh.execute("SELECT 1").fetchone()
+    store.close()
+
+
+def test_sqlite_closes_only_this_process_connections(tmp_path: Path) -> None:
+    """A forked child's list holds its parent's connections: those are left alone."""
+    mine, parents = sqlite3.connect(tmp_path / "a.db"), sqlite3.connect(tmp_path / "b.db")
+    import os
+
+    held = [(os.getpid(), mine), (os.getpid() + 1, parents)]
+
+    _close_own(held, threading.Lock())
+
+    assert [] == held
+    with pytest.raises(sqlite3.ProgrammingError):
+        mine.execute("SELECT 1")
+    assert (1,) == parents.execute("SELECT 1").fetchone()
+    parents.close()
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dsn() -> Iterator[str]:
+    """A PostgreSQL that answers."""
+    with postgres_server() as found:
+        yield found
+
+
+@pytest.fixture
+def pg(dsn: str) -> Iterator[PostgresStore]:
+    """A store on a table of its own, dropped afterwards."""
+    store = PostgresStore(dsn, table=f"cmpay_detail_{uuid.uuid4().hex[:8]}")
+    yield store
+    store.close()
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute(f"DROP TABLE IF EXISTS {store.table}")
+
+
+@pytest.mark.parametrize(
+    "table",
+    ["cmpay events", "x;DROP TABLE y", "1abc", "a" * 64, "", "naïve"],
+    ids=["space", "injection", "digit-first", "64-chars", "empty", "non-ascii"],
+)
+def test_postgres_table_must_be_a_plain_name(dsn: str, table: str) -> None:
+    """Anything but a plain SQL identifier (at most 63 characters) is refused, quoted short."""
+    with pytest.raises(ConfigurationError) as caught:
+        PostgresStore(dsn, table=table)
+
+    assert f"table must be a plain SQL name, not {table[:70]!r}" == str(caught.value)
+
+
+def test_postgres_long_bad_names_are_quoted_to_seventy_characters(dsn: str) -> None:
+    """A long bad name is shown by its first 70 characters only."""
+    with pytest.raises(ConfigurationError) as caught:
+        PostgresStore(dsn, table="é" * 100)
+
+    assert f"table must be a plain SQL name, not {'é' * 70!r}" == str(caught.value)
+
+
+def test_postgres_accepts_plain_names_up_to_63_characters(dsn: str) -> None:
+    """_a1 and a 63-character name are plain names; the store keeps the one given."""
+    assert "_a1" == PostgresStore(dsn, table="_a1").table
+    assert "b" * 63 == PostgresStore(dsn, table="b" * 63).table
+    assert "cmpay_events" == PostgresStore(dsn).table
+
+
+async def test_postgres_migrate_creates_the_table(pg: PostgresStore, dsn: str) -> None:
+    """migrate() creates the table before any claim (for deployments that prepare schemas)."""
+    await pg.migrate()
+
+    with psycopg.connect(dsn, autocommit=True) as db:
+        found = db.execute("SELECT to_regclass(%s)", (pg.table,)).fetchone()
+        columns = db.execute(
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_name = %s ORDER BY ordinal_position",
+            (pg.table,),
+        ).fetchall()
+    assert found is not None
+    assert pg.table == found[0]
+    assert [
+        ("key", "text", "NO"),
+        ("state", "text", "NO"),
+        ("token", "text", "NO"),
+        ("expires", "timestamp with time zone", "NO"),
+    ] == columns
+
+
+async def test_postgres_leases_are_on_the_database_clock(pg: PostgresStore, dsn: str) -> None:
+    """The row ends its lease `lease` seconds after the database's now()."""
+    claimed = await pg.claim("P1", lease=30)
+
+    with psycopg.connect(dsn, autocommit=True) as db:
+        row = db.execute(
+            f"SELECT state, token, extract(epoch from expires - now()) FROM {pg.table}"  # noqa: S608
+        ).fetchone()
+    assert row is not None
+    assert ("in_progress", claimed.token) == row[:2]
+    assert 25 < float(row[2]) <= 30
+
+
+async def test_postgres_keeps_one_connection_per_thread_until_closed(pg: PostgresStore) -> None:
+    """The same thread reuses its connection; close() closes every one it opened."""
+    first = pg._connection()
+    assert first is pg._connection()
+    others: list[Any] = []
+    thread = threading.Thread(target=lambda: others.append(pg._connection()))
+    thread.start()
+    thread.join()
+    assert others[0] is not first
+
+    pg.close()
+
+    assert first.closed
+    assert others[0].closed
+    assert not pg._connection().closed  # a closed connection is replaced on next use
+
+
+def test_a_store_without_its_driver_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, dsn: str
+) -> None:
+    """Without psycopg or redis-py installed, a ConfigurationError names the extra."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.setitem(sys.modules, "redis", None)
+
+    with pytest.raises(ConfigurationError) as pg_error:
+        PostgresStore(dsn)
+    with pytest.raises(ConfigurationError) as redis_error:
+        RedisStore()
+
+    assert "PostgresStore needs psycopg 3: pip install 'cmpay-async[postgres]'" == str(
+        pg_error.value
+    )
+    assert "RedisStore needs redis-py: pip install 'cmpay-async[redis]'" == str(redis_error.value)
+
+
+# -- Redis ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A Redis that answers."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def rs(redis_url: str) -> Iterator[tuple[RedisStore, redis.Redis, str]]:
+    """A store under a prefix of its own, its keys deleted afterwards."""
+    prefix = f"cmpay-detail:{uuid.uuid4().hex[:8]}:"
+    store = RedisStore(redis_url, prefix=prefix, done_ttl=1234)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield store, client, prefix
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+    client.close()
+    store.close()
+
+
+async def test_redis_claim_is_a_token_with_the_lease_as_ttl(
+    rs: tuple[RedisStore, redis.Redis, str],
+) -> None:
+    """The key holds in-progress:<token> and expires in Redis after the lease."""
+    store, client, prefix = rs
+
+    claimed = await store.claim("R1", lease=30)
+
+    assert f"in-progress:{claimed.token}" == client.get(f"{prefix}R1")
+    assert 29_000 < client.pttl(f"{prefix}R1") <= 30_000
+
+
+async def test_redis_a_tiny_lease_is_one_millisecond(
+    rs: tuple[RedisStore, redis.Redis, str],
+) -> None:
+    """A lease under a millisecond still sets a TTL (PX 0 would be an error)."""
+    store, client, prefix = rs
+
+    claimed = await store.claim("R2", lease=0.0001)
+
+    assert ClaimState.NEW is claimed.state
+    assert client.pttl(f"{prefix}R2") in (-2, 0, 1)  # gone, or about to be
+
+
+async def test_redis_done_is_remembered_for_done_ttl(
+    rs: tuple[RedisStore, redis.Redis, str],
+) -> None:
+    """complete() writes done with the configured TTL; a stale token changes nothing."""
+    store, client, prefix = rs
+    claimed = await store.claim("R3", lease=30)
+    assert claimed.token is not None
+
+    assert not await store.complete("R3", "stale")
+    await store.release("R3", "stale")
+    assert f"in-progress:{claimed.token}" == client.get(f"{prefix}R3")
+    assert await store.complete("R3", claimed.token)
+
+    assert "done" == client.get(f"{prefix}R3")
+    assert 1230 < client.ttl(f"{prefix}R3") <= 1234
+    assert ClaimState.DONE is (await store.claim("R3", lease=30)).state
+
+
+async def test_redis_release_frees_the_key(rs: tuple[RedisStore, redis.Redis, str]) -> None:
+    """The owner's release deletes the key: the retry claims it at once."""
+    store, client, prefix = rs
+    claimed = await store.claim("R4", lease=30)
+    assert claimed.token is not None
+
+    await store.release("R4", claimed.token)
+
+    assert client.get(f"{prefix}R4") is None
+    assert ClaimState.NEW is (await store.claim("R4", lease=30)).state
+
+
+async def test_redis_defaults_are_the_local_server_and_the_cmpay_prefix(redis_url: str) -> None:
+    """RedisStore() talks to redis://127.0.0.1:6379/0 under cmpay:event:, done kept 90 days."""
+    if redis_url != "redis://127.0.0.1:6379/0":
+        pytest.fail("this check needs the machine's Redis on 127.0.0.1:6379")
+    store = RedisStore()
+    key = f"detail-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis(host="127.0.0.1", port=6379, db=0, decode_responses=True)
+    try:
+        claimed = await store.claim(key, lease=30)
+        assert claimed.token is not None
+        assert f"in-progress:{claimed.token}" == client.get(f"cmpay:event:{key}")
+        assert 90 * 24 * 3600 == store.done_ttl
+    finally:
+        client.delete(f"cmpay:event:{key}")
+        client.close()
+        store.close()
