@@ -179,7 +179,7 @@ def _china_now() -> dt.datetime:
 def _excerpt(body: bytes) -> str:
     # Enough to recognise an HTML error page or a proxy message; secrets and personal data
     # blanked before cutting, so that a value cut in half is blanked too.
-    return redact(body[:600].decode("utf-8", "replace"))[:200]
+    return redact(body[:600].decode(errors="replace"))[:200]
 
 
 _NEVER = "the request never reached the gateway"

@@ -217,7 +217,7 @@ def encode_answer(schema: Schema, fields: Mapping[str, str]) -> bytes:
         if field.utf8_escaped:
             value = quote_plus(value, safe="")
         parts.append(f"{field.wire}={value}")
-    return "&".join(parts).encode("utf-8")
+    return "&".join(parts).encode()
 
 
 # -- bytes / str / mapping -> wire strings -------------------------------------------------------
@@ -314,7 +314,7 @@ def _split_slowly(pairs: list[tuple[str, str, str]], codec: str, *, form: bool) 
 def _utf8_size(text: str, field: str | None) -> int:
     """Size of ``text`` in UTF-8; a lone surrogate (e.g. from ``json.loads``) is refused."""
     try:
-        return len(text.encode("utf-8"))
+        return len(text.encode())
     except UnicodeEncodeError as exc:
         char = exc.object[exc.start]
         raise DecodeError(
@@ -343,7 +343,7 @@ def _from_mapping(mapping: Mapping[str, Any], max_size: int) -> dict[str, str]:
             value = value[0]
         if isinstance(value, bytes):
             try:
-                value = value.decode("utf-8")
+                value = value.decode()
             except UnicodeDecodeError:
                 raise DecodeError("not valid UTF-8", field=name) from None
         if not isinstance(value, str):

@@ -51,7 +51,7 @@ def yuan_to_fen(yuan: Decimal | str | int) -> int:
     if isinstance(yuan, (bool, float)):
         raise ValidationError([Problem("amount", "give yuan as Decimal or str, not float")])
     try:
-        value = Decimal(yuan.strip() if isinstance(yuan, str) else yuan)
+        value = Decimal(yuan)  # a str may have surrounding whitespace: Decimal allows it
     except (InvalidOperation, TypeError, ValueError):
         raise ValidationError([Problem("amount", "not a decimal number of yuan")]) from None
     if not value.is_finite():

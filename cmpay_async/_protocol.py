@@ -229,7 +229,7 @@ def _unencodable(fields: Mapping[str, str]) -> list[Problem]:
     problems = []
     for name, value in fields.items():
         try:
-            value.encode("utf-8")
+            value.encode()
         except UnicodeEncodeError as exc:
             char = exc.object[exc.start]
             problems.append(

@@ -91,10 +91,13 @@ def _pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
 _EMPTY_INNER, _EMPTY_OUTER = _pads(b"")
 
 
+# str.encode() is UTF-8: the signed bytes always are, whatever characterSet says (PROTOCOL.md 1).
+
+
 def inner_digest(source: str) -> str:
     """The first, keyless HMAC-MD5 of the UTF-8 ``source``, as lowercase hex."""
     h = _EMPTY_INNER.copy()
-    h.update(source.encode("utf-8"))
+    h.update(source.encode())
     o = _EMPTY_OUTER.copy()
     o.update(h.digest())
     return o.hexdigest()
@@ -116,7 +119,7 @@ class Md5Signer:
     def __init__(self, sign_key: str) -> None:
         if not isinstance(sign_key, str):
             raise ConfigurationError("sign_key must be a str")
-        key = sign_key.encode("utf-8")
+        key = sign_key.encode()
         if not sign_key.strip():
             raise ConfigurationError("sign_key is empty or only whitespace")
         if sign_key != sign_key.strip():
@@ -155,7 +158,7 @@ class Md5Signer:
 
     def sign(self, source: str) -> str:
         """Return the lowercase hex ``hmac`` of ``source``."""
-        return self.sign_bytes(source.encode("utf-8"))
+        return self.sign_bytes(source.encode())
 
     def sign_bytes(self, source: bytes) -> str:
         """The ``hmac`` of a source already encoded (the debugger tries GBK bytes with it)."""
@@ -164,7 +167,7 @@ class Md5Signer:
         o = _EMPTY_OUTER.copy()
         o.update(h.digest())
         h = self._inner.copy()
-        h.update(o.hexdigest().encode("ascii"))
+        h.update(o.hexdigest().encode())
         o = self._outer.copy()
         o.update(h.digest())
         return o.hexdigest()
@@ -251,7 +254,7 @@ class RsaSigner:
 
     def sign(self, source: str) -> str:
         """Return the lowercase hex SHA1withRSA signature of the UTF-8 ``source``."""
-        return self._key.sign(source.encode("utf-8"), _PKCS1V15, _SHA1).hex()
+        return self._key.sign(source.encode(), _PKCS1V15, _SHA1).hex()
 
 
 class RsaVerifier:
@@ -277,7 +280,7 @@ class RsaVerifier:
 
     def verify(self, source: str, signature: str) -> None:
         """Raise ``SignatureError`` unless ``signature`` (hex) signs ``source``."""
-        self.verify_bytes(source.encode("utf-8"), signature)
+        self.verify_bytes(source.encode(), signature)
 
     def verify_bytes(self, source: bytes, signature: str) -> None:
         """``verify`` over a source already encoded (the debugger tries GBK bytes with it)."""

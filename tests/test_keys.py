@@ -15,7 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from cmpay_async import ConfigurationError, RsaSigner, RsaVerifier, SignatureError
+from cmpay_async import ConfigurationError, Md5Signer, RsaSigner, RsaVerifier, SignatureError
+from cmpay_async.testing import PUBLIC_TEST_KEY
 
 from .helpers import rsa_key
 from .test_signing import _cert_for
@@ -238,3 +239,13 @@ def test_a_key_object_is_used_as_it_is() -> None:
 
     other.public_key().verify(bytes.fromhex(signature), b"x", padding.PKCS1v15(), hashes.SHA1())
     RsaVerifier(_cert_for(other)).verify("x", signature)
+
+
+def test_the_md5_signer_hides_its_key_and_refuses_to_be_pickled() -> None:
+    """The repr shows no key; pickling (into a queue, a cache) is refused with the reason."""
+    signer = Md5Signer(PUBLIC_TEST_KEY)
+
+    assert "Md5Signer(sign_key=<hidden>)" == repr(signer)
+    with pytest.raises(TypeError) as caught:
+        pickle.dumps(signer)
+    assert "Md5Signer cannot be pickled: it holds a secret key" == str(caught.value)

@@ -177,18 +177,27 @@ def test_yuan_to_fen_is_exact(yuan: Any, fen: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("yuan", "match"),
+    ("yuan", "why"),
     [
-        (12.5, "not float"),
+        (12.5, "give yuan as Decimal or str, not float"),
+        (True, "give yuan as Decimal or str, not float"),
         ("0.001", "finer than one fen"),
-        ("abc", "not a decimal"),
-        ("NaN", "finite"),
+        (Decimal("1.005"), "finer than one fen"),
+        ("abc", "not a decimal number of yuan"),
+        ("", "not a decimal number of yuan"),
+        (None, "not a decimal number of yuan"),
+        ([1], "not a decimal number of yuan"),
+        ("NaN", "not a finite amount"),
+        ("-Infinity", "not a finite amount"),
     ],
 )
-def test_yuan_to_fen_refuses_floats_and_sub_fen(yuan: Any, match: str) -> None:
-    """Floats, sub-fen amounts and non-numbers are refused, naming amount."""
-    with pytest.raises(ValidationError, match=f"amount: .*{match}"):
+def test_yuan_to_fen_refuses_floats_and_sub_fen(yuan: Any, why: str) -> None:
+    """Floats, sub-fen amounts and non-numbers are refused, naming amount and the reason."""
+    with pytest.raises(ValidationError) as caught:
         yuan_to_fen(yuan)
+
+    assert f"amount: {why}" == str(caught.value)
+    assert ("amount",) == caught.value.fields
 
 
 def test_verdicts_stay_right_beyond_the_memo() -> None:
