@@ -46,6 +46,8 @@ NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=CST)
         (dt.timedelta(days=3), dt.timedelta(minutes=59), False),
         (dt.timedelta(days=3), dt.timedelta(hours=1), True),
         (dt.timedelta(days=40), None, False),  # for a person to look at
+        (dt.timedelta(minutes=1), None, True),  # the first tier ends at exactly one minute
+        (dt.timedelta(days=31), None, False),  # and the last at exactly 31 days
     ],
 )
 def test_the_schedule_backs_off_with_age(
