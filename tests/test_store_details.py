@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from cmpay_async import ConfigurationError
-from cmpay_async.stores import ClaimState
+from cmpay_async.stores import ClaimState, MemoryStore, new_token
 from cmpay_async.stores.postgres import PostgresStore
 from cmpay_async.stores.redis import RedisStore
 from cmpay_async.stores.sqlite import SqliteStore, _close_own
@@ -364,3 +364,86 @@ async def test_redis_defaults_are_the_local_server_and_the_cmpay_prefix(redis_ur
         client.delete(f"cmpay:event:{key}")
         client.close()
         store.close()
+
+
+# -- every store ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Each store, fresh."""
+    if request.param == "memory":
+        yield MemoryStore()
+    elif request.param == "sqlite":
+        store = SqliteStore(tmp_path / "e.db")
+        yield store
+        store.close()
+    elif request.param == "postgres":
+        yield request.getfixturevalue("pg")
+    else:
+        yield request.getfixturevalue("rs")[0]
+
+
+async def test_a_key_is_completed_once(any_store: Any) -> None:
+    """The owner's complete() succeeds once; again, or after a release, it does not."""
+    first = await any_store.claim("ONCE", lease=30)
+    assert first.token is not None
+
+    assert await any_store.complete("ONCE", first.token)
+    assert not await any_store.complete("ONCE", first.token)
+    assert ClaimState.DONE is (await any_store.claim("ONCE", lease=30)).state
+
+    second = await any_store.claim("TWICE", lease=30)
+    assert second.token is not None
+    await any_store.release("TWICE", second.token)
+    assert not await any_store.complete("TWICE", second.token)
+
+
+def test_tokens_are_128_random_bits_in_hex() -> None:
+    """A token is 32 lowercase hex digits, never the same twice."""
+    tokens = {new_token() for _ in range(1000)}
+
+    assert 1000 == len(tokens)
+    assert all(len(t) == 32 and t == t.lower() and int(t, 16) >= 0 for t in tokens)
+
+
+async def test_memory_lease_ends_exactly_at_its_end() -> None:
+    """Just before the lease ends the key is held; at its end another worker may take it."""
+    clock = Clock()
+    store = MemoryStore(clock=clock)
+    await store.claim("M1", lease=10)
+
+    clock.now += 9.999
+    assert ClaimState.IN_PROGRESS is (await store.claim("M1", lease=10)).state
+    clock.now += 0.001
+    assert ClaimState.NEW is (await store.claim("M1", lease=10)).state
+
+
+class Vanishing:
+    """A Redis whose key expires between a refused SET NX and the GET, as many times as told."""
+
+    def __init__(self, vanish: int) -> None:
+        self.vanish = vanish
+        self.sets = 0
+
+    def set(self, name: str, value: str, *, nx: bool, px: int) -> bool:
+        self.sets += 1
+        return self.sets > self.vanish
+
+    def get(self, name: str) -> str | None:
+        return None
+
+
+@pytest.mark.parametrize(("vanish", "state"), [(1, ClaimState.NEW), (2, ClaimState.IN_PROGRESS)])
+async def test_redis_a_lease_ending_mid_claim_is_retried_once(
+    rs: tuple[RedisStore, redis.Redis, str], vanish: int, state: ClaimState
+) -> None:
+    """The holder's lease ends between SET NX and GET: the claim tries once more, not forever."""
+    store = rs[0]
+    fake, real = Vanishing(vanish), store._redis
+    store._redis = fake
+    try:
+        assert state is (await store.claim("RACE", lease=30)).state
+    finally:
+        store._redis = real
+    assert 2 == fake.sets

@@ -11,6 +11,7 @@ default: several processes on one machine); each imports its driver only in its 
 from __future__ import annotations
 
 import enum
+import math
 import secrets
 import threading
 import time
@@ -85,7 +86,7 @@ class MemoryStore:
             row = self._rows.get(key)
             if row is None or row[1] != token or row[0] is ClaimState.DONE:
                 return False
-            self._rows[key] = (ClaimState.DONE, token, float("inf"))
+            self._rows[key] = (ClaimState.DONE, token, math.inf)
             return True
 
     async def release(self, key: str, token: str) -> None:

@@ -1,0 +1,179 @@
+"""The client's error translation, word for word: every httpx failure's class, maybe_sent and
+message, the unexpected-failure path, plain `with`, and the retry backoff's exact numbers."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from cmpay_async import (
+    CmpayClient,
+    ConnectError,
+    Md5Signer,
+    RetryPolicy,
+    TransportError,
+    TransportTimeoutError,
+)
+from cmpay_async._client import _translate, _unexpected
+from cmpay_async.testing import PUBLIC_TEST_KEY
+
+from .helpers import _AsyncMock, make_client, valid_order
+
+NEVER = "the request never reached the gateway"
+MAYBE = (
+    "the request may have reached the gateway and created order 'ORD1': query the order "
+    "before trying again, and use a new orderId for a new attempt"
+)
+
+
+@pytest.mark.parametrize(
+    ("exc", "cls", "maybe_sent", "message"),
+    [
+        (
+            httpx.ConnectTimeout("slow"),
+            TransportTimeoutError,
+            False,
+            f"ConnectTimeout: slow; {NEVER}",
+        ),
+        (httpx.PoolTimeout("full"), TransportTimeoutError, False, f"PoolTimeout: full; {NEVER}"),
+        (httpx.ReadTimeout("quiet"), TransportTimeoutError, True, f"ReadTimeout: quiet; {MAYBE}"),
+        (httpx.WriteTimeout("w"), TransportTimeoutError, True, f"WriteTimeout: w; {MAYBE}"),
+        (httpx.ConnectError("refused"), ConnectError, False, f"refused; {NEVER}"),
+        (
+            httpx.ProxyError("proxy said no"),
+            ConnectError,
+            False,
+            f"ProxyError: proxy said no; {NEVER}",
+        ),
+        (
+            httpx.UnsupportedProtocol("ftp"),
+            TransportError,
+            False,
+            f"UnsupportedProtocol: ftp; {NEVER} (check the endpoint setting)",
+        ),
+        (
+            httpx.LocalProtocolError("bad header"),
+            TransportError,
+            False,
+            f"LocalProtocolError: bad header; {NEVER} (check the endpoint setting)",
+        ),
+        (
+            httpx.InvalidURL("no host"),
+            TransportError,
+            False,
+            f"InvalidURL: no host; {NEVER} (check the endpoint setting)",
+        ),
+        (httpx.ReadError(""), TransportError, True, f"ReadError; {MAYBE}"),
+        (
+            httpx.RemoteProtocolError("eof"),
+            TransportError,
+            True,
+            f"RemoteProtocolError: eof; {MAYBE}",
+        ),
+        (httpx.DecodingError("gz"), TransportError, True, f"DecodingError: gz; {MAYBE}"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else None,
+)
+def test_every_httpx_failure_is_translated_exactly(
+    exc: Exception, cls: type[TransportError], maybe_sent: bool, message: str
+) -> None:
+    """The class, maybe_sent, the order and request, and the message: each as documented."""
+    error = _translate(exc, order_id="ORD1", request_id="REQ1")  # type: ignore[arg-type]
+
+    assert cls is type(error)
+    assert (maybe_sent, "ORD1", "REQ1") == (error.maybe_sent, error.order_id, error.request_id)
+    assert message == str(error)
+
+
+@pytest.mark.parametrize(
+    ("maybe_sent", "tail"),
+    [
+        (True, "the request may have reached the gateway: query the order before trying again"),
+        (False, NEVER),
+    ],
+)
+def test_an_unexpected_failure_says_how_far_it_got(maybe_sent: bool, tail: str) -> None:
+    """Any other exception becomes a TransportError with the order, the request and the cause."""
+    prepared = make_client(httpx.MockTransport(lambda r: httpx.Response(500))).prepare_payment(
+        valid_order(), ip_address="1.2.3.4", request_id="REQ9"
+    )
+    cause = RuntimeError("boom")
+
+    error = _unexpected(cause, prepared, maybe_sent=maybe_sent)
+
+    assert f"unexpected RuntimeError during the exchange: boom; {tail}" == str(error)
+    assert (maybe_sent, prepared.order_id, "REQ9") == (
+        error.maybe_sent,
+        error.order_id,
+        error.request_id,
+    )
+    assert cause is error.__cause__
+
+
+@pytest.mark.anyio
+async def test_a_transport_that_raises_anything_gives_a_typed_error() -> None:
+    """A RuntimeError inside a custom transport leaves as TransportError, maybe_sent."""
+
+    async def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("transport bug")
+
+    async with make_client(_AsyncMock(broken)) as client:
+        with pytest.raises(TransportError) as caught:
+            await client.create_payment(valid_order(), ip_address="1.2.3.4", request_id="REQ7")
+
+    error = caught.value
+    assert TransportError is type(error)
+    assert (True, "REQ7") == (error.maybe_sent, error.request_id)
+    assert str(error).startswith("unexpected RuntimeError during the exchange: transport bug; ")
+    assert isinstance(error.__cause__, RuntimeError)
+
+
+def test_plain_with_is_refused_with_the_way_out() -> None:
+    """`with CmpayClient(...)` is a TypeError that names `async with` and the blocking client."""
+    client = CmpayClient(merchant_id="M", signer=Md5Signer(PUBLIC_TEST_KEY))
+
+    with pytest.raises(TypeError) as caught, client:  # type: ignore[attr-defined]
+        pass
+
+    assert (
+        "CmpayClient is async: use `async with CmpayClient(...)`, or BlockingCmpayClient "
+        "in code that cannot await"
+    ) == str(caught.value)
+
+
+class Fixed:
+    """An rng whose random() is the value given."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+@pytest.mark.parametrize(
+    ("retry", "draw", "seconds"),
+    [
+        (1, 0.0, 0.1),  # half of the 0.2 s cap
+        (1, 1.0, 0.2),  # all of it
+        (2, 0.5, 0.3),  # 0.4 s cap, three quarters
+        (3, 1.0, 0.8),
+        (4, 1.0, 1.6),
+        (5, 1.0, 2.0),  # capped at max_backoff
+        (9, 0.0, 1.0),
+    ],
+)
+def test_backoff_is_half_to_all_of_a_doubling_capped_delay(
+    retry: int, draw: float, seconds: float
+) -> None:
+    """cap = min(2.0, 0.2 x 2^(retry-1)); the wait is cap x (0.5 + draw / 2)."""
+    assert seconds == pytest.approx(RetryPolicy().backoff(retry, Fixed(draw)))  # type: ignore[arg-type]
+
+
+def test_the_default_policy_is_three_attempts() -> None:
+    """Three attempts, from 0.2 s up to 2 s apart, unless configured."""
+    assert (3, 0.2, 2.0) == (
+        RetryPolicy().attempts,
+        RetryPolicy().initial_backoff,
+        RetryPolicy().max_backoff,
+    )
