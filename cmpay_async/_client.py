@@ -490,19 +490,19 @@ class CmpayClient:
         except GatewayError as exc:
             if exc.code != _ORDER_ID_USED:
                 raise
-            first: CmpayError = exc
+            refused: GatewayError | None = exc
         except CmpayError as exc:
             if not exc.maybe_sent:
                 raise
-            first = exc
+            refused = None
         else:
             return Placement(
                 order_id=order.order_id, state=OrderState.PENDING, created=True, payment=payment
             )
         result = await self.query_order(order.order_id)
         if result.state is OrderState.NOT_FOUND:
-            if isinstance(first, GatewayError):  # refused as used, yet unknown: not ours to fix
-                raise first
+            if refused is not None:  # refused as used, yet unknown: not ours to fix
+                raise refused
             payment = await self.create_payment(order, ip_address=ip_address, channel=channel)
             return Placement(
                 order_id=order.order_id, state=OrderState.PENDING, created=True, payment=payment

@@ -7,15 +7,23 @@ import httpx
 import pytest
 
 from cmpay_async import (
+    CharacterSet,
     CmpayClient,
     ConnectError,
+    DecodeError,
     Md5Signer,
     RetryPolicy,
+    SignatureError,
     TransportError,
     TransportTimeoutError,
+    UnexpectedMessageError,
+    ValidationError,
+    signing_source,
 )
-from cmpay_async._client import _translate, _unexpected
-from cmpay_async.testing import PUBLIC_TEST_KEY
+from cmpay_async._client import _excerpt, _translate, _unexpected
+from cmpay_async._codec import encode_answer
+from cmpay_async._schema import REGISTRY
+from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
 
 from .helpers import _AsyncMock, make_client, valid_order
 
@@ -177,3 +185,105 @@ def test_the_default_policy_is_three_attempts() -> None:
         RetryPolicy().initial_backoff,
         RetryPolicy().max_backoff,
     )
+
+
+# -- what refund and verify_notification pass on ------------------------------------------------
+
+
+def _refund_answer(order_id: str, merchant_id: str = PUBLIC_TEST_MERCHANT) -> bytes:
+    fields = {
+        "merchantId": merchant_id,
+        "payNo": "PN1",
+        "returnCode": "000000",
+        "message": "成功",
+        "signType": "MD5",
+        "type": "OrderRefund",
+        "version": "2.0.0",
+        "amount": "1",
+        "orderId": order_id,
+        "status": "SUCCESS",
+    }
+    fields["hmac"] = Md5Signer(PUBLIC_TEST_KEY).sign(signing_source("OrderRefundResponse", fields))
+    return encode_answer(REGISTRY["OrderRefundResponse"], fields)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("answer", "field"),
+    [
+        (_refund_answer("OTHER"), "orderId"),
+        (_refund_answer("ASKED", merchant_id="888000000000009"), "merchantId"),
+    ],
+    ids=["another-order", "another-merchant"],
+)
+async def test_a_refund_answer_must_be_for_this_order_and_merchant(
+    answer: bytes, field: str
+) -> None:
+    """A verified refund answer about another order or merchant is refused, maybe_sent."""
+    seen: list[httpx.Request] = []
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=answer)
+
+    async with make_client(_AsyncMock(gateway), character_set=CharacterSet.GBK) as client:
+        with pytest.raises(UnexpectedMessageError) as caught:
+            await client.refund("ASKED", 1, request_id="RF2")
+
+    assert (field, True, "RF2") == (
+        caught.value.field,
+        caught.value.maybe_sent,
+        caught.value.request_id,
+    )
+    assert "application/x-www-form-urlencoded; charset=GBK" == seen[0].headers["content-type"]
+
+
+@pytest.mark.anyio
+async def test_a_refund_refused_before_sending_names_its_request() -> None:
+    """A zero refund fails before any I/O, with the operation, order and request id."""
+    async with make_client(httpx.MockTransport(lambda r: httpx.Response(500))) as client:
+        with pytest.raises(ValidationError) as caught:
+            await client.refund("ORD5", 0, request_id="RF5")
+
+    error = caught.value
+    assert ("refund", "ORD5", "RF5", False) == (
+        error.operation,
+        error.order_id,
+        error.request_id,
+        error.maybe_sent,
+    )
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["untraced", "traced"])
+def test_the_clients_verify_notification_checks_merchant_and_charset(traced: bool) -> None:
+    """Its own merchant id is required, and the charset given is the one read."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    extra = {"tracer_provider": TracerProvider()} if traced else {}
+    client = make_client(httpx.MockTransport(lambda r: httpx.Response(500)), **extra)
+    body = sign_notification(order_id="V1", amount=5, message="支付成功")
+
+    assert "支付成功" == client.verify_notification(body).message
+    with pytest.raises((DecodeError, SignatureError)):  # UTF-8 read as GBK is not what was signed
+        client.verify_notification(body, charset="gbk")
+    other = sign_notification(order_id="V2", amount=5, merchant_id="888000000000009")
+    with pytest.raises(UnexpectedMessageError) as caught:
+        client.verify_notification(other)
+    assert "merchantId" == caught.value.field
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        (b"a" * 700, "a" * 200),
+        (b"<html>" + b"\xff\xfe" + b"</html>", "<html>\ufffd\ufffd</html>"),
+        (b"hmac=" + b"0" * 594 + b"&b" + b"c" * 100, "hmac=[redacted]&"),
+        (b"x=1&hmac=" + b"0" * 32 + b"&y=2", "x=1&hmac=[redacted]&y=2"),
+    ],
+    ids=["long", "not-utf8", "cut-at-600-bytes", "secret"],
+)
+def test_an_answers_excerpt_is_600_bytes_redacted_then_200_characters(
+    body: bytes, shown: str
+) -> None:
+    """The first 600 bytes, decoded forgivingly, secrets blanked, then cut to 200 characters."""
+    assert shown == _excerpt(body)

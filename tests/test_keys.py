@@ -104,6 +104,20 @@ def test_an_encrypted_pem_needs_its_password() -> None:
         )
 
 
+@pytest.mark.parametrize("encode", [bytes, bytes.hex], ids=["der", "hex-of-der"])
+def test_an_encrypted_der_needs_its_password_too(encode: Any) -> None:
+    """PKCS#8 DER encrypted with a password loads with it, in DER or hex of DER."""
+    der = KEY.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"der-pass-123"),
+    )
+
+    signer = RsaSigner(encode(der), password=b"der-pass-123")
+
+    _verifies_under_the_key(signer.sign("x"), b"x")
+
+
 def test_the_default_merchant_cert_is_the_hex_of_the_public_der() -> None:
     """The default merchant cert is the hex of the public der."""
     assert PUBLIC_DER.hex() == RsaSigner(KEY).merchant_cert

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from cmpay_async import (
+    Channel,
     CmpayClient,
     GatewayError,
     OrderState,
@@ -92,8 +93,48 @@ async def test_an_order_id_used_for_another_amount_is_refused(
     """The same orderId with another amount is a merchant bug, not a recovered order."""
     await client.place_order(valid_order(amount=100), ip_address="1.2.3.4")
 
-    with pytest.raises(UnexpectedMessageError, match="already used at the gateway for 100 fen"):
+    with pytest.raises(UnexpectedMessageError) as caught:
         await client.place_order(valid_order(amount=200), ip_address="1.2.3.4")
+
+    assert "amount" == caught.value.field
+    assert str(caught.value).startswith(
+        f"amount: orderId '{ORDER_ID}' is already used at the gateway for 100 fen, not 200: "
+        "another order has this id"
+    )
+
+
+async def test_a_refusal_as_used_of_an_order_the_gateway_does_not_know_is_raised(
+    client: CmpayClient, sandbox: Sandbox
+) -> None:
+    """RPM22208 yet the query finds nothing: not ours to fix, and no order is created."""
+    sandbox.fail_next("RPM22208")
+
+    with pytest.raises(GatewayError) as caught:
+        await client.place_order(valid_order(), ip_address="1.2.3.4")
+
+    assert "RPM22208" == caught.value.code
+    assert [] == list(sandbox.orders)
+
+
+@pytest.mark.parametrize("lose_first", [False, True], ids=["first-try", "made-again"])
+async def test_the_channel_is_kept_whichever_try_creates_the_order(
+    sandbox: Sandbox, lose_first: bool
+) -> None:
+    """channel=WAP reaches the create that succeeds, the first or the one after a lost try."""
+    inner = httpx.ASGITransport(app=sandbox)
+    lost = [True] if lose_first else []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if lost and b"DirectPayConfirm" in request.content:
+            lost.pop()
+            raise httpx.ReadTimeout("lost on the way")
+        return await inner.handle_async_request(request)
+
+    async with make_client(_AsyncMock(handler)) as client:
+        placed = await client.place_order(valid_order(), ip_address="1.2.3.4", channel=Channel.WAP)
+
+    assert placed.payment is not None
+    assert (True, "WAPDirectPayConfirm") == (placed.created, placed.payment.type)
 
 
 async def test_definite_refusals_still_raise(client: CmpayClient, sandbox: Sandbox) -> None:
