@@ -447,3 +447,47 @@ async def test_redis_a_lease_ending_mid_claim_is_retried_once(
     finally:
         store._redis = real
     assert 2 == fake.sets
+
+
+def test_postgres_a_table_created_by_another_process_meanwhile_is_fine(dsn: str) -> None:
+    """Two processes creating the table at once: the loser's "IF NOT EXISTS" still fails in
+    PostgreSQL (a unique violation in the catalog); the store takes that as "it exists"."""
+    table = f"cmpay_race_{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(dsn, table=table)
+    other = psycopg.connect(dsn)  # a transaction of its own, left open for now
+    other.execute(
+        f"CREATE TABLE {table} (key text PRIMARY KEY, state text NOT NULL, "
+        "token text NOT NULL, expires timestamptz NOT NULL)"
+    )
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            store._create(store._connection_without_migrating())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    waiter = threading.Thread(target=migrate)
+    waiter.start()
+    with psycopg.connect(dsn, autocommit=True) as watch:
+        # Until the store's CREATE waits on the other transaction's lock (no fixed sleep).
+        for _ in range(2000):
+            waiting = watch.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE %s",
+                (f"CREATE TABLE IF NOT EXISTS {table}%",),
+            ).fetchone()
+            if waiting and waiting[0]:
+                break
+            threading.Event().wait(0.005)
+    other.commit()
+    waiter.join(timeout=30)
+    other.close()
+
+    try:
+        assert [] == errors
+        assert store._migrated
+    finally:
+        store.close()
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute(f"DROP TABLE IF EXISTS {table}")

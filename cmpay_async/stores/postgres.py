@@ -49,14 +49,18 @@ class PostgresStore:
         self._migrated = False
 
     def _connection(self) -> Any:
+        connection = self._connection_without_migrating()
+        if not self._migrated:
+            self._create(connection)
+        return connection
+
+    def _connection_without_migrating(self) -> Any:
         connection = getattr(self._local, "connection", None)
         if connection is None or connection.closed:
             connection = self._psycopg.connect(self._dsn, autocommit=True)
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)
-        if not self._migrated:
-            self._create(connection)
         return connection
 
     def _create(self, connection: Any) -> None:
