@@ -267,7 +267,7 @@ def verify_fields(schema: Schema, fields: Mapping[str, str], verifier: Verifier)
     raise SignatureError("signature does not match", field=schema.signature_field.wire)
 
 
-def gateway_error(code: str, message: str, verified: bool, *, interface: str = "") -> GatewayError:
+def gateway_error(code: str, message: str, verified: bool, *, interface: str) -> GatewayError:
     """The ``GatewayError`` for a failure return code, explained from appendix 9.2.
 
     ``interface`` (``OrderRefund``, ...) picks a hint that fits the request, where the

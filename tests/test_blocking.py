@@ -246,7 +246,8 @@ def test_close_is_idempotent_and_final(gateway: tuple[Sandbox, str]) -> None:
     client.close()
     client.close()
 
-    assert client.closed
+    assert client.closed is True
+    assert client.client.closed is True  # the async client underneath says so too
     with pytest.raises(ClientClosedError) as caught:
         client.query_order("X")
     assert CLOSED == str(caught.value)
@@ -273,7 +274,7 @@ def test_settings_or_a_client_not_both() -> None:
     with pytest.raises(ConfigurationError) as caught:
         BlockingCmpayClient(inner, merchant_id="M")
     assert "pass either a CmpayClient or its settings, not both" == str(caught.value)
-    assert not BlockingCmpayClient(inner).closed
+    assert BlockingCmpayClient(inner).closed is False
 
 
 def test_loops_of_ended_threads_are_closed(gateway: tuple[Sandbox, str]) -> None:
@@ -299,3 +300,51 @@ def test_loops_of_ended_threads_are_closed(gateway: tuple[Sandbox, str]) -> None
     client.close()
 
     assert loops[1].is_closed()  # close() closes the rest
+
+
+def test_close_from_a_thread_where_a_loop_runs_closes_on_a_helper_thread(
+    gateway: tuple[Sandbox, str],
+) -> None:
+    """close() where asyncio sees a running loop (Playwright's sync API) cannot run ours there:
+    each loop is closed on a helper thread named cmpay-close, and closed for real."""
+    _, url = gateway
+    client = blocking(url)
+    client.create_payment(order("HELPER"), ip_address="127.0.0.1")
+    ours = client._local.loop.loop
+    closers: list[str] = []
+    close_loop = client._close_loop
+
+    def recording(loop: asyncio.AbstractEventLoop) -> None:
+        closers.append(threading.current_thread().name)
+        close_loop(loop)
+
+    client._close_loop = recording  # type: ignore[method-assign]
+    running = asyncio.new_event_loop()
+    asyncio.events._set_running_loop(running)
+    try:
+        client.close()
+    finally:
+        asyncio.events._set_running_loop(None)
+        running.close()
+
+    assert ["cmpay-close"] == closers
+    assert ours.is_closed()
+    assert client.client.closed is True
+
+
+def test_close_in_a_plain_thread_closes_right_there(gateway: tuple[Sandbox, str]) -> None:
+    """Without a running loop, close() closes each loop in the calling thread."""
+    _, url = gateway
+    client = blocking(url)
+    client.create_payment(order("PLAIN"), ip_address="127.0.0.1")
+    closers: list[str] = []
+    close_loop = client._close_loop
+
+    def recording(loop: asyncio.AbstractEventLoop) -> None:
+        closers.append(threading.current_thread().name)
+        close_loop(loop)
+
+    client._close_loop = recording  # type: ignore[method-assign]
+    client.close()
+
+    assert [threading.current_thread().name] == closers

@@ -127,6 +127,7 @@ def test_failure_code_raises_gateway_error_with_explanation() -> None:
 
     assert "IPS0008" == info.value.code
     assert "签名不符" == info.value.gateway_message
+    assert info.value.verified is True
     assert info.value.hint is not None
     assert "UTF-8" in info.value.hint
 
@@ -138,6 +139,7 @@ def test_unsigned_failure_answer_is_still_a_gateway_error() -> None:
     with pytest.raises(GatewayError, match="IPS0001") as info:
         parse_payment_response(body, verifier=Md5Signer(TEST_KEY))
     assert "商户" == info.value.gateway_message
+    assert info.value.verified is False
 
 
 def test_unsigned_success_answer_is_refused() -> None:
