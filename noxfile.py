@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import nox
@@ -141,9 +142,11 @@ def build(session: nox.Session) -> None:
 def mutants(session: nox.Session) -> None:
     """Mutation testing (mutmut) of the modules in pyproject's [tool.mutmut]; writes
     benchmarks/MUTATION.md. Slow (not in CI); `nox -s mutants -- NAME_GLOB` runs a subset."""
-    session.install(".", "mutmut>=3.3", *nox.project.dependency_groups(PYPROJECT, "tests"))
+    # Pinned: tests/mutmut_plugin.py reads mutmut's state (which code runs at import).
+    session.install(".", "mutmut~=3.8.0", *nox.project.dependency_groups(PYPROJECT, "tests"))
     # One worker more than cores: many tests wait on sockets and timers, not the CPU.
     workers = str((os.cpu_count() or 2) + 1)
+    started = time.monotonic()
     session.run(
         "mutmut",
         "run",
@@ -152,5 +155,7 @@ def mutants(session: nox.Session) -> None:
         *session.posargs,
         env={"CMPAY_FUZZ_DIVISOR": "20", "CMPAY_ANYIO_BACKENDS": "asyncio"},
     )
+    minutes, seconds = divmod(round(time.monotonic() - started), 60)
     session.run("mutmut", "export-cicd-stats")
+    session.env["MUTMUT_ELAPSED"] = f"{minutes} min {seconds:02d} s ({workers} workers)"
     session.run("python", "benchmarks/mutation_report.py")
