@@ -287,3 +287,58 @@ def test_an_answers_excerpt_is_600_bytes_redacted_then_200_characters(
 ) -> None:
     """The first 600 bytes, decoded forgivingly, secrets blanked, then cut to 200 characters."""
     assert shown == _excerpt(body)
+
+
+def _query_answer(order_id: str, merchant_id: str = PUBLIC_TEST_MERCHANT) -> bytes:
+    from .test_protocol import query_answer
+
+    body = query_answer(orderId=order_id, merchantId=merchant_id)
+    return body
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("answer", "field"),
+    [
+        (_query_answer("OTHER"), "orderId"),
+        (_query_answer("ASKED", merchant_id="888000000000009"), "merchantId"),
+    ],
+    ids=["another-order", "another-merchant"],
+)
+async def test_a_query_answer_must_be_for_this_order_and_merchant(
+    answer: bytes, field: str
+) -> None:
+    """A verified query answer about another order or merchant is refused."""
+    seen: list[httpx.Request] = []
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=answer)
+
+    async with make_client(_AsyncMock(gateway), character_set=CharacterSet.GB2312) as client:
+        with pytest.raises(UnexpectedMessageError) as caught:
+            await client.query_order("ASKED", request_id="QY2")
+
+    assert (field, "query_order", "ASKED", "QY2") == (
+        caught.value.field,
+        caught.value.operation,
+        caught.value.order_id,
+        caught.value.request_id,
+    )
+    assert "application/x-www-form-urlencoded; charset=GB2312" == seen[0].headers["content-type"]
+
+
+@pytest.mark.anyio
+async def test_a_query_refused_before_sending_names_its_request() -> None:
+    """An orderId the rules refuse fails before any I/O, with operation, order and request."""
+    async with make_client(httpx.MockTransport(lambda r: httpx.Response(500))) as client:
+        with pytest.raises(ValidationError) as caught:
+            await client.query_order("x" * 80, request_id="QY5")
+
+    error = caught.value
+    assert ("query_order", "x" * 80, "QY5", False) == (
+        error.operation,
+        error.order_id,
+        error.request_id,
+        error.maybe_sent,
+    )

@@ -396,3 +396,71 @@ def test_escapes_are_undone_at_most_three_layers_deep(received: str, plus: str, 
 
     assert plus == _fully_unquote_plus(received)
     assert plain == _fully_unquote(received)
+
+
+@pytest.mark.parametrize(
+    ("token", "why"),
+    [
+        ("url<hi:=>https://a.example<hi:$$>sessionId", "token part 'sessionId' has no <hi:=>"),
+        ("x" * 50 + "<hi:$$>url<hi:=>https://a", f"token part {'x' * 40!r} has no <hi:=>"),
+        ("url<hi:=>ftp://a<hi:$$>sessionId<hi:=>1", "token has no http(s) url"),
+        ("method<hi:=>post<hi:$$>sessionId<hi:=>1", "token has no http(s) url"),
+        ("url<hi:=>https://a<hi:$$>sessionId<hi:=>", "token has no sessionId"),
+        ("url<hi:=>https://a", "token has no sessionId"),
+    ],
+)
+def test_bad_pay_url_tokens_say_what_is_missing(token: str, why: str) -> None:
+    """Each refusal names the field (given or default) and what is missing."""
+    with pytest.raises(DecodeError) as default:
+        parse_pay_url(token)
+    with pytest.raises(DecodeError) as given:
+        parse_pay_url(token, field="payLink")
+
+    assert f"payUrl: {why}" == str(default.value)
+    assert f"payLink: {why}" == str(given.value)
+
+
+def test_pay_url_parts_are_read_whole() -> None:
+    """Empty parts are skipped (not the end), a value may hold <hi:=>, POST is the default,
+    and a repeated known key is kept as an extra."""
+    pay = parse_pay_url(
+        "url<hi:=>https://a.example/p?q<hi:=>r<hi:$$><hi:$$> <hi:$$>"
+        "sessionId<hi:=> S1 <hi:$$>url<hi:=>https://other"
+    )
+
+    assert ("https://a.example/p?q<hi:=>r", "S1", "post") == (pay.url, pay.session_id, pay.method)
+    assert (("url", "https://other"),) == pay.extra
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("CNY_AMT=1=2", "part 'CNY_AMT' is not KEY=<fen>"),
+        ("CNY_AMT", "part 'CNY_AMT' is not KEY=<fen>"),
+        ("CNY_AMT=-1", "part 'CNY_AMT' is not KEY=<fen>"),
+        ("CNY_AMT=１", "part 'CNY_AMT' is not KEY=<fen>"),
+        ("CNY_AMT=1#CNY_AMT=2", "part 'CNY_AMT' given twice"),
+        ("NEW=1#NEW=2", "part 'NEW' given twice"),
+    ],
+)
+def test_bad_amount_items_are_named(text: str, why: str) -> None:
+    """Each malformed part is named, with the field (given or default)."""
+    with pytest.raises(DecodeError) as default:
+        parse_amount_items(text)
+    with pytest.raises(DecodeError) as given:
+        parse_amount_items(text, field="items")
+
+    assert f"amtItem: {why}" == str(default.value)
+    assert f"items: {why}" == str(given.value)
+
+
+def test_amount_items_out_of_order_or_with_gaps_are_read_whole() -> None:
+    """Parts in another order, with empty parts between them and spaces, all count."""
+    items = parse_amount_items(" RED_AMT = 10 ##CNY_AMT=90##VCH_AMT=0#X_AMT=7")
+
+    assert (90, 10, 0, {"X_AMT": 7}) == (
+        items.cash,
+        items.e_coupon,
+        items.voucher,
+        dict(items.extra),
+    )
