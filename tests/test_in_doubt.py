@@ -119,9 +119,10 @@ async def test_every_failure_after_processing_says_maybe_sent(
     assert exc.maybe_sent is True
     assert "201103071740044998" == exc.order_id
     assert 1 == len(sandbox.orders)
-    assert [("create_payment", "201103071740044998", "error", exc)] == [
-        (d.operation, d.order_id, d.reason, d.error) for d in doubts
+    assert [("create_payment", "201103071740044998", exc.request_id, "error", exc)] == [
+        (d.operation, d.order_id, d.request_id, d.reason, d.error) for d in doubts
     ]
+    assert exc.request_id
 
 
 async def test_definite_failures_are_not_in_doubt() -> None:
@@ -169,8 +170,11 @@ async def test_a_raising_hook_is_logged_and_changes_nothing(
             exc = await _one_call(c)
 
     assert isinstance(exc, SignatureError)
-    assert "the on_in_doubt hook raised" in caplog.text
-    assert "in doubt: create_payment orderId=201103071740044998" in caplog.text
+    assert [
+        f"in doubt: create_payment orderId=201103071740044998 requestId={exc.request_id} "
+        "(SignatureError): query the order before acting on it",
+        "the on_in_doubt hook raised; the call's outcome is unchanged",
+    ] == [r.getMessage() for r in caplog.records]
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])

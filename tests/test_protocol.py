@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 from hypothesis import given, settings
@@ -268,3 +269,20 @@ def test_an_unknown_order_answer_without_order_id_is_the_asked_order() -> None:
     result = _query(body, order_id="Q9")
 
     assert ("Q9", OrderState.NOT_FOUND) == (result.order_id, result.state)
+
+
+@pytest.mark.parametrize(("message", "amount"), [("OrderQuery", None), ("OrderRefund", 5)])
+def test_an_rsa_order_request_carries_the_merchant_certificate(
+    message: str, amount: int | None
+) -> None:
+    """merchantCert is sent (outside the signature) and the source is signed with the key."""
+    from cmpay_async._protocol import build_order_request
+
+    signer = RsaSigner(rsa_key(), merchant_cert="CERTHEX01")
+    request = build_order_request(
+        message, "O1", merchant_id=TEST_MERCHANT, request_id="RQ1", signer=signer, amount=amount
+    )
+
+    sent = dict(parse_qsl(request.body.decode(), keep_blank_values=True))
+    assert ("CERTHEX01", "RSA", message) == (sent["merchantCert"], sent["signType"], sent["type"])
+    RsaVerifier(signer.public_key).verify(signing_source(message, sent), sent["hmac"])
