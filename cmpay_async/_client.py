@@ -638,7 +638,7 @@ class CmpayClient:
             return verify_notification(
                 payload, verifier=self._verifier, merchant_id=self.merchant_id, charset=charset
             )
-        with self._tracing.span("cmpay.verify_notification", {}) as span:
+        with self._tracing.span("cmpay.verify_notification") as span:
             try:
                 note = verify_notification(
                     payload, verifier=self._verifier, merchant_id=self.merchant_id, charset=charset

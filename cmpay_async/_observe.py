@@ -100,7 +100,7 @@ class Tracing:
         self.tracer = provider.get_tracer("cmpay_async", __version__)
 
     @contextlib.contextmanager
-    def span(self, name: str, attributes: dict[str, Any]) -> Iterator[Any]:
+    def span(self, name: str, attributes: dict[str, Any] | None = None) -> Iterator[Any]:
         """A current span of kind CLIENT; the caller sets the outcome with ``finish``."""
         with self.tracer.start_as_current_span(
             name,

@@ -121,6 +121,7 @@ def test_a_list_of_other_than_one_value_is_refused(many: Any) -> None:
         decode_payload({"orderId": many}, form=True)
 
     assert "orderId" == caught.value.field
+    assert "orderId: given more than once" == str(caught.value)
 
 
 def test_the_value_of_a_one_value_list_is_checked_like_any_other() -> None:
@@ -194,3 +195,11 @@ def test_a_lone_surrogate_is_refused_by_name() -> None:
         decode_payload({"message": "a\udc80"}, form=True)
 
     assert "message: character U+DC80 is a lone surrogate, not text" == str(caught.value)
+
+
+def test_a_lone_surrogate_in_a_name_is_refused_by_that_name() -> None:
+    """A name with a lone surrogate is named in the error (as far as it can be shown)."""
+    with pytest.raises(DecodeError) as caught:
+        decode_payload({"order\udc80Id": "1"}, form=True)
+
+    assert "order\udc80Id" == caught.value.field

@@ -251,6 +251,8 @@ async def test_reconcile_passes_now_and_concurrency_through(
         assert 2 == _attrs(span)["cmpay.concurrency"]
         assert "sandbox.test" == _attrs(span)["server.address"]
         assert 6 == _attrs(span)["cmpay.results"]
+        assert "success" == _attrs(span)["cmpay.outcome"]
+        assert "error.type" not in _attrs(span)
 
 
 async def test_a_failed_reconcile_marks_its_span(

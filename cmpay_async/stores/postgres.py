@@ -79,7 +79,8 @@ class PostgresStore:
 
     async def migrate(self) -> None:
         """Create the table if it does not exist (also done on first use)."""
-        await self._run(lambda db: self._create(db))
+        # Taking a connection creates the table when this store has not yet.
+        await anyio.to_thread.run_sync(self._connection)
 
     def close(self) -> None:
         """Close every connection the store opened."""
