@@ -26,7 +26,8 @@ EQUIVALENT = ROOT / "benchmarks" / "equivalent_mutants.json"
 REPORT = ROOT / "benchmarks" / "MUTATION.md"
 
 _SQL = re.compile(
-    r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|WHERE|VALUES|CONFLICT|PRIMARY|NULL|RETURNING|FROM)\b",
+    r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|WHERE|VALUES|CONFLICT|PRIMARY|NULL|RETURNING|FROM"
+    r"|PRAGMA|BEGIN|ROLLBACK|COMMIT|INTO|REPLACE)\b",
     re.IGNORECASE,
 )
 _CODEC = re.compile(r"\b(?:en|de)code\(\s*\"([A-Za-z0-9_-]+)\"")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import anyio
@@ -88,7 +89,7 @@ async def reconcile_orders(
     if type(concurrency) is not int or concurrency < 1:
         raise ConfigurationError(f"concurrency must be a whole number >= 1, not {concurrency!r}")
     # Untyped callers may pass a str: refused here, not as a TypeError deep in the loop.
-    if not isinstance(per_second, (int, float)) or not 0 < per_second < float("inf"):  # type: ignore[redundant-expr]
+    if not isinstance(per_second, (int, float)) or not 0 < per_second < math.inf:  # type: ignore[redundant-expr]
         raise ConfigurationError(f"per_second must be a number > 0, not {per_second!r}")
     now = now or dt.datetime.now(CHINA_TZ)
     limiter = anyio.CapacityLimiter(concurrency)

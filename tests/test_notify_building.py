@@ -67,12 +67,35 @@ def test_an_rsa_notification_carries_the_signers_certificate() -> None:
 
 def test_escape_chinese_signs_the_escaped_text_of_chinese_fields_only() -> None:
     """message and reserved1 are escaped (UTF-8) before signing; other fields are not."""
-    fields = build_notification("OfflineNotify", VALUES, signer=MD5, escape_chinese=True)
+    values = {**VALUES, "reserved1": "备注/1"}
+    fields = build_notification("OfflineNotify", values, signer=MD5, escape_chinese=True)
 
-    assert quote("支付成功", safe="") == fields["message"]
-    assert quote("备注", safe="") == fields["reserved1"]
+    assert "%E6%94%AF%E4%BB%98%E6%88%90%E5%8A%9F" == fields["message"]
+    assert "%E5%A4%87%E6%B3%A8%2F1" == fields["reserved1"]  # "/" is escaped too
     assert ("", "151****0263") == (fields["reserved2"], fields["mobile"])
     assert reference_hmac(signing_source("OfflineNotify", fields).encode()) == fields["hmac"]
+
+
+def test_a_certificate_given_is_kept() -> None:
+    """A serverCert passed in the values is sent as given, not replaced by the signer's."""
+    signer = RsaSigner(rsa_key(), merchant_cert="SIGNERS")
+    fields = build_notification("PageNotify", {**VALUES, "server_cert": "GIVEN"}, signer=signer)
+
+    assert "GIVEN" == fields["serverCert"]
+
+
+def test_missing_fields_are_encoded_empty() -> None:
+    """encode_notification writes every schema field; those not given are empty."""
+    body = encode_notification("PageNotify", {"merchantId": "M1", "orderId": "O1"})
+
+    sent = dict(parse_qsl(body.decode("ascii"), keep_blank_values=True))
+    assert ("M1", "O1", "", "") == (
+        sent["merchantId"],
+        sent["orderId"],
+        sent["payNo"],
+        sent["hmac"],
+    )
+    assert [*ORDERS["PageNotify"], "serverCert", "hmac"] == list(sent)
 
 
 def test_only_notifications_are_built() -> None:
@@ -135,12 +158,20 @@ def test_a_signed_notification_of_another_version_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "shown"),
-    [("DirectPayConfirm", "'DirectPayConfirm'"), ("X" * 40, repr("X" * 20)), ("", "''")],
+    [
+        ("DirectPayConfirm", "'DirectPayConfirm'"),
+        ("X" * 40, repr("X" * 20)),
+        ("", "''"),
+        (None, "''"),  # no type field at all
+    ],
 )
-def test_a_payload_that_is_no_notification_is_refused_by_type(kind: str, shown: str) -> None:
+def test_a_payload_that_is_no_notification_is_refused_by_type(kind: str | None, shown: str) -> None:
     """The type is named (at most 20 characters of it)."""
     fields = _fields(sign_notification(order_id="T1", amount=5))
-    fields["type"] = kind
+    if kind is None:
+        del fields["type"]
+    else:
+        fields["type"] = kind
     body = "&".join(f"{k}={quote(v, safe='')}" for k, v in fields.items())
 
     with pytest.raises(UnexpectedMessageError) as caught:

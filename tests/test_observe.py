@@ -355,11 +355,12 @@ async def test_hook_sees_a_gateway_refusal_as_gateway_error() -> None:
             await client.create_payment(ORDER, ip_address="203.0.113.7")
 
     (end,) = ends
-    assert ("gateway_error", "RPM22208", "GatewayError", False) == (
+    assert ("gateway_error", "RPM22208", "GatewayError", False, False) == (
         end.outcome,
         end.return_code,
         end.error,
         end.retrying,
+        end.maybe_sent,  # the error's word (a definite refusal), not "a request went out"
     )
 
 

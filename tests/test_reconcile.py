@@ -233,3 +233,17 @@ def test_cmpay_reconcile_prints_one_line_per_order(
         "CLI3\tnot_found\t\t",
         "CLI4\tnot-due",
     ] == lines
+
+
+def test_slow_rates_are_allowed() -> None:
+    """A rate under one query a second (0.5: one every 2 s) is a valid setting."""
+    from cmpay_async._reconcile import reconcile_orders
+
+    async def query(order_id: str) -> OrderQueryResult:
+        raise AssertionError("not due: never asked")
+
+    async def run() -> list[OrderQueryResult]:
+        fresh = [PendingOrder(order_id="S1", created_at=NOW)]
+        return [r async for r in reconcile_orders(query, fresh, now=NOW, per_second=0.5)]
+
+    assert [] == anyio.run(run)

@@ -491,3 +491,25 @@ def test_postgres_a_table_created_by_another_process_meanwhile_is_fine(dsn: str)
         store.close()
         with psycopg.connect(dsn, autocommit=True) as db:
             db.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def test_sqlite_waits_up_to_thirty_seconds_for_another_writer(tmp_path: Path) -> None:
+    """Each connection waits 30 s for a lock another process holds (a long handler's commit)."""
+    store = SqliteStore(tmp_path / "e.db")
+
+    assert (30_000,) == store._connection().execute("PRAGMA busy_timeout").fetchone()
+    store.close()
+
+
+def test_sqlite_connections_close_when_the_store_is_collected(tmp_path: Path) -> None:
+    """A store dropped without close() still closes its connections when collected."""
+    import gc
+
+    store = SqliteStore(tmp_path / "e.db")
+    connection = store._connection()
+
+    del store
+    gc.collect()
+
+    with pytest.raises(sqlite3.ProgrammingError):
+        connection.execute("SELECT 1")
