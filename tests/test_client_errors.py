@@ -3,6 +3,9 @@ message, the unexpected-failure path, plain `with`, and the retry backoff's exac
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import httpx
 import pytest
 
@@ -11,6 +14,7 @@ from cmpay_async import (
     CmpayClient,
     ConnectError,
     DecodeError,
+    HTTPStatusError,
     Md5Signer,
     RetryPolicy,
     SignatureError,
@@ -342,3 +346,98 @@ async def test_a_query_refused_before_sending_names_its_request() -> None:
         error.request_id,
         error.maybe_sent,
     )
+
+
+# -- the answer's first checks, and its debug line ------------------------------------------------
+
+
+def _prepared() -> Any:
+    client = make_client(httpx.MockTransport(lambda r: httpx.Response(500)))
+    return client.prepare_payment(valid_order(), ip_address="1.2.3.4", request_id="CHK1")
+
+
+@pytest.mark.parametrize(
+    ("status", "maybe_sent"),
+    [(199, False), (300, False), (404, False), (499, False), (500, True), (503, True)],
+)
+def test_a_status_outside_2xx_is_an_http_status_error(status: int, maybe_sent: bool) -> None:
+    """Anything but 2xx: a 5xx may come after processing, a 3xx or 4xx never."""
+    with pytest.raises(HTTPStatusError) as caught:
+        CmpayClient._check_answer(status, b"<h1>no</h1>", _prepared())
+
+    error = caught.value
+    assert (status, maybe_sent, "201103071740044998", "CHK1") == (
+        error.status_code,
+        error.maybe_sent,
+        error.order_id,
+        error.request_id,
+    )
+    assert str(error).startswith(f"gateway answered HTTP {status}: '<h1>no</h1>'")
+
+
+@pytest.mark.parametrize("status", [200, 201, 299])
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"", "the gateway's answer is empty"),
+        (b" \r\n\t", "the gateway's answer is empty"),
+        (b"<html>busy</html>", "the answer is an HTML page, not a gateway answer"),
+        (b"\r\n  <!DOCTYPE html>", "the answer is an HTML page, not a gateway answer"),
+    ],
+)
+def test_an_empty_or_html_2xx_answer_is_a_decode_error(status: int, body: bytes, why: str) -> None:
+    """Empty or a page (even after leading whitespace): DecodeError, maybe_sent, with status."""
+    with pytest.raises(DecodeError) as caught:
+        CmpayClient._check_answer(status, body, _prepared())
+
+    assert why == str(caught.value).split(" (HTTP")[0]
+    assert (status, True) == (caught.value.status_code, caught.value.maybe_sent)
+
+
+@pytest.mark.parametrize("status", [200, 299])
+def test_a_form_answer_passes_the_first_checks(status: int) -> None:
+    """A key=value body with a 2xx status goes on to verification."""
+    assert CmpayClient._check_answer(status, b"  merchantId=1&returnCode=0", _prepared()) is None
+
+
+class ScriptedTime:
+    """The client's view of time.perf_counter: 1000 s, then a quarter second more each call."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        self.now += 0.25
+        return self.now
+
+    def __getattr__(self, name: str) -> Any:
+        import time
+
+        return getattr(time, name)
+
+
+@pytest.mark.anyio
+async def test_the_answer_is_logged_at_debug_with_its_elapsed_time(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One line per answer: message, order, request, status, returnCode, milliseconds."""
+    import re
+
+    from cmpay_async import _client
+    from cmpay_async.testing import Sandbox
+
+    monkeypatch.setattr(_client, "time", ScriptedTime())
+    caplog.set_level(logging.DEBUG, logger="cmpay_async")
+    async with make_client(httpx.ASGITransport(app=Sandbox())) as client:
+        await client.create_payment(valid_order(), ip_address="1.2.3.4", request_id="LOG2")
+
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("<- ")]
+    found = re.fullmatch(
+        r"<- DirectPayConfirm orderId=201103071740044998 requestId=LOG2 status=200 "
+        r"returnCode=000000 elapsed=(\d+\.\d)ms",
+        line,
+    )
+    assert found is not None, line
+    elapsed = float(found.group(1))
+    assert 0 < elapsed < 100_000  # quarter seconds of the scripted clock, not its reading
+    assert 0 == elapsed % 250

@@ -286,3 +286,12 @@ def test_an_rsa_order_request_carries_the_merchant_certificate(
     sent = dict(parse_qsl(request.body.decode(), keep_blank_values=True))
     assert ("CERTHEX01", "RSA", message) == (sent["merchantCert"], sent["signType"], sent["type"])
     RsaVerifier(signer.public_key).verify(signing_source(message, sent), sent["hmac"])
+
+
+def test_a_signed_success_without_a_pay_url_is_refused() -> None:
+    """000000 with an empty payUrl is no payment: a DecodeError naming payUrl."""
+    with pytest.raises(DecodeError) as caught:
+        parse_payment_response(answer(payUrl=""), verifier=Md5Signer(TEST_KEY))
+
+    assert "payUrl" == caught.value.field
+    assert "payUrl: missing in a success answer" == str(caught.value)
