@@ -143,9 +143,14 @@ def mutants(session: nox.Session) -> None:
     """Mutation testing (mutmut) of the modules in pyproject's [tool.mutmut]; writes
     benchmarks/MUTATION.md. Slow (not in CI); `nox -s mutants -- NAME_GLOB` runs a subset."""
     # Pinned: tests/mutmut_plugin.py reads mutmut's state (which code runs at import).
-    session.install(".", "mutmut~=3.8.0", *nox.project.dependency_groups(PYPROJECT, "tests"))
-    # One worker more than cores: many tests wait on sockets and timers, not the CPU.
-    workers = str((os.cpu_count() or 2) + 1)
+    session.install(
+        ".",
+        "mutmut~=3.8.0",
+        "pytest-timeout",
+        *nox.project.dependency_groups(PYPROJECT, "tests"),
+    )
+    # Three workers a core: a mutant's tests mostly wait on sockets and timers, not the CPU.
+    workers = str(3 * (os.cpu_count() or 2))
     started = time.monotonic()
     session.run(
         "mutmut",
@@ -153,7 +158,14 @@ def mutants(session: nox.Session) -> None:
         "--max-children",
         workers,
         *session.posargs,
-        env={"CMPAY_FUZZ_DIVISOR": "20", "CMPAY_ANYIO_BACKENDS": "asyncio"},
+        env={
+            "CMPAY_FUZZ_DIVISOR": "20",
+            "CMPAY_ANYIO_BACKENDS": "asyncio",
+            # A mutant that makes a test hang (a sandbox thread that died, a loop that never
+            # ends) fails that test after 30 s instead of holding a worker until mutmut's
+            # own timeout, several times longer.
+            "PYTEST_ADDOPTS": "--timeout=30",
+        },
     )
     minutes, seconds = divmod(round(time.monotonic() - started), 60)
     session.run("mutmut", "export-cicd-stats")
