@@ -8,6 +8,7 @@ across processes. Leases use the wall clock, which every process on the machine 
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
@@ -132,7 +133,7 @@ class SqliteStore:
             done = db.execute(
                 "UPDATE cmpay_events SET state = ?, expires = ? "
                 "WHERE key = ? AND token = ? AND state = ?",
-                (ClaimState.DONE.value, float("inf"), key, token, ClaimState.IN_PROGRESS.value),
+                (ClaimState.DONE.value, math.inf, key, token, ClaimState.IN_PROGRESS.value),
             )
             return done.rowcount == 1
 
