@@ -13,6 +13,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -313,3 +314,35 @@ def test_a_body_that_does_not_decompress_is_a_decode_error(encoding: str) -> Non
 
     assert f"the {encoding} answer does not decompress" == str(caught.value).split(" (HTTP")[0]
     assert (200, "") == (caught.value.status_code, caught.value.excerpt)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_payment_cancelled_in_flight_is_logged_as_cancelled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A native asyncio cancellation of a sent request: the log line says (cancelled)."""
+    import asyncio
+
+    sent = anyio.Event()
+    doubts: list[InDoubt] = []
+
+    async def hanging(request: httpx.Request) -> httpx.Response:
+        sent.set()
+        await anyio.sleep_forever()
+        raise AssertionError("never answered")
+
+    with caplog.at_level(logging.WARNING, logger="cmpay_async"):
+        async with make_client(_AsyncMock(hanging), on_in_doubt=doubts.append) as client:
+            task = asyncio.ensure_future(
+                client.create_payment(valid_order(), ip_address="1.2.3.4", request_id="CXL1")
+            )
+            await sent.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    assert [("cancelled", None, "CXL1")] == [(d.reason, d.error, d.request_id) for d in doubts]
+    assert [
+        "in doubt: create_payment orderId=201103071740044998 requestId=CXL1 (cancelled): "
+        "query the order before acting on it"
+    ] == [r.getMessage() for r in caplog.records]

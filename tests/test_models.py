@@ -293,3 +293,12 @@ def test_amount_items_extra_is_read_only_and_hashable() -> None:
 
     assert {items: 1}[AmountItems(cash=1, extra={"NEW_AMT": 5})] == 1
     assert 6 == items.total
+
+
+@pytest.mark.parametrize("extra", [[("X_AMT", 1)], 5, "X_AMT=1"], ids=["pairs", "int", "str"])
+def test_amount_items_extra_must_be_a_mapping(extra: Any) -> None:
+    """Only a mapping becomes the extra parts; anything else is refused, not converted."""
+    with pytest.raises(ValidationError) as caught:
+        AmountItems(extra=extra)
+
+    assert ("extra",) == caught.value.fields

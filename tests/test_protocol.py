@@ -153,8 +153,10 @@ def test_unsigned_success_answer_is_refused() -> None:
 
 def test_answer_for_another_request_is_refused() -> None:
     """A verified answer for another requestId is not taken as ours."""
-    with pytest.raises(UnexpectedMessageError, match="requestId"):
+    with pytest.raises(UnexpectedMessageError) as caught:
         parse_payment_response(answer(), verifier=Md5Signer(TEST_KEY), request_id="R2")
+
+    assert "requestId: the verified answer is not for this request" == str(caught.value)
 
 
 def test_md5_answer_is_refused_by_rsa_verifier() -> None:
@@ -174,11 +176,42 @@ def test_rsa_answer_verifies_with_configured_key_only() -> None:
         parse_payment_response(forged, verifier=RsaVerifier(gateway.public_key))
 
 
-@pytest.mark.parametrize("body", [b"", b"<html><body>502</body></html>", b"returnCode="])
-def test_malformed_answers_raise_decode_errors(body: bytes) -> None:
-    """Empty, HTML and code-less answers are protocol errors."""
-    with pytest.raises(DecodeError):
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"", "payload is empty"),
+        (b"<html><body>502</body></html>", "returnCode: missing or empty"),
+        (b"returnCode=", "returnCode: missing or empty"),
+        (b"merchantId=1&message=x", "returnCode: missing or empty"),
+    ],
+)
+def test_malformed_answers_raise_decode_errors(body: bytes, why: str) -> None:
+    """Empty, HTML and code-less answers are protocol errors that say so."""
+    with pytest.raises(DecodeError) as caught:
         parse_payment_response(body, verifier=Md5Signer(TEST_KEY))
+
+    assert why == str(caught.value)
+
+
+def test_an_unsigned_failure_without_a_message_has_an_empty_one() -> None:
+    """A failure code alone still raises GatewayError; its gateway message is empty."""
+    with pytest.raises(GatewayError) as caught:
+        parse_payment_response(b"merchantId=X&returnCode=IPS0001", verifier=Md5Signer(TEST_KEY))
+
+    assert ("IPS0001", "", False) == (
+        caught.value.code,
+        caught.value.gateway_message,
+        caught.value.verified,
+    )
+
+
+def test_answers_are_read_raw_not_form_decoded() -> None:
+    """An answer's values are taken as sent: a '+' or '%2F' in the payUrl stays as it is."""
+    token = "url<hi:=>https://a.example/p?q=1+2%2F3<hi:$$>sessionId<hi:=>S1"
+
+    response = parse_payment_response(answer(payUrl=token), verifier=Md5Signer(TEST_KEY))
+
+    assert "https://a.example/p?q=1+2%2F3" == response.pay_url.url
 
 
 ORIGINAL_ANSWER = answer()
