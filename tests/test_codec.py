@@ -464,3 +464,111 @@ def test_amount_items_out_of_order_or_with_gaps_are_read_whole() -> None:
         items.voucher,
         dict(items.extra),
     )
+
+
+def test_encode_answer_writes_every_field_and_a_certificate_only_when_there_is_one() -> None:
+    """Fields in schema order, missing ones empty; serverCert only when it holds something;
+    Chinese escaped as form data, "/" included."""
+    schema = REGISTRY["OrderRefundResponse"]
+
+    plain = encode_answer(schema, {"merchantId": "M1", "message": "退款/成功"})
+    with_cert = encode_answer(schema, {"merchantId": "M1", "serverCert": "CERT1"})
+
+    sent = dict(parse_qsl(plain.decode(), keep_blank_values=True))
+    assert ("M1", "", "退款/成功") == (sent["merchantId"], sent["orderId"], sent["message"])
+    assert b"message=%E9%80%80%E6%AC%BE%2F%E6%88%90%E5%8A%9F" in plain
+    assert "serverCert" not in sent
+    assert b"serverCert=CERT1" in with_cert
+
+
+@pytest.mark.parametrize(
+    ("body", "charset", "fields"),
+    [
+        (b"order%49d=A+B%2B&x=1", None, {"orderId": "A B+", "x": "1"}),
+        (b"a+b=1&c=%E4%B8%AD", None, {"a b": "1", "c": "中"}),
+        (b"%D6%A7=%B8%B6&x=1", "gbk", {"支": "付", "x": "1"}),
+        (b" orderId =1", None, {"orderId": "1"}),
+    ],
+    ids=["escaped-name", "plus-in-name", "gbk-name-and-value", "spaced-name"],
+)
+def test_names_that_need_decoding_are_decoded_like_values(
+    body: bytes, charset: str | None, fields: dict[str, str]
+) -> None:
+    """Escaped, plus-spaced or padded names are decoded in the body's charset too."""
+    assert fields == decode_payload(body, form=True, charset=charset)
+
+
+@pytest.mark.parametrize("body", [b"x%41=%FF", b"x%FF=1", b"a=1&a=%FF"])
+def test_bad_escapes_on_the_slow_path_are_refused_not_replaced(body: bytes) -> None:
+    """An escape that is not UTF-8 is a DecodeError, never a replacement character."""
+    with pytest.raises(DecodeError) as caught:
+        decode_payload(body, form=True, charset="utf-8")
+
+    assert str(caught.value).startswith("payload is not valid utf-8: ")
+
+
+@pytest.mark.parametrize(
+    "body", [b"a=1&a=2", "a=1&b=2&a=1", b"orderId=1&order%49d=2"], ids=["bytes", "str", "escaped"]
+)
+def test_a_field_given_twice_in_a_body_is_refused_by_name(body: bytes | str) -> None:
+    """A repeated field, however it is spelled, is a DuplicateFieldError naming it."""
+    with pytest.raises(DuplicateFieldError) as caught:
+        decode_payload(body, form=True)
+
+    name = caught.value.field
+    assert name in ("a", "orderId")
+    assert f"{name}: given more than once" == str(caught.value)
+
+
+def test_an_answer_with_a_repeated_field_is_refused() -> None:
+    """Answers (read raw) refuse repeats too."""
+    with pytest.raises(DuplicateFieldError) as caught:
+        decode_payload(b"returnCode=000000&returnCode=IPS0001", form=False)
+
+    assert "returnCode: given more than once" == str(caught.value)
+
+
+REFUND_FIELDS = {
+    "merchantId": "M1",
+    "payNo": "P1",
+    "returnCode": "000000",
+    "message": "ok",
+    "signType": "MD5",
+    "type": "OrderRefund",
+    "version": "2.0.0",
+    "amount": "5",
+    "orderId": "O1",
+    "status": "SUCCESS",
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"signType": "SHA"}, "signType: 'SHA' is not one of MD5, RSA"),
+        ({"signType": "M" * 30}, f"signType: {'M' * 20!r} is not one of MD5, RSA"),
+        ({"merchantId": ""}, "merchantId: missing or empty"),
+    ],
+)
+def test_typed_values_name_the_field_and_the_rule(changes: dict[str, str], why: str) -> None:
+    """A value outside its choices says which it takes; a required one that is empty says so."""
+    from cmpay_async._codec import typed_values
+    from cmpay_async._models import RefundResult
+
+    with pytest.raises(DecodeError) as caught:
+        typed_values(REGISTRY["OrderRefundResponse"], {**REFUND_FIELDS, **changes}, RefundResult)
+
+    assert why == str(caught.value)
+
+
+def test_an_empty_optional_text_is_empty_text() -> None:
+    """An optional text field that is empty reads as "" (only numbers, dates and the like read
+    as None)."""
+    from cmpay_async._codec import typed_values
+    from cmpay_async._models import RefundResult
+
+    values = typed_values(
+        REGISTRY["OrderRefundResponse"], {**REFUND_FIELDS, "payNo": ""}, RefundResult
+    )
+
+    assert "" == values["pay_no"]
