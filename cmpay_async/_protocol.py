@@ -255,7 +255,7 @@ def verify_fields(schema: Schema, fields: Mapping[str, str], verifier: Verifier)
             f"is {sign_type[:10]!r} but the configured verifier checks {verifier.sign_type.value}",
             field="signType",
         )
-    signature = fields.get(schema.signature_field.wire, "")
+    signature = fields.get(schema.signature_field.wire)
     if not signature:
         raise SignatureError("missing", field=schema.signature_field.wire)
     for reading in escaped_readings(schema, fields):

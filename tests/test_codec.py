@@ -572,3 +572,26 @@ def test_an_empty_optional_text_is_empty_text() -> None:
     )
 
     assert "" == values["pay_no"]
+
+
+def test_readable_decodes_each_strictly_escaped_chinese_field_on_its_own() -> None:
+    """A field that is not UTF-8 when decoded is kept as signed, and the next is still decoded;
+    text that is not a strict escape (a space in it) is kept as signed."""
+    from cmpay_async._codec import readable
+
+    schema = REGISTRY["OfflineNotify"]
+    reading = {"message": "%FF%FE", "reserved1": "%E5%A4%87", "reserved2": "%E4%B8%AD x"}
+
+    assert {"message": "%FF%FE", "reserved1": "备", "reserved2": "%E4%B8%AD x"} == readable(
+        schema, reading
+    )
+
+
+def test_escaped_readings_hold_each_reading_once() -> None:
+    """A value whose escapes decode to nothing new gives one reading, the value as received."""
+    schema = REGISTRY["OfflineNotify"]
+
+    assert [{"message": "100%"}] == escaped_readings(schema, {"message": "100%"})
+    assert [{"message": "中", "x": "1"}, {"message": "%E4%B8%AD", "x": "1"}] == escaped_readings(
+        schema, {"message": "%E4%B8%AD", "x": "1"}
+    )

@@ -328,3 +328,26 @@ def test_a_signed_success_without_a_pay_url_is_refused() -> None:
 
     assert "payUrl" == caught.value.field
     assert "payUrl: missing in a success answer" == str(caught.value)
+
+
+def test_a_payload_without_sign_type_or_signature_is_refused_word_for_word() -> None:
+    """No signType: named as '' against the verifier's scheme; no hmac: "missing"; a wrong
+    one: "signature does not match", each on its field."""
+    from cmpay_async import SignatureError, verify_notification
+    from cmpay_async.testing import sign_notification
+
+    fields = dict(parse_qsl(sign_notification(order_id="V1").decode(), keep_blank_values=True))
+    verifier = Md5Signer(TEST_KEY)
+    cases = [
+        (
+            {k: v for k, v in fields.items() if k != "signType"},
+            SignTypeMismatchError,
+            "signType: is '' but the configured verifier checks MD5",
+        ),
+        ({k: v for k, v in fields.items() if k != "hmac"}, SignatureError, "hmac: missing"),
+        ({**fields, "hmac": "0" * 32}, SignatureError, "hmac: signature does not match"),
+    ]
+    for payload, cls, why in cases:
+        with pytest.raises(cls) as caught:
+            verify_notification(payload, verifier=verifier)
+        assert why == str(caught.value)
