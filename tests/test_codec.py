@@ -595,3 +595,55 @@ def test_escaped_readings_hold_each_reading_once() -> None:
     assert [{"message": "中", "x": "1"}, {"message": "%E4%B8%AD", "x": "1"}] == escaped_readings(
         schema, {"message": "%E4%B8%AD", "x": "1"}
     )
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview], ids=lambda w: w.__name__)
+def test_every_bytes_like_payload_reads_the_same(wrap: Any) -> None:
+    """bytes, bytearray and memoryview bodies give the same fields."""
+    assert {"a": "中", "b": "2"} == decode_payload(wrap(b"a=%E4%B8%AD&b=2"), form=True)
+
+
+def test_a_payload_of_another_type_is_refused_by_type() -> None:
+    """An int (or anything but bytes, str or a mapping) is named."""
+    with pytest.raises(DecodeError) as caught:
+        decode_payload(42, form=True)  # type: ignore[arg-type]
+
+    assert "payload must be bytes, str or a mapping, not int" == str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("payload", "size"),
+    [(b"a=" + b"1" * 18, 20), ("a=" + "中" * 6, 20), ("a=" + "1" * 18, 20)],
+    ids=["bytes", "chinese-str", "ascii-str"],
+)
+def test_the_payload_cap_holds_to_the_byte(payload: bytes | str, size: int) -> None:
+    """A payload of exactly the cap is read; one byte more (UTF-8 bytes for a str) is not."""
+    assert decode_payload(payload, form=True, max_size=size)
+
+    with pytest.raises(PayloadTooLargeError) as caught:
+        decode_payload(payload, form=True, max_size=size - 1)
+
+    assert f"payload of {size} bytes is over {size - 1} bytes" == str(caught.value)
+
+
+@pytest.mark.parametrize("payload", [b"", b"  \r\n", "   "])
+def test_an_empty_payload_says_so(payload: bytes | str) -> None:
+    """Nothing, or only whitespace: "payload is empty"."""
+    with pytest.raises(DecodeError) as caught:
+        decode_payload(payload, form=True)
+
+    assert "payload is empty" == str(caught.value)
+
+
+def test_bytes_in_neither_charset_say_why_in_both_names() -> None:
+    """Neither UTF-8 nor GBK: both named, with the last decoder's reason."""
+    body = b"a=\x80\xff"
+    try:
+        body.decode("gbk")
+    except UnicodeDecodeError as exc:
+        reason = exc.reason
+
+    with pytest.raises(DecodeError) as caught:
+        decode_payload(body, form=True)
+
+    assert f"payload is not valid utf-8 or gbk: {reason}" == str(caught.value)

@@ -346,3 +346,28 @@ async def test_a_payment_cancelled_in_flight_is_logged_as_cancelled(
         "in doubt: create_payment orderId=201103071740044998 requestId=CXL1 (cancelled): "
         "query the order before acting on it"
     ] == [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("how", ["in-memory", "streamed", "declared"])
+async def test_the_answer_cap_holds_to_the_byte_however_it_arrives(how: str) -> None:
+    """64 KiB of answer is read (and then refused as what it is); one byte more is too large,
+    whether the body is in memory, streamed in 4 KiB chunks, or declared by Content-Length."""
+
+    def answer(size: int) -> Callable[[httpx.Response], httpx.Response]:
+        data = b"a" * size
+        if how == "in-memory":
+            return lambda r: httpx.Response(200, content=data)
+        if how == "streamed":
+            return lambda r: _streamed(200, data)
+        return lambda r: _streamed(200, data, {"Content-Length": str(size)})
+
+    results = []
+    for size in (CAP, CAP + 1):
+        async with make_client(_answer_with(Sandbox(), answer(size))) as client:
+            results.append(await _one_call(client))
+
+    at_cap, over = results
+    assert not isinstance(at_cap, PayloadTooLargeError)
+    assert isinstance(at_cap, DecodeError)
+    assert isinstance(over, PayloadTooLargeError)
+    assert (200, True) == (over.status_code, over.maybe_sent)
