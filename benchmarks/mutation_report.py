@@ -117,7 +117,13 @@ def main() -> int:
         "written by `benchmarks/mutation_report.py`; equivalent survivors are recognised by rule",
         "or listed in `benchmarks/equivalent_mutants.json`, each with its reason, and not counted.",
         "",
-        f"- **score: {score:.1%}** of non-equivalent mutants killed ({killed} of {considered})",
+        f"- **score: {score:.1%}** of the non-equivalent mutants that ran killed "
+        f"({killed} of {considered})"
+        + (
+            f"; **{status['not checked']} mutants not run** (see the table)"
+            if status["not checked"]
+            else ""
+        ),
         f"- mutants: {len(everything)}; ran {ran}; killed {status['killed']}, timeouts "
         f"{status['timeout']} (counted as killed), survived {len(survivors)} "
         f"({len(equivalent)} equivalent), no tests {len(untested)}, "
@@ -129,15 +135,16 @@ def main() -> int:
         "",
         "## By module",
         "",
-        "| module | killed | open survivors | equivalent | score |",
-        "|---|---:|---:|---:|---:|",
+        "| module | killed | open survivors | equivalent | not run | score of those run |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for module in sorted(per_module):
         c = per_module[module]
         judged = c["killed"] + c["open"]
+        shown = f"{c['killed'] / judged:.1%}" if judged else "not run"
         lines.append(
             f"| `{module}` | {c['killed']} | {c['open']} | {c['equivalent']} | "
-            f"{(c['killed'] / judged if judged else 1):.1%} |"
+            f"{c['not run']} | {shown} |"
         )
     lines += ["", "## Surviving mutants (not equivalent)", ""]
     if not open_ and not untested:
