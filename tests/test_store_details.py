@@ -6,6 +6,7 @@ it manages its connections, with the database's own tools (sqlite3, psycopg, red
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
 import sys
@@ -41,7 +42,8 @@ class Clock:
 
 
 def _rows(path: Path) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(path) as db:
+    # closing(): a sqlite3 connection's own `with` commits but does not close it.
+    with contextlib.closing(sqlite3.connect(path)) as db:
         return db.execute("SELECT key, state, token, expires FROM cmpay_events").fetchall()
 
 
@@ -93,7 +95,7 @@ async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "e.db")
     await store.claim("K4", lease=10)
 
-    with sqlite3.connect(tmp_path / "e.db") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "e.db")) as db:
         assert ("wal",) == db.execute("PRAGMA journal_mode").fetchone()
     store.close()
 
