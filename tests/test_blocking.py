@@ -302,6 +302,19 @@ def test_loops_of_ended_threads_are_closed(gateway: tuple[Sandbox, str]) -> None
     assert loops[1].is_closed()  # close() closes the rest
 
 
+def _record_closing_threads(client: BlockingCmpayClient) -> list[str]:
+    """The names of the threads that close the client's loops, in order."""
+    closers: list[str] = []
+    close_loop = client._close_loop
+
+    def recording(loop: asyncio.AbstractEventLoop) -> None:
+        closers.append(threading.current_thread().name)
+        close_loop(loop)
+
+    client._close_loop = recording  # type: ignore[method-assign]
+    return closers
+
+
 def test_close_from_a_thread_where_a_loop_runs_closes_on_a_helper_thread(
     gateway: tuple[Sandbox, str],
 ) -> None:
@@ -311,14 +324,7 @@ def test_close_from_a_thread_where_a_loop_runs_closes_on_a_helper_thread(
     client = blocking(url)
     client.create_payment(order("HELPER"), ip_address="127.0.0.1")
     ours = client._local.loop.loop
-    closers: list[str] = []
-    close_loop = client._close_loop
-
-    def recording(loop: asyncio.AbstractEventLoop) -> None:
-        closers.append(threading.current_thread().name)
-        close_loop(loop)
-
-    client._close_loop = recording  # type: ignore[method-assign]
+    closers = _record_closing_threads(client)
     running = asyncio.new_event_loop()
     asyncio.events._set_running_loop(running)
     try:
@@ -337,14 +343,7 @@ def test_close_in_a_plain_thread_closes_right_there(gateway: tuple[Sandbox, str]
     _, url = gateway
     client = blocking(url)
     client.create_payment(order("PLAIN"), ip_address="127.0.0.1")
-    closers: list[str] = []
-    close_loop = client._close_loop
-
-    def recording(loop: asyncio.AbstractEventLoop) -> None:
-        closers.append(threading.current_thread().name)
-        close_loop(loop)
-
-    client._close_loop = recording  # type: ignore[method-assign]
+    closers = _record_closing_threads(client)
     client.close()
 
     assert [threading.current_thread().name] == closers

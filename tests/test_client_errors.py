@@ -211,6 +211,17 @@ def _refund_answer(order_id: str, merchant_id: str = PUBLIC_TEST_MERCHANT) -> by
     return encode_answer(REGISTRY["OrderRefundResponse"], fields)
 
 
+def _answering(answer: bytes) -> tuple[_AsyncMock, list[httpx.Request]]:
+    """A gateway that answers every request with ``answer``, and the requests it saw."""
+    seen: list[httpx.Request] = []
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=answer)
+
+    return _AsyncMock(gateway), seen
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("answer", "field"),
@@ -224,13 +235,8 @@ async def test_a_refund_answer_must_be_for_this_order_and_merchant(
     answer: bytes, field: str
 ) -> None:
     """A verified refund answer about another order or merchant is refused, maybe_sent."""
-    seen: list[httpx.Request] = []
-
-    async def gateway(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, content=answer)
-
-    async with make_client(_AsyncMock(gateway), character_set=CharacterSet.GBK) as client:
+    gateway, seen = _answering(answer)
+    async with make_client(gateway, character_set=CharacterSet.GBK) as client:
         with pytest.raises(UnexpectedMessageError) as caught:
             await client.refund("ASKED", 1, request_id="RF2")
 
@@ -296,8 +302,7 @@ def test_an_answers_excerpt_is_600_bytes_redacted_then_200_characters(
 def _query_answer(order_id: str, merchant_id: str = PUBLIC_TEST_MERCHANT) -> bytes:
     from .test_protocol import query_answer
 
-    body = query_answer(orderId=order_id, merchantId=merchant_id)
-    return body
+    return query_answer(orderId=order_id, merchantId=merchant_id)
 
 
 @pytest.mark.anyio
@@ -313,13 +318,8 @@ async def test_a_query_answer_must_be_for_this_order_and_merchant(
     answer: bytes, field: str
 ) -> None:
     """A verified query answer about another order or merchant is refused."""
-    seen: list[httpx.Request] = []
-
-    async def gateway(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, content=answer)
-
-    async with make_client(_AsyncMock(gateway), character_set=CharacterSet.GB2312) as client:
+    gateway, seen = _answering(answer)
+    async with make_client(gateway, character_set=CharacterSet.GB2312) as client:
         with pytest.raises(UnexpectedMessageError) as caught:
             await client.query_order("ASKED", request_id="QY2")
 
