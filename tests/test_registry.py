@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import ast
+import datetime as dt
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
 
 import attrs
 import pytest
 
 from cmpay_async import (
+    CHINA_TZ,
     REGISTRY,
     DecodeError,
     Kind,
@@ -22,6 +26,7 @@ from cmpay_async import (
 from cmpay_async._codec import _MODEL_SCHEMAS, encode_form, typed_values
 from cmpay_async._enums import CharacterSet
 from cmpay_async._validate import check_fields
+from cmpay_async.testing import notification_defaults
 
 from .helpers import load_vectors
 
@@ -151,3 +156,77 @@ def test_every_schema_ends_with_its_signature_field() -> None:
     for schema in REGISTRY.values():
         assert Kind.SIGNATURE is schema.fields[-1].kind
         assert schema.cert_field is not None
+
+
+def _documented_rules(message: str) -> list[tuple[Any, ...]]:
+    """What the document's tables (plus the deviations written beside them) say of a message."""
+    data = load_vectors("field_rules.json")
+    table = data["tables"][data["same_as"].get(message, message)]
+    emptied = set(data["may_be_empty_beyond_the_document"].get(message, ()))
+    remarks, library = data["remarks"], data["library_rules"]
+    rows = []
+    for wire, max_length, kind, empty in table:
+        if wire == "bankAbbr" and message in remarks["bank_code_in"]:
+            form = "bank"
+        else:
+            form = remarks["forms"].get(wire, "number" if kind == "Number" else "string")
+        choices = remarks["choices"].get(wire)
+        if wire == "status" and message in remarks["status_choices_in"]:
+            choices = remarks["status_choices"]
+        if wire == "type" and message in remarks["type_is_checked_in"]:
+            choices = [message]
+        rows.append(
+            (
+                wire,
+                max_length,
+                "是" if wire in emptied else empty,
+                form,
+                choices,
+                1 if wire in library["at_least_one"].get(message, ()) else None,
+                wire in library["sensitive"],
+                wire in library["utf8_escaped"],
+            )
+        )
+    return rows
+
+
+@pytest.mark.parametrize("message", sorted(REGISTRY))
+def test_every_field_rule_is_the_documents(message: str) -> None:
+    """Each field's length, emptiness, form, vocabulary and the library's own rules are those
+    of the document's tables, written down as data (tests/vectors/field_rules.json)."""
+    actual = [
+        (
+            f.wire,
+            f.max_length,
+            "是" if f.optional else "否",
+            f.kind.value,
+            list(f.choices) if f.choices is not None else None,
+            f.min_value,
+            f.sensitive,
+            f.utf8_escaped,
+        )
+        for f in REGISTRY[message].fields
+    ]
+
+    assert _documented_rules(message) == actual
+
+
+@pytest.mark.parametrize("message", ["PageNotify", "OfflineNotify"])
+def test_notification_examples_are_the_documents_sample(message: str) -> None:
+    """The registry's examples (testing.notification_defaults) are section 8.3's sample values;
+    the dates come from ``when``, the merchant's reserved fields and the signType stay empty."""
+    sample = next(
+        v for v in load_vectors("md5.json")["vectors"] if v["name"].startswith("section 8.3")
+    )
+    wire = dict(parse_qsl(sample["body"], keep_blank_values=True))
+    when = dt.datetime(2019, 1, 31, 10, 27, 35, tzinfo=CHINA_TZ)
+    expected: dict[str, Any] = {
+        REGISTRY[message].by_wire[name].attr: value
+        for name, value in wire.items()
+        if name not in {"serverCert", "hmac", "payDate", "accountDate", "orderDate"}
+    }
+    expected.update(type=message, pay_date=when, account_date=when.date(), order_date=when.date())
+    # Left empty: the reserved fields are the merchant's own, signType is the signer's.
+    expected.update(reserved1="", reserved2="", sign_type="")
+
+    assert expected == notification_defaults(message, when=when)
