@@ -18,6 +18,7 @@ from cmpay_async import (
     Md5Signer,
     RetryPolicy,
     SignatureError,
+    Timeouts,
     TransportError,
     TransportTimeoutError,
     UnexpectedMessageError,
@@ -431,6 +432,9 @@ async def test_the_answer_is_logged_at_debug_with_its_elapsed_time(
     async with make_client(httpx.ASGITransport(app=Sandbox())) as client:
         await client.create_payment(valid_order(), ip_address="1.2.3.4", request_id="LOG2")
 
+    assert ["-> DirectPayConfirm orderId=201103071740044998 requestId=LOG2 attempt=1"] == [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("-> ")
+    ]
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("<- ")]
     found = re.fullmatch(
         r"<- DirectPayConfirm orderId=201103071740044998 requestId=LOG2 status=200 "
@@ -441,3 +445,18 @@ async def test_the_answer_is_logged_at_debug_with_its_elapsed_time(
     elapsed = float(found.group(1))
     assert 0 < elapsed < 100_000  # quarter seconds of the scripted clock, not its reading
     assert 0 == elapsed % 250
+
+
+@pytest.mark.anyio
+async def test_a_client_without_a_total_deadline_still_pays() -> None:
+    """Timeouts(total=None) leaves the call unbounded as a whole (each phase keeps its own)."""
+    from cmpay_async.testing import Sandbox
+
+    sandbox = Sandbox()
+    async with make_client(
+        httpx.ASGITransport(app=sandbox), timeouts=Timeouts(total=None)
+    ) as client:
+        payment = await client.create_payment(valid_order(), ip_address="1.2.3.4")
+
+    assert "000000" == payment.return_code
+    assert "pending" == sandbox.order(valid_order().order_id).state  # placed, not yet paid

@@ -25,6 +25,7 @@ from cmpay_async import (
     PendingOrder,
     RequestEnd,
     RequestStart,
+    TransportTimeoutError,
 )
 from cmpay_async._serve import serve_in_thread
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox, sign_notification
@@ -55,15 +56,16 @@ def exporter() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
 class FailFirst(httpx.AsyncBaseTransport):
     """The first request fails to connect; later ones reach the sandbox."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Sandbox, error: Exception | None = None) -> None:
         self.inner = httpx.ASGITransport(app=sandbox)
+        self.error = error or httpx.ConnectError("All connection attempts failed")
         self.calls = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Refuse once, then pass through."""
+        """Fail once (by default: refuse the connection), then pass through."""
         self.calls += 1
         if self.calls == 1:
-            raise httpx.ConnectError("All connection attempts failed")
+            raise self.error
         return await self.inner.handle_async_request(request)
 
 
@@ -122,6 +124,28 @@ async def test_a_retried_call_has_a_span_per_attempt(
     (operation,) = _by_name(finished, "cmpay.query_order")
     assert 2 == _attrs(operation)["cmpay.attempts"]
     assert "OrderQuery" == _attrs(operation)["cmpay.interface"]
+
+
+@pytest.mark.parametrize("operation", ["query_order", "create_payment"])
+async def test_traced_calls_keep_their_retry_rules(
+    exporter: tuple[TracerProvider, InMemorySpanExporter], operation: str
+) -> None:
+    """With tracing on, a query is still retried after a read timeout (it may have been sent,
+    but asking twice changes nothing) and a payment still is not (it may have been placed)."""
+    provider, spans = exporter
+    transport = FailFirst(Sandbox(), httpx.ReadTimeout("no answer"))
+    async with make_client(transport, tracer_provider=provider) as client:
+        if operation == "query_order":
+            assert "RPM22201" == (await client.query_order("NOPE")).return_code
+        else:
+            with pytest.raises(TransportTimeoutError) as caught:
+                await client.create_payment(ORDER, ip_address="203.0.113.7")
+            assert caught.value.maybe_sent
+
+    expected_attempts = 2 if operation == "query_order" else 1
+    assert expected_attempts == transport.calls
+    (span,) = _by_name(spans.get_finished_spans(), f"cmpay.{operation}")
+    assert expected_attempts == _attrs(span)["cmpay.attempts"]
 
 
 async def test_a_failed_call_sets_the_error_status_and_code(
@@ -355,7 +379,8 @@ async def test_hook_sees_a_gateway_refusal_as_gateway_error() -> None:
             await client.create_payment(ORDER, ip_address="203.0.113.7")
 
     (end,) = ends
-    assert ("gateway_error", "RPM22208", "GatewayError", False, False) == (
+    assert ("create_payment", "gateway_error", "RPM22208", "GatewayError", False, False) == (
+        end.operation,
         end.outcome,
         end.return_code,
         end.error,
@@ -412,3 +437,35 @@ async def test_a_connect_error_hook_event_on_the_final_attempt() -> None:
             await client.create_payment(ORDER, ip_address="203.0.113.7")
 
     assert [(1, True), (2, True), (3, False)] == [(e.attempt, e.retrying) for e in ends]
+
+
+def test_a_call_refused_before_any_attempt_reports_no_attempt() -> None:
+    """A caller's http_client used from a second event loop is refused before any attempt:
+    no start, no end, for that call (the first loop's call reported its one attempt)."""
+    starts: list[RequestStart] = []
+    ends: list[RequestEnd] = []
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=Sandbox()))
+    client = CmpayClient(
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        signer=Md5Signer(PUBLIC_TEST_KEY),
+        http_client=http,
+        on_request_start=starts.append,
+        on_request_end=ends.append,
+    )
+
+    async def pay(order_id: str) -> None:
+        order = Order(
+            amount=1,
+            order_id=order_id,
+            product_name="p",
+            callback_url="https://shop.example/r",
+            notify_url="https://shop.example/n",
+        )
+        await client.create_payment(order, ip_address="203.0.113.7")
+
+    anyio.run(pay, "LOOP1")
+    with pytest.raises(ConfigurationError, match="belongs to the event loop that first used it"):
+        anyio.run(pay, "LOOP2")
+
+    assert ["LOOP1"] == [s.order_id for s in starts]
+    assert [("LOOP1", 1)] == [(e.order_id, e.attempt) for e in ends]
