@@ -647,3 +647,16 @@ def test_bytes_in_neither_charset_say_why_in_both_names() -> None:
         decode_payload(body, form=True)
 
     assert f"payload is not valid utf-8 or gbk: {reason}" == str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"reserved1=a+b&reserved2=c%2Bd",  # names as sent: the quick path
+        b"reserved1=a+b&reserved%32=c%2Bd",  # a percent-encoded name: field by field
+        b"reserved1=a+b& reserved2=c%2Bd",  # a name to strip: field by field
+    ],
+)
+def test_a_plus_is_a_space_however_the_names_are_written(body: bytes) -> None:
+    """'+' in a form value is a space and '%2B' a plus, on every path through the decoder."""
+    assert {"reserved1": "a b", "reserved2": "c+d"} == decode_payload(body, form=True)

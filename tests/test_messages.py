@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -17,9 +18,11 @@ from cmpay_async import (
     Md5Signer,
     Order,
     explain_return_code,
+    signing_source,
     verify_notification,
 )
 from cmpay_async._cli import main
+from cmpay_async._protocol import parse_refund_response
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox
 
 from .helpers import NOTIFY_BODY, TEST_KEY, make_client
@@ -190,3 +193,47 @@ def test_cli_key_file_with_other_whitespace_is_refused_like_the_library(
 
     assert 2 == code
     assert "starts or ends with whitespace" in capsys.readouterr().err
+
+
+def _refund_failure(code: str, *, signed: bool, **extra: str) -> bytes:
+    """A refund failure answer written by hand, empty fields left out as a gateway may."""
+    fields = {
+        "merchantId": PUBLIC_TEST_MERCHANT,
+        "returnCode": code,
+        "signType": "MD5",
+        "type": "OrderRefund",
+        "version": "2.0.0",
+        "orderId": "R1",
+        **extra,
+    }
+    if signed:
+        fields["hmac"] = VERIFIER.sign(signing_source("OrderRefundResponse", fields))
+    return urlencode(fields).encode()
+
+
+def test_an_unsigned_refund_refusal_still_gets_the_refund_hint() -> None:
+    """RPM22208 on a refund names the order state even when the answer is not signed."""
+    with pytest.raises(GatewayError) as caught:
+        parse_refund_response(
+            _refund_failure("RPM22208", signed=False, message="x"),
+            verifier=VERIFIER,
+            merchant_id=PUBLIC_TEST_MERCHANT,
+            order_id="R1",
+        )
+
+    assert (False, True) == (caught.value.verified, caught.value.maybe_sent)
+    assert "not paid" in (caught.value.hint or "")
+
+
+def test_a_signed_refusal_without_a_message_says_nothing_for_the_gateway() -> None:
+    """No message field: the error has an empty gateway_message, not a made-up one."""
+    with pytest.raises(GatewayError) as caught:
+        parse_refund_response(
+            _refund_failure("RPM22401", signed=True),
+            verifier=VERIFIER,
+            merchant_id=PUBLIC_TEST_MERCHANT,
+            order_id="R1",
+        )
+
+    assert (True, "") == (caught.value.verified, caught.value.gateway_message)
+    assert "gateway said" not in str(caught.value)
