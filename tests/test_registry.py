@@ -14,6 +14,7 @@ import pytest
 from cmpay_async import (
     CHINA_TZ,
     REGISTRY,
+    ConfigurationError,
     DecodeError,
     Kind,
     Notification,
@@ -25,6 +26,7 @@ from cmpay_async import (
 )
 from cmpay_async._codec import _MODEL_SCHEMAS, encode_form, typed_values
 from cmpay_async._enums import CharacterSet
+from cmpay_async._schema import Field, Schema
 from cmpay_async._validate import check_fields
 from cmpay_async.testing import notification_defaults
 
@@ -112,8 +114,14 @@ def test_wire_order_and_parser_follow_the_registry() -> None:
     body = encode_form(((f.wire, "1") for f in schema.fields), CharacterSet.UTF8).decode()
 
     assert [f.wire for f in schema.fields] == [pair.split("=")[0] for pair in body.split("&")]
-    with pytest.raises(DecodeError, match=r"^payNo: "):
+    with pytest.raises(DecodeError, match=r"^payNo: missing or empty$") as caught:
         typed_values(schema, {"merchantId": "M"}, PageNotify)
+    assert "payNo" == caught.value.field
+    # A required field with a conversion (an enum here) is refused the same way.
+    given = {"merchantId": "M", "payNo": "P", "returnCode": "000000"}
+    with pytest.raises(DecodeError, match=r"^signType: missing or empty$") as caught:
+        typed_values(schema, given, PageNotify)
+    assert "signType" == caught.value.field
 
 
 def test_request_schema_has_the_documented_27_fields_plus_cert_and_hmac() -> None:
@@ -230,3 +238,27 @@ def test_notification_examples_are_the_documents_sample(message: str) -> None:
     expected.update(reserved1="", reserved2="", sign_type="")
 
     assert expected == notification_defaults(message, when=when)
+
+
+def test_a_schema_refuses_duplicates_and_needs_one_signature_field() -> None:
+    """A message definition with a repeated wire or attribute name, or without exactly one
+    signature field, is refused when defined; one without a certificate field has none."""
+    hmac = Field("hmac", "hmac", kind=Kind.SIGNATURE)
+    first = Field("a", "a", 5)
+    for repeated in (Field("a", "b", 5), Field("b", "a", 5)):  # same wire name; same attribute
+        with pytest.raises(ConfigurationError, match=r"^schema T: duplicate field$"):
+            Schema("T", "T", (first, repeated, hmac))
+    for signatures in ((), (hmac, Field("sig2", "sig2", kind=Kind.SIGNATURE))):
+        with pytest.raises(ConfigurationError, match=r"^schema T: needs exactly one signature"):
+            Schema("T", "T", (first, *signatures))
+
+    assert None is Schema("T", "T", (first, hmac)).cert_field
+
+
+@pytest.mark.parametrize("message", sorted(REGISTRY))
+def test_every_message_is_named_and_typed_as_the_document_says(message: str) -> None:
+    """A message's registry name is its own; its wire type is the request's type, which an
+    answer repeats (PROTOCOL.md section 3)."""
+    schema = REGISTRY[message]
+
+    assert (message, message.removesuffix("Response")) == (schema.name, schema.wire_type)
