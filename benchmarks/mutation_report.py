@@ -4,8 +4,8 @@ The score counts killed mutants (timeouts included) against all that ran, less t
 that are equivalent: no behaviour can tell them from the original. Those are recognised two
 ways, each with its reason printed in the report:
 
-- by rule, from the mutant's own diff: a change of letter case inside an SQL statement, or in
-  a codec name (both are case-insensitive);
+- by rule, from the mutant's own diff: a change of letter case inside an SQL statement, in
+  a codec name or in an HTTP header name (all three are case-insensitive);
 - by name, from the ``equivalent`` table of ``benchmarks/equivalent_mutants.json``.
 
 Its ``accepted`` table names survivors that a test could kill but that we chose not to chase
@@ -33,6 +33,9 @@ _SQL = re.compile(
     re.IGNORECASE,
 )
 _CODEC = re.compile(r"\b(?:en|de)code\(\s*\"([A-Za-z0-9_-]+)\"")
+_SQL_CASED = re.compile(r"'[^']*'|%[A-Za-z]")
+_QUOTED = re.compile(r"\"([^\"]*)\"")
+_HEADER_NAMES = frozenset({"content-type", "content-length", "content-encoding", "accept-encoding"})
 
 
 def _results(*extra: str) -> list[tuple[str, str]]:
@@ -66,8 +69,17 @@ def _by_rule(name: str, removed: list[str], added: list[str]) -> str | None:
     before, after = "\n".join(removed), "\n".join(added)
     if not before or before == after or before.lower() != after.lower():
         return None
-    if _module(name).startswith("cmpay_async.stores") and _SQL.search(before):
+    if (
+        _module(name).startswith("cmpay_async.stores")
+        and _SQL.search(before)
+        # Quoted SQL strings ('in_progress') and placeholders (%s) do depend on case.
+        and _SQL_CASED.findall(before) == _SQL_CASED.findall(after)
+    ):
         return "letter case inside an SQL statement: keywords and unquoted names ignore case"
+    pairs = zip(_QUOTED.findall(before), _QUOTED.findall(after), strict=True)
+    changed = [a for a, b in pairs if a != b]
+    if changed and all(a.lower() in _HEADER_NAMES for a in changed):
+        return "letter case of an HTTP header name: httpx matches header names ignoring case"
     codecs = _CODEC.findall(before)
     if codecs and [c.lower() for c in codecs] == [c.lower() for c in _CODEC.findall(after)]:
         return "letter case of a codec name: Python's codec lookup ignores case"

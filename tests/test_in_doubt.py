@@ -218,6 +218,23 @@ async def test_an_unknown_content_encoding_is_refused() -> None:
     assert exc.maybe_sent is True
 
 
+@pytest.mark.parametrize("label", ["identity", " Identity ", "GZIP"])
+async def test_a_content_encoding_label_is_read_whatever_its_case(label: str) -> None:
+    """'identity' in any case and spacing is the answer as sent; 'GZIP' is gzip."""
+    sandbox = Sandbox()
+
+    def relabel(response: httpx.Response) -> httpx.Response:
+        body = response.content
+        if label == "GZIP":
+            body = gzip.compress(body)
+        return _streamed(response.status_code, body, {"Content-Encoding": label})
+
+    async with make_client(_answer_with(sandbox, relabel)) as client:
+        payment = await client.create_payment(valid_order(), ip_address="1.2.3.4")
+
+    assert "000000" == payment.return_code
+
+
 async def test_requests_ask_for_an_uncompressed_answer() -> None:
     """Accept-Encoding: identity, so a well-behaved gateway never compresses."""
     sandbox = Sandbox()

@@ -1,0 +1,61 @@
+"""The mutation report's equivalence rules: a survivor is left out of the score only when its
+diff alone proves that no behaviour can tell it from the original."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.mutation_report import _by_rule
+
+CLIENT, SQLITE = "cmpay_async._client.xǁCmpayClientǁ_post__mutmut_1", "cmpay_async.stores.sqlite.x"
+
+
+@pytest.mark.parametrize(
+    ("name", "before", "after", "why"),
+    [
+        (CLIENT, '{"Content-Type": t}', '{"content-type": t}', "HTTP header name"),
+        (CLIENT, 'get("content-length", "")', 'get("CONTENT-LENGTH", "")', "HTTP header name"),
+        (SQLITE, '"DELETE FROM t WHERE key = ?"', '"delete from t where key = ?"', "SQL"),
+        ("cmpay_async._codec.x", 'encode("utf-8")', 'encode("UTF-8")', "codec name"),
+    ],
+)
+def test_case_only_changes_that_nothing_can_see_are_equivalent(
+    name: str, before: str, after: str, why: str
+) -> None:
+    """Letter case of a header name, an SQL statement in a store, a codec name."""
+    reason = _by_rule(name, [before], [after])
+
+    assert reason is not None
+    assert why in reason
+
+
+@pytest.mark.parametrize(
+    ("name", "before", "after"),
+    [
+        (CLIENT, 'encoding != "identity"', 'encoding != "IDENTITY"'),  # a value, compared
+        (CLIENT, 'get("XXcontent-lengthXX", "")', 'get("content-length", "")'),  # not case only
+        ("cmpay_async._codec.x", '"SELECT a FROM t"', '"select a from t"'),  # SQL outside stores
+        (SQLITE, "\"WHERE state = 'in_progress'\"", "\"WHERE STATE = 'IN_PROGRESS'\""),
+        (SQLITE, '"WHERE key = %s"', '"WHERE KEY = %S"'),  # a placeholder
+    ],
+)
+def test_other_changes_are_not(name: str, before: str, after: str) -> None:
+    """A compared value's case, a renamed header, SQL text outside a store, an SQL string or
+    placeholder: not equivalent."""
+    assert None is _by_rule(name, [before], [after])
+
+
+def test_every_listed_survivor_has_a_reason() -> None:
+    """The hand-kept tables give each mutant a reason of some substance."""
+    tables = json.loads(
+        (Path(__file__).parent.parent / "benchmarks" / "equivalent_mutants.json").read_text()
+    )
+
+    for table in ("equivalent", "accepted"):
+        for mutant, reason in tables[table].items():
+            assert mutant.startswith("cmpay_async.")
+            assert "__mutmut_" in mutant
+            assert len(reason) >= 40, mutant
