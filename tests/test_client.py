@@ -30,6 +30,7 @@ from cmpay_async import (
     RsaSigner,
     RsaVerifier,
     SignatureError,
+    Timeouts,
     TransportError,
     TransportTimeoutError,
     ValidationError,
@@ -330,6 +331,30 @@ async def test_callers_http_client_is_not_closed(sandbox: Sandbox) -> None:
         ) as c:
             await c.create_payment(valid_order(), ip_address="1.2.3.4")
         assert not http.is_closed
+
+
+async def test_a_callers_http_client_gets_our_timeouts_per_request(sandbox: Sandbox) -> None:
+    """The configured Timeouts go with every request, over a caller's client's own defaults."""
+    seen: list[dict[str, float | None]] = []
+    inner = httpx.ASGITransport(app=sandbox)
+
+    async def spy(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return await inner.handle_async_request(request)
+
+    async with (
+        httpx.AsyncClient(transport=_AsyncMock(spy), timeout=99.0) as http,
+        CmpayClient(
+            merchant_id=PUBLIC_TEST_MERCHANT,
+            signer=Md5Signer(PUBLIC_TEST_KEY),
+            endpoint=ENDPOINT,
+            http_client=http,
+            timeouts=Timeouts(connect=1.5, read=2.5, write=3.5, pool=4.5),
+        ) as c,
+    ):
+        await c.create_payment(valid_order(), ip_address="1.2.3.4")
+
+    assert [{"connect": 1.5, "read": 2.5, "write": 3.5, "pool": 4.5}] == seen
 
 
 async def test_rsa_client_round_trip() -> None:
