@@ -73,11 +73,24 @@ def pytest_load_initial_conftests() -> None:
         try:
             import cmpay_async
             import cmpay_async.stores  # noqa: F401
+            import tests.conftest  # noqa: F401
         except Exception:
-            # The package does not even import under this mutant: killed. Said here with
-            # pytest's own "tests failed" code, because an exception raised while pytest
-            # reads its conftests escapes pytest.main, and mutmut files that as a timeout.
+            # The package (or the tests' own set-up) does not even import under this mutant:
+            # killed. Said here with pytest's own "tests failed" code, because an exception
+            # raised while pytest reads its conftests escapes pytest.main, and mutmut files
+            # that as a timeout.
             os._exit(pytest.ExitCode.TESTS_FAILED)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """Under a mutant, a test module that fails to import is a failing suite: killed.
+
+    Only a mutant of import-time code can cause it (the other runs reuse the modules the
+    server collected). pytest would say "interrupted" (exit 2), which mutmut files as a run
+    stopped by the user, not as a kill.
+    """
+    if report.failed and "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", ""):
+        os._exit(pytest.ExitCode.TESTS_FAILED)
 
 
 # The tests that judge import-time code (the registry's definitions): those of the pure core

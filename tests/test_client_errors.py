@@ -3,14 +3,17 @@ message, the unexpected-failure path, plain `with`, and the retry backoff's exac
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 
 from cmpay_async import (
     CharacterSet,
+    ClientClosedError,
     CmpayClient,
     ConnectError,
     DecodeError,
@@ -460,3 +463,108 @@ async def test_a_client_without_a_total_deadline_still_pays() -> None:
 
     assert "000000" == payment.return_code
     assert "pending" == sandbox.order(valid_order().order_id).state  # placed, not yet paid
+
+
+def _payment_answer(**change: str) -> bytes:
+    fields = {
+        "merchantId": PUBLIC_TEST_MERCHANT,
+        "requestId": "PAY2",
+        "signType": "MD5",
+        "type": "DirectPayConfirm",
+        "version": "2.0.0",
+        "returnCode": "000000",
+        "message": "SUCCESS",
+        "payUrl": "url<hi:=>https://pay.example/c<hi:$$>method<hi:=>post<hi:$$>sessionId<hi:=>S1",
+        **change,
+    }
+    fields["hmac"] = Md5Signer(PUBLIC_TEST_KEY).sign(
+        signing_source("DirectPayConfirmResponse", fields)
+    )
+    return encode_answer(REGISTRY["DirectPayConfirmResponse"], fields)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("field", ["merchantId", "requestId"])
+async def test_a_payment_answer_must_be_for_this_merchant_and_request(field: str) -> None:
+    """A verified payment answer for another merchant or request is refused, maybe_sent."""
+    gateway, _ = _answering(_payment_answer(**{field: "SOMEONE-ELSE"}))
+    async with make_client(gateway) as client:
+        with pytest.raises(UnexpectedMessageError) as caught:
+            await client.create_payment(valid_order(), ip_address="1.2.3.4", request_id="PAY2")
+
+    assert (field, True) == (caught.value.field, caught.value.maybe_sent)
+
+
+@pytest.mark.anyio
+async def test_order_dates_default_to_today_in_china() -> None:
+    """At 17:30 UTC it is already the next day in China: orderDate and merAcDate say so."""
+    late = dt.datetime(2026, 11, 26, 17, 30, tzinfo=dt.timezone.utc)
+    client = make_client(httpx.MockTransport(lambda r: httpx.Response(500)), clock=lambda: late)
+    order = attrs.evolve(valid_order(), order_date=None, mer_ac_date=None)
+
+    request = client.prepare_payment(order, ip_address="1.2.3.4")
+
+    assert ("20261127", "20261127") == (request.fields["orderDate"], request.fields["merAcDate"])
+
+
+@pytest.mark.anyio
+async def test_a_failed_attempt_is_logged_at_debug_with_its_verdict(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One line per failed attempt: message, order, request, error class, maybe_sent, ms."""
+    import re
+
+    from cmpay_async import _client
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    monkeypatch.setattr(_client, "time", ScriptedTime())
+    caplog.set_level(logging.DEBUG, logger="cmpay_async")
+    async with make_client(httpx.MockTransport(refuse), retry=RetryPolicy(attempts=1)) as client:
+        with pytest.raises(ConnectError):
+            await client.create_payment(valid_order(), ip_address="1.2.3.4", request_id="LOG3")
+
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("<- ")]
+    found = re.fullmatch(
+        r"<- DirectPayConfirm orderId=201103071740044998 requestId=LOG3 failed: ConnectError "
+        r"maybe_sent=False elapsed=(\d+\.\d)ms",
+        line,
+    )
+    assert found is not None, line
+    elapsed = float(found.group(1))
+    assert 0 < elapsed < 100_000  # quarter seconds of the scripted clock, not its reading
+    assert 0 == elapsed % 250
+
+
+@pytest.mark.anyio
+async def test_a_query_that_may_have_been_sent_once_stays_maybe_sent() -> None:
+    """Read timeout (maybe sent), then two refused connections (never sent): the last error
+    is ConnectError, yet maybe_sent, because the first attempt may have reached the gateway."""
+    failures: list[Exception] = [
+        httpx.ReadTimeout("no answer"),
+        httpx.ConnectError("refused"),
+        httpx.ConnectError("refused"),
+    ]
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        raise failures.pop(0)
+
+    async with make_client(httpx.MockTransport(gateway)) as client:
+        with pytest.raises(ConnectError) as caught:
+            await client.query_order("Q1")
+
+    assert ([], True) == (failures, caught.value.maybe_sent)
+
+
+@pytest.mark.anyio
+async def test_a_closed_client_says_so_and_what_to_do() -> None:
+    """Every call on a closed client raises ClientClosedError with the way out."""
+    client = make_client(httpx.MockTransport(lambda r: httpx.Response(500)))
+    await client.aclose()
+
+    with pytest.raises(ClientClosedError) as caught:
+        await client.query_order("Q1")
+
+    assert str(caught.value).startswith("this CmpayClient is closed; create a new one")
+    assert caught.value.maybe_sent is False

@@ -414,3 +414,37 @@ async def test_the_answer_cap_holds_to_the_byte_however_it_arrives(how: str) -> 
     assert isinstance(at_cap, DecodeError)
     assert isinstance(over, PayloadTooLargeError)
     assert (200, True) == (over.status_code, over.maybe_sent)
+
+
+async def test_a_cancel_scope_does_not_cut_a_written_request_in_half() -> None:
+    """Cancelling the caller's scope while the gateway holds the request: the exchange
+    finishes and the payment is returned as if nothing had happened (docs/lifecycle.md)."""
+    sandbox = Sandbox()
+    inner = httpx.ASGITransport(app=sandbox)
+    arrived, release = anyio.Event(), anyio.Event()
+
+    async def slow_gateway(request: httpx.Request) -> httpx.Response:
+        response = await inner.handle_async_request(request)  # the order exists from here
+        arrived.set()
+        await release.wait()
+        return response
+
+    doubts: list[InDoubt] = []
+    returned: list[str] = []
+    scopes: list[anyio.CancelScope] = []
+
+    async def pay(client: CmpayClient) -> None:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            payment = await client.create_payment(valid_order(), ip_address="1.2.3.4")
+            returned.append(payment.pay_url.session_id)
+
+    client = make_client(_AsyncMock(slow_gateway), on_in_doubt=doubts.append)
+    async with client, anyio.create_task_group() as tg:
+        tg.start_soon(pay, client)
+        await arrived.wait()
+        scopes[0].cancel()
+        release.set()
+
+    assert [sandbox.order("201103071740044998").session_id] == returned
+    assert [] == doubts
