@@ -290,7 +290,8 @@ class CmpayClient:
             )
         if http_client is not None and transport is not None:
             raise ConfigurationError("pass either http_client or transport, not both")
-        if not endpoint.startswith(("https://", "http://")):
+        host = urlsplit(endpoint).hostname if endpoint.startswith(("https://", "http://")) else None
+        if not host:
             raise ConfigurationError("endpoint must be an http(s) URL")
         if max_connections < 1:
             raise ConfigurationError("max_connections must be at least 1")
@@ -299,7 +300,7 @@ class CmpayClient:
         self.notify_url = notify_url
         self.character_set = CharacterSet(character_set)
         self.endpoint = endpoint
-        self._host = urlsplit(endpoint).hostname or ""
+        self._host = host
         self._timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self.extra_bank_codes = frozenset(extra_bank_codes)

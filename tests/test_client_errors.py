@@ -568,3 +568,55 @@ async def test_a_closed_client_says_so_and_what_to_do() -> None:
 
     assert str(caught.value).startswith("this CmpayClient is closed; create a new one")
     assert caught.value.maybe_sent is False
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"merchant_id": ""}, "merchant_id is empty"),
+        ({"signer": "rsa"}, "an RSA signer needs verifier=RsaVerifier(<gateway public key>)"),
+        ({"http_client": "own"}, "pass either http_client or transport, not both"),
+        ({"endpoint": "ftp://gateway.example/ips"}, "endpoint must be an http(s) URL"),
+        ({"endpoint": "https:///ips/cmpayService"}, "endpoint must be an http(s) URL"),
+        ({"max_connections": 0}, "max_connections must be at least 1"),
+    ],
+)
+def test_each_configuration_mistake_is_named(change: dict[str, Any], message: str) -> None:
+    """A client configured wrongly is refused at once, saying what is wrong."""
+    from cmpay_async import ConfigurationError, RsaSigner
+
+    from .helpers import rsa_key
+
+    if change.get("signer") == "rsa":
+        change["signer"] = RsaSigner(rsa_key())
+    if change.get("http_client") == "own":
+        change["http_client"] = httpx.AsyncClient()
+    with pytest.raises(ConfigurationError) as caught:
+        make_client(httpx.MockTransport(lambda r: httpx.Response(500)), **change)
+
+    assert message == str(caught.value)
+    assert caught.value.maybe_sent is False
+
+
+def test_an_order_without_return_addresses_needs_the_clients() -> None:
+    """Neither the order nor the client gives callback and notify URLs: both are required."""
+    client = make_client(httpx.MockTransport(lambda r: httpx.Response(500)))
+    bare = attrs.evolve(valid_order(), callback_url="", notify_url="")
+
+    with pytest.raises(ValidationError) as caught:
+        client.prepare_payment(bare, ip_address="1.2.3.4")
+
+    assert "2 problems: callbackUrl: required; notifyUrl: required" == str(caught.value)
+
+
+def test_extra_bank_codes_admit_a_bank_the_appendix_lacks() -> None:
+    """A bank code outside appendix 9.1 is refused unless the client lists it."""
+    order = attrs.evolve(valid_order(), bank_abbr="NEWBANK")
+    refusing = make_client(httpx.MockTransport(lambda r: httpx.Response(500)))
+    admitting = make_client(
+        httpx.MockTransport(lambda r: httpx.Response(500)), extra_bank_codes={"NEWBANK"}
+    )
+
+    with pytest.raises(ValidationError, match="unknown bank code 'NEWBANK'"):
+        refusing.prepare_payment(order, ip_address="1.2.3.4")
+    assert "NEWBANK" == admitting.prepare_payment(order, ip_address="1.2.3.4").fields["bankAbbr"]

@@ -11,12 +11,15 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from cmpay_async import (
     CmpayClient,
+    HTTPStatusError,
     Md5Signer,
     Order,
     Timeouts,
@@ -95,7 +98,10 @@ class FakeGateway:
             conn.settimeout(FOREVER)
             try:
                 self._read_request(conn)
-                if self.mode == "drip-body":
+                if self.mode == "redirect":
+                    conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\n")
+                    conn.sendall(b"Content-Length: 0\r\n\r\n")
+                elif self.mode == "drip-body":
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 400\r\n\r\n")
                     self._drip(conn, b"x" * 400)
                 elif self.mode == "drip-headers":
@@ -227,3 +233,62 @@ async def test_queued_callers_are_bounded_by_the_total_deadline(fake_gateway: Fa
     assert time.monotonic() - started < TOTAL + MARGIN
     assert info.value.maybe_sent is False
     assert 0 == fake_gateway.requests
+
+
+@pytest.fixture
+def unreachable() -> Iterator[str]:
+    """A gateway URL whose TCP handshake never completes: the listener's accept queue is full
+    (Linux then drops further SYNs), so a connection attempt just waits."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    yield f"http://127.0.0.1:{port}/ips/cmpayService"
+    for s in (*fillers, listener):
+        s.close()
+
+
+@pytest.mark.parametrize("transport", ["default", "explicit"])
+async def test_a_deadline_met_while_connecting_was_never_sent(
+    unreachable: str, transport: str
+) -> None:
+    """The deadline ends a connection that never completes: maybe_sent is False, because the
+    client sees (through httpcore's trace) that no byte of the request went out. This holds
+    for its own pools and for an explicit httpx.AsyncHTTPTransport alike."""
+    timeouts = Timeouts(total=TOTAL / 2, connect=FOREVER)
+    kw: dict[str, Any] = {} if transport == "default" else {"transport": httpx.AsyncHTTPTransport()}
+    client = CmpayClient(
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        signer=Md5Signer(PUBLIC_TEST_KEY),
+        endpoint=unreachable,
+        callback_url="https://shop.example/return",
+        notify_url="https://shop.example/notify",
+        timeouts=timeouts,
+        **kw,
+    )
+    with anyio.fail_after(TOTAL + MARGIN * 5):
+        async with client:
+            with pytest.raises(TransportTimeoutError) as info:
+                await client.create_payment(order(), ip_address="127.0.0.1")
+
+    assert info.value.maybe_sent is False
+    assert "the request never reached the gateway" in str(info.value)
+
+
+@pytest.mark.parametrize("fake_gateway", ["redirect"], indirect=True)
+async def test_a_redirect_is_not_followed(fake_gateway: FakeGateway) -> None:
+    """A 302 from the gateway's address is an HTTP status error, not a second request
+    somewhere else (a payment must go to the configured endpoint only)."""
+    with anyio.fail_after(TOTAL + MARGIN * 5):
+        async with client_for(fake_gateway) as client:
+            with pytest.raises(HTTPStatusError) as info:
+                await client.create_payment(order(), ip_address="127.0.0.1")
+
+    assert (302, False) == (info.value.status_code, info.value.maybe_sent)
+    assert 1 == fake_gateway.requests

@@ -238,3 +238,29 @@ def test_refund_amount_must_be_a_positive_int(amount: Any, expected: str) -> Non
         )
 
     assert expected == str(info.value)
+
+
+def test_an_rsa_request_needs_a_merchant_certificate() -> None:
+    """An RSA signer with an empty certificate: merchantCert is named, with the rule."""
+    from cmpay_async import RsaSigner
+
+    from .helpers import rsa_key
+
+    with pytest.raises(ValidationError) as caught:
+        build(valid_order(), signer=RsaSigner(rsa_key(), merchant_cert=""))
+
+    assert [("merchantCert", "required when signType is RSA", "required")] == [
+        (p.field, p.rule, p.code) for p in caught.value.problems
+    ]
+
+
+def test_return_addresses_are_required_when_nobody_gives_them() -> None:
+    """build_payment_request without callback or notify URL, from the order or the caller."""
+    bare = valid_order(callback_url="", notify_url="")
+
+    with pytest.raises(ValidationError) as caught:
+        build(bare)
+
+    assert [("callbackUrl", "required"), ("notifyUrl", "required")] == [
+        (p.field, p.rule) for p in caught.value.problems
+    ]
