@@ -620,3 +620,31 @@ def test_extra_bank_codes_admit_a_bank_the_appendix_lacks() -> None:
     with pytest.raises(ValidationError, match="unknown bank code 'NEWBANK'"):
         refusing.prepare_payment(order, ip_address="1.2.3.4")
     assert "NEWBANK" == admitting.prepare_payment(order, ip_address="1.2.3.4").fields["bankAbbr"]
+
+
+@pytest.mark.parametrize("phase", ["connect", "read", "write", "pool", "total"])
+@pytest.mark.parametrize("seconds", [0, -1.5])
+def test_a_timeout_must_be_a_positive_number_of_seconds(phase: str, seconds: float) -> None:
+    """Zero or a negative number for any phase is refused, naming the phase."""
+    from cmpay_async import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as caught:
+        Timeouts(**{phase: seconds})
+
+    assert f"Timeouts.{phase} must be a positive number of seconds" == str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_closing_twice_closes_the_transport_once() -> None:
+    """The transport a client was given is closed with the client, and only once."""
+    closed: list[str] = []
+
+    class Recording(httpx.MockTransport):
+        async def aclose(self) -> None:
+            closed.append("closed")
+
+    client = make_client(Recording(lambda r: httpx.Response(500)))
+    await client.aclose()
+    await client.aclose()
+
+    assert ["closed"] == closed

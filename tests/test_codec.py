@@ -660,3 +660,29 @@ def test_bytes_in_neither_charset_say_why_in_both_names() -> None:
 def test_a_plus_is_a_space_however_the_names_are_written(body: bytes) -> None:
     """'+' in a form value is a space and '%2B' a plus, on every path through the decoder."""
     assert {"reserved1": "a b", "reserved2": "c+d"} == decode_payload(body, form=True)
+
+
+def test_an_unknown_charset_is_named() -> None:
+    """A charset Python has no codec for is a DecodeError naming it."""
+    with pytest.raises(DecodeError) as caught:
+        decode_payload(b"a=1", form=True, charset="klingon-8")
+
+    assert "unknown charset 'klingon-8'" == str(caught.value)
+
+
+def test_a_gbk_value_is_decoded_as_gbk_on_the_field_by_field_path() -> None:
+    """A percent-encoded name sends the body down the slower path; its values keep the
+    body's charset there too."""
+    body = b"reserved%31=%D6%D0%CE%C4&reserved2=%D6%D0"
+
+    assert {"reserved1": "中文", "reserved2": "中"} == decode_payload(
+        body, form=True, charset="gbk"
+    )
+
+
+def test_a_repeated_field_is_named_even_after_a_gbk_value() -> None:
+    """The duplicate is what is reported, not a charset error from the values before it."""
+    with pytest.raises(DuplicateFieldError) as caught:
+        decode_payload(b"reserved1=%D6%D0&reserved1=x", form=True, charset="gbk")
+
+    assert "reserved1" == caught.value.field

@@ -203,3 +203,21 @@ def test_a_lone_surrogate_in_a_name_is_refused_by_that_name() -> None:
         decode_payload({"order\udc80Id": "1"}, form=True)
 
     assert "order\udc80Id" == caught.value.field
+
+
+def test_a_mapping_with_escaped_chinese_is_not_rewritten() -> None:
+    """Verifying decodes the escaped message for the result, never in the caller's mapping."""
+    from urllib.parse import parse_qsl
+
+    from cmpay_async import Md5Signer, verify_notification
+    from cmpay_async.testing import PUBLIC_TEST_KEY, sign_notification
+
+    body = sign_notification(message="支付成功", escape_chinese=True)
+    given = dict(parse_qsl(body.decode(), keep_blank_values=True))
+    before = dict(given)
+
+    notification = verify_notification(given, verifier=Md5Signer(PUBLIC_TEST_KEY))
+
+    assert "支付成功" == notification.message
+    assert before == given
+    assert "%E6%94%AF" in given["message"]

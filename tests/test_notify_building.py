@@ -5,6 +5,7 @@ library's own decoder.
 
 from __future__ import annotations
 
+import datetime as dt
 from urllib.parse import parse_qsl, quote
 
 import pytest
@@ -21,7 +22,12 @@ from cmpay_async import (
     verify_notification,
 )
 from cmpay_async._notify import build_notification, encode_notification
-from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
+from cmpay_async.testing import (
+    PUBLIC_TEST_KEY,
+    PUBLIC_TEST_MERCHANT,
+    notification_defaults,
+    sign_notification,
+)
 
 from .helpers import load_vectors, reference_hmac, rsa_key
 
@@ -189,3 +195,39 @@ def test_another_merchants_notification_is_refused_by_merchant_id() -> None:
     with pytest.raises(UnexpectedMessageError) as caught:
         verify_notification(body, verifier=MD5, merchant_id=PUBLIC_TEST_MERCHANT)
     assert "merchantId: is not this merchant's id" == str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"amount": True}, ("amount", "must not be a bool", "type")),
+        ({"amount": 12.5}, ("amount", "must be an int of fen, not float", "type")),
+        ({"mobile": ["151"]}, ("mobile", "must be a str, not list", "type")),
+        (
+            {"pay_date": dt.datetime(2026, 11, 26, 9, 30)},
+            ("payDate", "datetime must be timezone-aware", "type"),
+        ),
+    ],
+)
+def test_a_value_the_wire_cannot_carry_is_named(
+    values: dict[str, object], problem: tuple[str, str, str]
+) -> None:
+    """build_notification refuses a bool, a float, a list or a naive datetime by field."""
+    given = {**notification_defaults("OfflineNotify"), **values}
+
+    with pytest.raises(ValidationError) as caught:
+        build_notification("OfflineNotify", given, signer=Md5Signer(PUBLIC_TEST_KEY))
+
+    assert [problem] == [(p.field, p.rule, p.code) for p in caught.value.problems]
+
+
+def test_an_aware_datetime_is_written_in_china_time() -> None:
+    """17:30 UTC is 01:30 the next day in China: payDate says so."""
+    given = {
+        **notification_defaults("OfflineNotify"),
+        "pay_date": dt.datetime(2026, 11, 26, 17, 30, tzinfo=dt.timezone.utc),
+    }
+
+    fields = build_notification("OfflineNotify", given, signer=Md5Signer(PUBLIC_TEST_KEY))
+
+    assert "20261127013000" == fields["payDate"]

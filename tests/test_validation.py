@@ -117,6 +117,9 @@ def test_charset_problem_names_field_and_character() -> None:
         build(valid_order(product_name="咖啡☕"), character_set=CharacterSet.GB2312)
 
     assert ("productName",) == info.value.fields
+    assert [("productName", "character '☕' (U+2615) cannot be encoded in GB2312", "charset")] == [
+        (p.field, p.rule, p.code) for p in info.value.problems
+    ]
 
 
 @pytest.mark.parametrize(
