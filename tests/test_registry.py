@@ -262,3 +262,18 @@ def test_every_message_is_named_and_typed_as_the_document_says(message: str) -> 
     schema = REGISTRY[message]
 
     assert (message, message.removesuffix("Response")) == (schema.name, schema.wire_type)
+
+
+@pytest.mark.parametrize("message", ["PageNotify", "OfflineNotify"])
+def test_every_notification_example_is_section_8_3s_value(message: str) -> None:
+    """Field.example holds the document's sample value for each field the sample fills in,
+    dates included (the merchant's reserved fields and the signType have none)."""
+    sample = next(
+        v for v in load_vectors("md5.json")["vectors"] if v["name"].startswith("section 8.3")
+    )
+    wire = dict(parse_qsl(sample["body"], keep_blank_values=True))
+    left_out = {"reserved1", "reserved2", "signType", "serverCert", "hmac"}
+    expected = {name: value for name, value in wire.items() if name not in left_out}
+    expected["type"] = message  # the sample says PageNotify under both headings
+
+    assert expected == {f.wire: f.example for f in REGISTRY[message].fields if f.example}
