@@ -124,10 +124,11 @@ async def test_errors_before_any_io_name_the_call_too() -> None:
     """A ValidationError from preparing and a ClientClosedError carry the call's context."""
     client = make_client(_answering(200, b""))
     with pytest.raises(ValidationError) as invalid:
-        await client.create_payment(ORDER, ip_address="not-an-ip")
-    assert ("create_payment", "CTX1001", "sandbox.test") == (
+        await client.create_payment(ORDER, ip_address="not-an-ip", request_id="REQ-CTX1")
+    assert ("create_payment", "CTX1001", "REQ-CTX1", "sandbox.test") == (
         invalid.value.operation,
         invalid.value.order_id,
+        invalid.value.request_id,
         invalid.value.endpoint_host,
     )
     assert str(invalid.value).startswith("ipAddress: must be an IPv4 address [create_payment")

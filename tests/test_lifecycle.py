@@ -153,7 +153,9 @@ def test_closing_in_one_loop_refuses_calls_in_the_others(
     thread.join(timeout=30)
 
     assert isinstance(outcome[0], ClientClosedError)
-    assert "1 connection pool(s) still open in other event loops" in caplog.text
+    assert "CmpayClient closed with 1 connection pool(s) still open in other event loops" in (
+        caplog.text
+    )
 
 
 def test_a_callers_http_client_stays_in_its_first_loop(gateway: tuple[Sandbox, str]) -> None:

@@ -166,8 +166,10 @@ def test_enum_members_give_the_wire_values() -> None:
 
 def test_order_rejects_non_order() -> None:
     """Passing a dict where an Order belongs is a TypeError, not a silent request."""
-    with pytest.raises(TypeError, match="Order"):
+    with pytest.raises(TypeError) as caught:
         build({"amount": 1})  # type: ignore[arg-type]
+
+    assert "order must be an Order, not dict" == str(caught.value)
 
 
 @pytest.mark.parametrize(
