@@ -648,3 +648,82 @@ async def test_closing_twice_closes_the_transport_once() -> None:
     await client.aclose()
 
     assert ["closed"] == closed
+
+
+@pytest.mark.anyio
+async def test_by_default_twenty_requests_are_in_flight_at_once() -> None:
+    """With max_connections left at its default, the 21st concurrent call waits for one of
+    20 slots (and here gives up after the pool timeout, never sent)."""
+    import anyio
+
+    arrived = 0
+    release = anyio.Event()
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        nonlocal arrived
+        arrived += 1
+        await release.wait()
+        return httpx.Response(500)
+
+    refused: list[TransportTimeoutError] = []
+
+    async def pay(client: CmpayClient, n: int) -> None:
+        try:
+            await client.create_payment(
+                attrs.evolve(valid_order(), order_id=f"LIMIT{n}"), ip_address="1.2.3.4"
+            )
+        except TransportTimeoutError as exc:
+            refused.append(exc)
+        except HTTPStatusError:
+            pass
+
+    client = make_client(_AsyncMock(gateway), timeouts=Timeouts(pool=0.2, total=5))
+    async with client, anyio.create_task_group() as tg:
+        for n in range(21):
+            tg.start_soon(pay, client, n)
+        with anyio.fail_after(3):  # a client admitting all 21 fails here, not at its deadline
+            while not refused:
+                await anyio.sleep(0.01)  # waiting for a condition, not for time
+        release.set()
+
+    assert 20 == arrived
+    (error,) = refused
+    assert str(error).startswith("waited 0.2 s for one of the client's 20 request slots")
+
+
+@pytest.mark.anyio
+async def test_a_retry_queued_for_a_slot_after_a_sent_attempt_says_maybe_sent() -> None:
+    """A query whose first attempt may have been sent, then whose retry finds the only slot
+    taken until the pool timeout: the error says maybe_sent, in its flag and its words."""
+    import anyio
+
+    release = anyio.Event()
+
+    async def holder() -> None:
+        with pytest.raises(HTTPStatusError):
+            await client.create_payment(valid_order(), ip_address="1.2.3.4")
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        if b"OrderQuery" not in request.content:
+            await release.wait()  # the payment holds the only slot until released
+            return httpx.Response(500)
+        tg.start_soon(holder)
+        slots = (await client._pools.current()).slots
+        with anyio.fail_after(5):
+            while slots.statistics().tasks_waiting < 1:
+                await anyio.sleep(0.01)  # waiting for the payment to queue, not for time
+        raise httpx.ReadTimeout("no answer")  # the query may have been read
+
+    client = make_client(
+        _AsyncMock(gateway), timeouts=Timeouts(pool=0.2, total=5), max_connections=1
+    )
+    async with client, anyio.create_task_group() as tg:
+        with pytest.raises(TransportTimeoutError) as caught:
+            await client.query_order("Q-SLOT")
+        release.set()
+
+    assert caught.value.maybe_sent is True
+    assert str(caught.value).startswith(
+        "waited 0.2 s for one of the client's 1 request slots (max_connections); "
+        "the request may have reached the gateway"
+    )

@@ -19,6 +19,7 @@ CLIENT, SQLITE = "cmpay_async._client.xǁCmpayClientǁ_post__mutmut_1", "cmpay_a
         (CLIENT, '{"Content-Type": t}', '{"content-type": t}', "HTTP header name"),
         (CLIENT, 'get("content-length", "")', 'get("CONTENT-LENGTH", "")', "HTTP header name"),
         (SQLITE, '"DELETE FROM t WHERE key = ?"', '"delete from t where key = ?"', "SQL"),
+        (SQLITE, '"expires = EXCLUDED.expires "', '"expires = excluded.expires "', "SQL"),
         ("cmpay_async._codec.x", 'encode("utf-8")', 'encode("UTF-8")', "codec name"),
     ],
 )

@@ -231,3 +231,16 @@ def test_an_aware_datetime_is_written_in_china_time() -> None:
     fields = build_notification("OfflineNotify", given, signer=Md5Signer(PUBLIC_TEST_KEY))
 
     assert "20261127013000" == fields["payDate"]
+
+
+def test_an_int_subclass_is_written_as_its_number() -> None:
+    """An amount of an int subclass (an IntEnum, a typed Fen) goes out as its digits."""
+
+    class Fen(int):
+        pass
+
+    given = {**notification_defaults("OfflineNotify"), "amount": Fen(1250)}
+
+    fields = build_notification("OfflineNotify", given, signer=Md5Signer(PUBLIC_TEST_KEY))
+
+    assert "1250" == fields["amount"]

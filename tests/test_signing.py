@@ -71,8 +71,14 @@ def test_signing_source_never_includes_hmac_or_certificates() -> None:
 
 def test_unknown_message_is_a_configuration_error() -> None:
     """An unknown message name is refused with the known names listed."""
-    with pytest.raises(ConfigurationError, match="DirectPayConfirm"):
+    with pytest.raises(ConfigurationError) as caught:
         signing_source("DirectPay", {})
+
+    assert (
+        "unknown message 'DirectPay'; known: DirectPayConfirm, DirectPayConfirmResponse, "
+        "OfflineNotify, OrderQuery, OrderQueryResponse, OrderRefund, OrderRefundResponse, "
+        "PageNotify, WAPDirectPayConfirm, WAPDirectPayConfirmResponse"
+    ) == str(caught.value)
 
 
 def test_md5_verify_rejects_wrong_and_malformed_signatures() -> None:
@@ -306,3 +312,24 @@ def test_gbk_is_not_gb18030_and_gb2312_is_not_gbk() -> None:
         with pytest.raises(EncodingError) as caught:
             _order_with(text, charset)
         assert ("productDesc",) == caught.value.fields
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (b"k" * 64, "sign_key must be a str"),
+        ("   ", "sign_key is empty or only whitespace"),
+        (
+            "k" * 64 + "\n",
+            "sign_key starts or ends with whitespace (a newline from a key file?); "
+            "strip it: no CMPay signKey has any",
+        ),
+    ],
+)
+def test_an_unusable_sign_key_is_refused_word_for_word(key: object, message: str) -> None:
+    """A key of the wrong type, a blank one, or one with a stray newline: said plainly, and
+    the key itself is never in the message."""
+    with pytest.raises(ConfigurationError) as caught:
+        Md5Signer(key)  # type: ignore[arg-type]
+
+    assert message == str(caught.value)
