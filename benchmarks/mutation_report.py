@@ -6,7 +6,9 @@ ways, each with its reason printed in the report:
 
 - by rule, from the mutant's own diff: a change of letter case inside an SQL statement, in
   a codec name or in an HTTP header name (all three are case-insensitive);
-- by name, from the ``equivalent`` table of ``benchmarks/equivalent_mutants.json``.
+- by name, from the ``equivalent`` table of ``benchmarks/equivalent_mutants.json``, and only
+  while the mutant of that name still makes the change recorded for it in ``changes``
+  (mutmut renumbers a function's mutants when the function is edited).
 
 Its ``accepted`` table names survivors that a test could kill but that we chose not to chase
 (a race, a debugger's view), each with the reason: they count against the score. Every
@@ -86,11 +88,43 @@ def _by_rule(name: str, removed: list[str], added: list[str]) -> str | None:
     return None
 
 
+def _change(removed: list[str], added: list[str]) -> str:
+    return "\n".join(
+        [f"-{line.strip()}" for line in removed] + [f"+{line.strip()}" for line in added]
+    )
+
+
+class _Table:
+    """A hand-kept table of survivors, checked against each mutant's own change.
+
+    mutmut numbers a function's mutants afresh when the function is edited, so a name may
+    come to mean another mutation. The ``changes`` table records the change each name was
+    judged on: a name whose mutant now changes something else is not trusted; the entry
+    whose recorded change it is (in the same function) is used instead.
+    """
+
+    def __init__(self, reasons: dict[str, str], changes: dict[str, str]) -> None:
+        self.reasons, self.changes = reasons, changes
+        self.by_change = {
+            (n.rsplit("__mutmut_", 1)[0], c): n for n, c in changes.items() if n in reasons
+        }
+
+    def reason(self, name: str, change: str) -> str | None:
+        """The reason recorded for this mutant's change, if any."""
+        recorded = self.changes.get(name)
+        if name in self.reasons and recorded in (None, change):
+            return self.reasons[name]
+        other = self.by_change.get((name.rsplit("__mutmut_", 1)[0], change))
+        return self.reasons[other] if other else None
+
+
 def main() -> int:
     """Read mutmut's results, write the report; exit 1 below 90 %."""
     tables = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
-    listed: dict[str, str] = tables.get("equivalent", {})
-    accepted: dict[str, str] = tables.get("accepted", {})
+    changes: dict[str, str] = tables.get("changes", {})
+    listed = _Table(tables.get("equivalent", {}), changes)
+    accepted_table = _Table(tables.get("accepted", {}), changes)
+    accepted: dict[str, str] = {}
     everything = _results("--all", "true")
     status = Counter(s for _, s in everything)
     survivors = [n for n, s in everything if s == "survived"]
@@ -99,11 +133,15 @@ def main() -> int:
     open_: list[tuple[str, list[str], list[str]]] = []
     for name in survivors:
         removed, added = _diff(name)
-        reason = listed.get(name) or _by_rule(name, removed, added)
+        change = _change(removed, added)
+        reason = listed.reason(name, change) or _by_rule(name, removed, added)
         if reason:
             equivalent[name] = reason
         else:
             open_.append((name, removed, added))
+            why = accepted_table.reason(name, change)
+            if why:
+                accepted[name] = why
     killed = status["killed"] + status["timeout"]
     considered = killed + len(open_) + len(untested)
     score = killed / considered if considered else 0.0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.mutation_report import _by_rule
+from benchmarks.mutation_report import _by_rule, _Table
 
 CLIENT, SQLITE = "cmpay_async._client.xǁCmpayClientǁ_post__mutmut_1", "cmpay_async.stores.sqlite.x"
 
@@ -57,6 +57,22 @@ def test_every_listed_survivor_has_a_reason() -> None:
 
     for table in ("equivalent", "accepted"):
         for mutant, reason in tables[table].items():
+            assert mutant in tables["changes"], mutant  # judged on a recorded change
             assert mutant.startswith("cmpay_async.")
             assert "__mutmut_" in mutant
             assert len(reason) >= 40, mutant
+
+
+def test_a_renumbered_mutant_is_judged_by_its_change_not_its_name() -> None:
+    """After an edit, mutant 7 may be what mutant 5 was: the reason follows the change."""
+    fn = "cmpay_async._codec.x_f__mutmut_"
+    table = _Table(
+        {f"{fn}5": "why five", "cmpay_async._codec.x_g__mutmut_1": "legacy"},
+        {f"{fn}5": "-a = 0\n+a = 1"},
+    )
+
+    assert "why five" == table.reason(f"{fn}5", "-a = 0\n+a = 1")  # unchanged
+    assert None is table.reason(f"{fn}5", "-b = 0\n+b = None")  # 5 is now another change
+    assert "why five" == table.reason(f"{fn}7", "-a = 0\n+a = 1")  # that change is now 7
+    assert None is table.reason("cmpay_async._codec.x_h__mutmut_7", "-a = 0\n+a = 1")
+    assert "legacy" == table.reason("cmpay_async._codec.x_g__mutmut_1", "-c\n+d")
