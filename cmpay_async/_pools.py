@@ -198,6 +198,11 @@ class LoopPools:
         state = self._states.get(token) if self._generation == _generation else None
         if state is not None:
             await state.aclose()
+            # End the guard too: left suspended, it is an unfinished async generator that
+            # trio warns about when the dropped client is collected while the loop runs.
+            guard, state.guard = state.guard, None
+            if guard is not None:
+                await guard.aclose()
         return sum(
             1
             for other in list(self._states.values())

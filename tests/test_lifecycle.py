@@ -35,7 +35,7 @@ from cmpay_async import (
 from cmpay_async._serve import serve_in_thread
 from cmpay_async.testing import Sandbox
 
-from .helpers import sandbox_client
+from .helpers import make_client, sandbox_client, valid_order
 
 SHOP = "http://127.0.0.1:9"  # never called: these orders are not paid
 
@@ -294,3 +294,25 @@ def test_native_runners_close_the_pool_when_the_loop_ends(
     _run_in(backend, call)
 
     assert seen[0].http.is_closed
+
+
+@pytest.mark.anyio
+async def test_a_closed_client_dropped_mid_run_leaves_nothing_to_finalise() -> None:
+    """Closing a client also ends its loop guard: dropping the client later, while the loop
+    still runs, makes trio warn about no unfinished async generator."""
+    import gc
+    import warnings
+
+    from cmpay_async.testing import Sandbox
+
+    client = make_client(httpx.ASGITransport(app=Sandbox()))
+    async with client:
+        await client.create_payment(valid_order(), ip_address="1.2.3.4")
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        del client
+        gc.collect()
+        await anyio.sleep(0)  # let the loop run what the collection scheduled
+
+    assert [] == [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)]
