@@ -66,6 +66,10 @@ def _module(name: str) -> str:
     return name.split(".x")[0]
 
 
+def _function(name: str) -> str:
+    return name.rsplit("__mutmut_", 1)[0]
+
+
 def _by_rule(name: str, removed: list[str], added: list[str]) -> str | None:
     """The reason a survivor is equivalent, judged from its diff alone; None if it is not."""
     before, after = "\n".join(removed), "\n".join(added)
@@ -105,16 +109,14 @@ class _Table:
 
     def __init__(self, reasons: dict[str, str], changes: dict[str, str]) -> None:
         self.reasons, self.changes = reasons, changes
-        self.by_change = {
-            (n.rsplit("__mutmut_", 1)[0], c): n for n, c in changes.items() if n in reasons
-        }
+        self.by_change = {(_function(n), c): n for n, c in changes.items() if n in reasons}
 
     def reason(self, name: str, change: str) -> str | None:
         """The reason recorded for this mutant's change, if any."""
         recorded = self.changes.get(name)
         if name in self.reasons and recorded in (None, change):
             return self.reasons[name]
-        other = self.by_change.get((name.rsplit("__mutmut_", 1)[0], change))
+        other = self.by_change.get((_function(name), change))
         return self.reasons[other] if other else None
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from typing import Any
 
+import anyio
 import attrs
 import httpx
 import pytest
@@ -15,25 +17,28 @@ from cmpay_async import (
     CharacterSet,
     ClientClosedError,
     CmpayClient,
+    ConfigurationError,
     ConnectError,
     DecodeError,
     HTTPStatusError,
     Md5Signer,
     RetryPolicy,
+    RsaSigner,
     SignatureError,
     Timeouts,
     TransportError,
     TransportTimeoutError,
     UnexpectedMessageError,
     ValidationError,
+    _client,
     signing_source,
 )
 from cmpay_async._client import _excerpt, _translate, _unexpected
 from cmpay_async._codec import encode_answer
 from cmpay_async._schema import REGISTRY
-from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
+from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox, sign_notification
 
-from .helpers import _AsyncMock, make_client, valid_order
+from .helpers import _AsyncMock, make_client, rsa_key, valid_order
 
 NEVER = "the request never reached the gateway"
 MAYBE = (
@@ -426,9 +431,6 @@ async def test_the_answer_is_logged_at_debug_with_its_elapsed_time(
 ) -> None:
     """One line per answer: message, order, request, status, returnCode, milliseconds."""
 
-    from cmpay_async import _client
-    from cmpay_async.testing import Sandbox
-
     monkeypatch.setattr(_client, "time", ScriptedTime())
     caplog.set_level(logging.DEBUG, logger="cmpay_async")
     async with make_client(httpx.ASGITransport(app=Sandbox())) as client:
@@ -446,7 +448,6 @@ async def test_the_answer_is_logged_at_debug_with_its_elapsed_time(
 
 def _assert_one_answer_line(caplog: pytest.LogCaptureFixture, head: str) -> None:
     """Exactly one '<- ' line: ``head``, then the elapsed time in ScriptedTime's steps."""
-    import re
 
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("<- ")]
     found = re.fullmatch(re.escape(head) + r" elapsed=(\d+\.\d)ms", line)
@@ -459,7 +460,6 @@ def _assert_one_answer_line(caplog: pytest.LogCaptureFixture, head: str) -> None
 @pytest.mark.anyio
 async def test_a_client_without_a_total_deadline_still_pays() -> None:
     """Timeouts(total=None) leaves the call unbounded as a whole (each phase keeps its own)."""
-    from cmpay_async.testing import Sandbox
 
     sandbox = Sandbox()
     async with make_client(
@@ -518,8 +518,6 @@ async def test_a_failed_attempt_is_logged_at_debug_with_its_verdict(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """One line per failed attempt: message, order, request, error class, maybe_sent, ms."""
-
-    from cmpay_async import _client
 
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused")
@@ -583,9 +581,6 @@ async def test_a_closed_client_says_so_and_what_to_do() -> None:
 )
 def test_each_configuration_mistake_is_named(change: dict[str, Any], message: str) -> None:
     """A client configured wrongly is refused at once, saying what is wrong."""
-    from cmpay_async import ConfigurationError, RsaSigner
-
-    from .helpers import rsa_key
 
     if change.get("signer") == "rsa":
         change["signer"] = RsaSigner(rsa_key())
@@ -626,7 +621,6 @@ def test_extra_bank_codes_admit_a_bank_the_appendix_lacks() -> None:
 @pytest.mark.parametrize("seconds", [0, -1.5])
 def test_a_timeout_must_be_a_positive_number_of_seconds(phase: str, seconds: float) -> None:
     """Zero or a negative number for any phase is refused, naming the phase."""
-    from cmpay_async import ConfigurationError
 
     with pytest.raises(ConfigurationError) as caught:
         Timeouts(**{phase: seconds})
@@ -654,7 +648,6 @@ async def test_closing_twice_closes_the_transport_once() -> None:
 async def test_by_default_twenty_requests_are_in_flight_at_once() -> None:
     """With max_connections left at its default, the 21st concurrent call waits for one of
     20 slots (and here gives up after the pool timeout, never sent)."""
-    import anyio
 
     arrived = 0
     release = anyio.Event()
@@ -695,7 +688,6 @@ async def test_by_default_twenty_requests_are_in_flight_at_once() -> None:
 async def test_a_retry_queued_for_a_slot_after_a_sent_attempt_says_maybe_sent() -> None:
     """A query whose first attempt may have been sent, then whose retry finds the only slot
     taken until the pool timeout: the error says maybe_sent, in its flag and its words."""
-    import anyio
 
     release = anyio.Event()
 
