@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 import attrs
 
-__all__ = ["BANK_CODES", "RETURN_CODES", "SUCCESS_CODES", "ReturnCode", "explain_return_code"]
+__all__ = [
+    "BANK_CODES",
+    "RETURN_CODES",
+    "RETURN_CODE_PATTERN",
+    "SUCCESS_CODES",
+    "ReturnCode",
+    "explain_return_code",
+]
 
 #: Appendix 9.1, code -> bank name. The document lists SHRCB, CBHB and HSB twice; merged here.
 BANK_CODES: Mapping[str, str] = MappingProxyType(
@@ -144,6 +151,21 @@ _ROWS = (
 
 #: Appendix 9.2, code -> row.
 RETURN_CODES: Mapping[str, ReturnCode] = MappingProxyType({r.code: r for r in _ROWS})
+
+
+def _shapes(codes: Iterable[str]) -> str:
+    """A regular expression of the codes' forms: each code's letters, then as many digits."""
+    shapes = set()
+    for code in codes:
+        letters = code.rstrip("0123456789")
+        shapes.add(f"{letters}[0-9]{{{len(code) - len(letters)}}}")
+    return "|".join(sorted(shapes))
+
+
+#: The forms of appendix 9.2's codes (6 digits; MCG, RPM or E and 5 digits; IPS and 4): a
+#: received returnCode must have one of them. No form is a proper prefix or suffix of another,
+#: which fixes both ends of the field in a signed string (docs/guarantees.md).
+RETURN_CODE_PATTERN = _shapes(RETURN_CODES)
 
 #: The return codes that mean success.
 SUCCESS_CODES = frozenset({"000000", "MCG00000"})

@@ -13,7 +13,7 @@ import datetime as dt
 import enum
 import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote_plus, unquote, unquote_plus
 
@@ -38,7 +38,7 @@ from ._models import (
     RefundResult,
 )
 from ._schema import AMT_ITEM_PARTS, REGISTRY, Field, Kind, Schema
-from ._validate import date_problem
+from ._validate import check_plan, date_problem
 
 __all__ = [
     "MAX_PAYLOAD",
@@ -467,34 +467,37 @@ def parse_datetime(text: str, *, field: str = "datetime") -> dt.datetime:
         raise DecodeError("not a valid date and time", field=field) from None
 
 
-# The gateway's usual amtItem: every documented part once, in the documented order.
-_CANONICAL_AMT_ITEM = re.compile("#".join(f"{key}=([0-9]+)" for key in AMT_ITEM_PARTS))
+# amtItem's one form (sections 7.2, 8.2): every documented part once, in the documented
+# order, each a canonical decimal of fen. Nothing else parses: a second spelling of the same
+# parts would let characters move across the field's ends and keep the signature.
+_FEN = "(0|[1-9][0-9]*)"
+_CANONICAL_AMT_ITEM = re.compile("#".join(f"{key}={_FEN}" for key in AMT_ITEM_PARTS))
+_AMT_ITEM_FORM = "#".join(f"{key}=<fen>" for key in AMT_ITEM_PARTS)
+_CANONICAL_FEN = re.compile(_FEN)
 
 
 def parse_amount_items(text: str, *, field: str = "amtItem") -> AmountItems:
-    """Parse ``CNY_AMT=100#CMY_AMT=0#...`` into int fen parts."""
+    """Parse ``CNY_AMT=100#CMY_AMT=0#RED_AMT=0#VCH_AMT=0#POT_CHG_AMT=0`` into int fen parts."""
     canonical = _CANONICAL_AMT_ITEM.fullmatch(text)
-    if canonical is not None:
-        parts: dict[str, Any] = {
-            attr: int(v)
-            for attr, v in zip(AMT_ITEM_PARTS.values(), canonical.groups(), strict=True)
-        }
-        return AmountItems(**parts)
-    known: dict[str, int] = {}
-    extra: dict[str, int] = {}
-    for part in text.split("#"):
-        if not part:
-            continue
-        key, sep, value = part.partition("=")
-        key, value = key.strip(), value.strip()
-        if not (sep and value.isascii() and value.isdigit()):
-            raise DecodeError(f"part {key!r} is not KEY=<fen>", field=field)
-        target = AMT_ITEM_PARTS.get(key)
-        bucket, name = (known, target) if target else (extra, key)
-        if name in bucket:
-            raise DecodeError(f"part {key!r} given twice", field=field)
-        bucket[name] = int(value)
-    return AmountItems(**known, extra=extra)
+    if canonical is None:
+        raise DecodeError(_amount_items_problem(text), field=field)
+    cash, top_up_card, e_coupon, voucher, points = map(int, canonical.groups())
+    return AmountItems(
+        cash=cash, top_up_card=top_up_card, e_coupon=e_coupon, voucher=voucher, points=points
+    )
+
+
+def _amount_items_problem(text: str) -> str:
+    """Why ``text`` is not amtItem's one form, as precisely as can be said."""
+    parts = text.split("#")
+    if len(parts) == len(AMT_ITEM_PARTS):
+        for part, key in zip(parts, AMT_ITEM_PARTS, strict=True):
+            name, _, value = part.partition("=")
+            if name != key:
+                return f"part {name[:20]!r} where {key} belongs (the form is {_AMT_ITEM_FORM})"
+            if not _CANONICAL_FEN.fullmatch(value):
+                return f"part {key!r} is not KEY=<fen> (digits, no sign, no leading zero)"
+    return f"not of the form {_AMT_ITEM_FORM}"
 
 
 def format_amount_items(items: AmountItems) -> str:
@@ -542,93 +545,102 @@ def parse_pay_url(token: str, *, field: str = "payUrl") -> PayUrl:
 # Kinds whose Python value is not text: an empty optional field reads as None.
 _NONE_WHEN_EMPTY = frozenset({Kind.NUMBER, Kind.PAY_URL, Kind.DATE, Kind.DATETIME, Kind.AMT_ITEM})
 
+#: One field's step of a typed plan: attribute, wire name, whether it may be empty, its value
+#: when empty, the registry's check of its text (None: the conversion checks it all) and the
+#: conversion of checked text to its Python value (None: the text itself).
+_Step = tuple[
+    str,
+    str,
+    bool,
+    object,
+    Callable[[str, Collection[str]], Problem | None] | None,
+    Callable[[str], object] | None,
+]
 
-def _parser(field: Field) -> Callable[[str], object]:
-    """One field's conversion from wire text to its Python value, compiled once.
 
-    Each kind gets its own small function, so the common fields cost one call and one test.
-    """
-    wire, optional, kind, enum_type = field.wire, field.optional, field.kind, field.enum
-    convert: Callable[[str], object]
+def _converter(field: Field) -> Callable[[str], object] | None:
+    """One field's conversion from checked wire text to its Python value, compiled once."""
+    wire, kind, enum_type = field.wire, field.kind, field.enum
     if enum_type is not None:
         allowed = ", ".join(field.choices or ())
         members: dict[str, object] = {m.value: m for m in enum_type}
 
-        def convert(text: str) -> object:
-            member = members.get(text)
-            if member is None:
+        def member(text: str) -> object:
+            found = members.get(text)
+            if found is None:
                 raise DecodeError(f"{text[:20]!r} is not one of {allowed}", field=wire)
-            return member
+            return found
 
-    elif kind is Kind.NUMBER:
-
-        def convert(text: str) -> object:
-            if not (text.isascii() and text.isdigit()):
-                raise DecodeError("must be digits", field=wire)
-            return int(text)
-
-    elif kind in _STRUCTURED:
+        return member
+    if kind is Kind.NUMBER:
+        return int  # the registry's check has proved it canonical ASCII digits
+    if kind in _STRUCTURED:
         structured = _STRUCTURED[kind]
 
         def convert(text: str) -> object:
             return structured(text, field=wire)
 
-    elif not optional:
-
-        def required_text(text: str) -> object:
-            if not text:
-                raise DecodeError("missing or empty", field=wire)
-            return text
-
-        return required_text
-    else:
-        return _identity
-
-    empty: object = None if kind in _NONE_WHEN_EMPTY else ""
-    if optional:
-
-        def parse(text: str) -> object:
-            return convert(text) if text else empty
-
-    else:
-
-        def parse(text: str) -> object:
-            if not text:
-                raise DecodeError("missing or empty", field=wire)
-            return convert(text)
-
-    return parse
+        return convert
+    return None
 
 
-def typed_values(schema: Schema, fields: Mapping[str, str], model: type) -> dict[str, Any]:
+def typed_values(
+    schema: Schema,
+    fields: Mapping[str, str],
+    model: type,
+    *,
+    extra_bank_codes: Collection[str] = (),
+) -> dict[str, Any]:
     """Convert the wire fields a model holds into its typed attribute values.
 
-    Raises ``DecodeError`` naming the field for a missing required field or a bad value.
+    Every value must obey its field's grammar in the registry (form, length, vocabulary, bank
+    code of appendix 9.1 or ``extra_bank_codes``), and amtItem's parts must add up to the
+    amount. Raises ``DecodeError`` naming the field and the rule otherwise.
     """
-    plan = schema.plan(f"typed:{model.__qualname__}", lambda s: _typed_plan(s, model))
+    steps, sums = schema.plan(f"typed:{model.__qualname__}", lambda s: _typed_plan(s, model))
     get = fields.get
     out: dict[str, Any] = {}
-    for attr, wire, parse in plan:
+    for attr, wire, optional, empty, check, convert in steps:
         text = get(wire) or ""
-        out[attr] = text if parse is None else parse(text)
+        if not text:
+            if not optional:
+                raise DecodeError("missing or empty", field=wire)
+            out[attr] = empty
+            continue
+        if check is not None:
+            problem = check(text, extra_bank_codes)
+            if problem is not None:
+                raise DecodeError(problem.rule, field=wire)
+        out[attr] = text if convert is None else convert(text)
+    for items_attr, total_attr, wire in sums:
+        items, total = out[items_attr], out[total_attr]
+        if items is not None and total is not None and items.total not in (total, 0):
+            raise DecodeError(
+                f"its parts add up to {items.total} fen, not the amount of {total} fen",
+                field=wire,
+            )
     return out
 
 
 def _typed_plan(
     schema: Schema, model: type
-) -> tuple[tuple[str, str, Callable[[str], object] | None], ...]:
+) -> tuple[tuple[_Step, ...], tuple[tuple[str, str, str], ...]]:
     names = _MODEL_ATTRS[model]
-    plan = []
+    checks = {wire: check for wire, check, _ in check_plan(schema)}
+    steps: list[_Step] = []
     for f in schema.fields:
         if f.attr in names:
-            parse = _parser(f)
-            # Text that needs no conversion is read without a call.
-            plan.append((f.attr, f.wire, None if parse is _identity else parse))
-    return tuple(plan)
-
-
-def _identity(text: str) -> object:
-    return text
+            empty: object = None if f.kind in _NONE_WHEN_EMPTY else ""
+            # An enum's conversion says which values it allows; every other text is checked
+            # by the same compiled rule that validates requests.
+            check = None if f.enum is not None else checks[f.wire]
+            steps.append((f.attr, f.wire, f.optional, empty, check, _converter(f)))
+    sums = tuple(
+        (f.attr, schema.by_wire[f.sums_to].attr, f.wire)
+        for f in schema.fields
+        if f.sums_to is not None and f.attr in names and schema.by_wire[f.sums_to].attr in names
+    )
+    return tuple(steps), sums
 
 
 _STRUCTURED: Mapping[Kind, Callable[..., object]] = {

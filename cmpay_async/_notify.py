@@ -7,7 +7,8 @@ raises for anything else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 from urllib.parse import quote
 
 import attrs
@@ -17,12 +18,13 @@ from ._enums import CharacterSet
 from ._exceptions import (
     ConfigurationError,
     DecodeError,
+    SignatureError,
     UnexpectedMessageError,
     ValidationError,
 )
 from ._models import OfflineNotify, PageNotify
 from ._protocol import verify_fields
-from ._schema import REGISTRY, VERSION
+from ._schema import REGISTRY, VERSION, Schema
 from ._signing import Signer, Verifier, source_of
 
 __all__ = [
@@ -46,29 +48,88 @@ def verify_notification(
     verifier: Verifier,
     merchant_id: str | None = None,
     charset: str | None = None,
+    order_id_pattern: str | re.Pattern[str] | None = None,
+    extra_bank_codes: Collection[str] = (),
 ) -> PageNotify | OfflineNotify:
     """Verify a PageNotify or OfflineNotify and return it typed; raise if anything is off.
 
     ``payload`` is the raw body (bytes or str), a query string, or the mapping a framework
-    gives (it is not mutated). Bytes are read as UTF-8 unless ``charset`` says otherwise or
-    they are not UTF-8 (then GBK). ``merchant_id``, when given, must match the payload's.
+    gives (it is not mutated). Without ``charset``, bytes are read in each charset the
+    gateway uses (UTF-8, GBK, GB2312) and the reading whose signature verifies is the one
+    accepted. ``merchant_id``, when given, must match the payload's: always give it, as it
+    fixes the boundary between merchantId and payNo in the signed string.
+    ``order_id_pattern`` is the form of your order ids (a regular expression the whole
+    orderId must match): declare it to close the one boundary the document leaves open
+    (a bank code beside a letter-led order id; see docs/guarantees.md).
+    ``extra_bank_codes`` admits bank codes newer than appendix 9.1.
     """
     if isinstance(payload, (bytes, str)):
         _check_shape(payload)
-    fields = decode_payload(payload, form=True, charset=charset)
+    if charset is not None or isinstance(payload, Mapping):
+        candidates: tuple[str | None, ...] = (charset,)
+    else:
+        candidates = _CANDIDATE_CHARSETS
+    unreadable: DecodeError | None = None
+    forged: SignatureError | None = None
+    tried: list[dict[str, str]] = []
+    for candidate in candidates:
+        try:
+            fields = decode_payload(payload, form=True, charset=candidate)
+        except DecodeError as exc:
+            unreadable = unreadable or exc
+            continue  # not text in this charset: the next one may read it
+        if fields in tried:
+            continue  # the same text as a charset already tried (ASCII reads alike)
+        tried.append(fields)
+        try:
+            schema, verified = _verified(fields, verifier)
+        except SignatureError as exc:
+            # The signature decides which charset was meant: only the text the gateway
+            # signed verifies, so trying the others cannot accept anything it did not sign.
+            forged = forged or exc
+            continue
+        return _typed(schema, verified, merchant_id, order_id_pattern, extra_bank_codes)
+    # Every candidate was tried: a reading that did not verify says more than one that
+    # could not be decoded at all.
+    raise forged or unreadable or DecodeError("the notification payload could not be read")
+
+
+#: The charsets the gateway encodes notifications in (characterSet 02, 00, 01), in the order
+#: they are tried when none is declared; UTF-8 first, as most bodies are ASCII or UTF-8.
+_CANDIDATE_CHARSETS = ("utf-8", "gbk", "gb2312")
+
+
+def _verified(fields: dict[str, str], verifier: Verifier) -> tuple[Schema, dict[str, str]]:
+    """The notification's schema and the reading of ``fields`` its signature covers."""
     kind = fields.get("type", "")
-    model = _MODELS.get(kind)
-    if model is None:
+    if kind not in _MODELS:
         raise UnexpectedMessageError(
             f"{kind[:20]!r} is not PageNotify or OfflineNotify", field="type"
         )
     schema = REGISTRY[kind]
-    verified = verify_fields(schema, fields, verifier)
+    return schema, verify_fields(schema, fields, verifier)
+
+
+def _typed(
+    schema: Schema,
+    verified: dict[str, str],
+    merchant_id: str | None,
+    order_id_pattern: str | re.Pattern[str] | None,
+    extra_bank_codes: Collection[str],
+) -> PageNotify | OfflineNotify:
+    """The verified fields as a model, once each obeys its grammar and the caller's rules."""
     if verified.get("version") != VERSION:
         raise UnexpectedMessageError(f"is not {VERSION}", field="version")
     if merchant_id is not None and verified.get("merchantId") != merchant_id:
         raise UnexpectedMessageError("is not this merchant's id", field="merchantId")
-    return model(**typed_values(schema, verified, model))
+    model = _MODELS[schema.name]
+    note = model(**typed_values(schema, verified, model, extra_bank_codes=extra_bank_codes))
+    if order_id_pattern is not None and not re.fullmatch(order_id_pattern, note.order_id):
+        raise UnexpectedMessageError(
+            "does not have the form of this merchant's order ids (order_id_pattern)",
+            field="orderId",
+        )
+    return note
 
 
 def _check_shape(payload: bytes | str) -> None:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from ._appendix import RETURN_CODE_PATTERN
 from ._enums import CharacterSet, CouponsFlag, Currency, PaymentStatus, PeriodUnit, SignType
 from ._exceptions import ConfigurationError
 
@@ -64,6 +65,12 @@ class Field:
     sensitive: bool = False
     #: A sample wire value (the document's own where it gives one), for test helpers and docs.
     example: str = ""
+    #: A regular expression the whole (non-empty) value must match, and the rule it states in
+    #: words (for error messages): the field's form where the document fixes one.
+    pattern: str | None = None
+    pattern_rule: str = ""
+    #: For ``amtItem``: the wire name of the amount its parts must add up to.
+    sums_to: str | None = None
 
     #: Whether the field takes part in the signature source (all but certificates and hmac).
     signed: bool = attrs.field(init=False)
@@ -147,9 +154,26 @@ _SIGN_TYPE = _enum_field("signType", "sign_type", 3, SignType)
 VERSION = "2.0.0"
 
 _VERSION = Field("version", "version", 10, choices=(VERSION,), example=VERSION)
-_RETURN_CODE = Field("returnCode", "return_code", 10, example="000000")
+_RETURN_CODE = Field(
+    "returnCode",
+    "return_code",
+    10,
+    example="000000",
+    pattern=RETURN_CODE_PATTERN,
+    pattern_rule="not a return code of appendix 9.2's forms (6 digits, or MCG, RPM, E or IPS "
+    "and digits)",
+)
 _MESSAGE = Field("message", "message", 256, optional=True, utf8_escaped=True, example="SUCCESS")
-_ORDER_ID = Field("orderId", "order_id", 50, example="201103091030298930")
+# No "*": the masked mobile (ddd****dddd) before it in notifications could otherwise move
+# whole into the order id and keep the signature (docs/guarantees.md).
+_ORDER_ID = Field(
+    "orderId",
+    "order_id",
+    50,
+    example="201103091030298930",
+    pattern=r"[^*]+",
+    pattern_rule="must not contain '*'",
+)
 _RESERVED1 = Field("reserved1", "reserved1", 256, optional=True, utf8_escaped=True)
 _RESERVED2 = Field("reserved2", "reserved2", 256, optional=True, utf8_escaped=True)
 _MERCHANT_CERT = Field("merchantCert", "merchant_cert", kind=Kind.CERT, optional=True)
@@ -235,16 +259,12 @@ def _notification(wire_type: str) -> Schema:
             _type(wire_type),
             _VERSION,
             _AMOUNT_PAID,
-            Field(
-                "amtItem",
-                "amount_items",
-                256,
-                Kind.AMT_ITEM,
-                example="CNY_AMT=100#CMY_AMT=0#RED_AMT=0#VCH_AMT=0#POT_CHG_AMT=0",
+            attrs.evolve(
+                _AMT_ITEM, example="CNY_AMT=100#CMY_AMT=0#RED_AMT=0#VCH_AMT=0#POT_CHG_AMT=0"
             ),
-            # Not checked against appendix 9.1: a signed notification may name a newer bank.
-            Field("bankAbbr", "bank_abbr", 8, optional=True, example="ICBC"),
-            Field("mobile", "mobile", 15, optional=True, sensitive=True, example="151****0263"),
+            # Appendix 9.1 (a newer bank is admitted by the verifier's extra_bank_codes).
+            Field("bankAbbr", "bank_abbr", 8, Kind.BANK, optional=True, example="ICBC"),
+            attrs.evolve(_MOBILE, example="151****0263"),
             _ORDER_ID,
             Field("payDate", "pay_date", 20, Kind.DATETIME, example="20190131102735"),
             Field("accountDate", "account_date", 8, Kind.DATE, example="20190131"),
@@ -292,6 +312,24 @@ def _order_answer(wire_type: str, *business: Field) -> Schema:
 
 
 _AMOUNT_PAID = Field("amount", "amount", 10, Kind.NUMBER, example="100")
+#: Its five parts, each a canonical decimal, add up to ``amount`` (sections 7.2 and 8.2:
+#: "支付金额明细", the breakdown of the paid amount), or are all 0 (nothing was paid).
+_AMT_ITEM = Field("amtItem", "amount_items", 256, Kind.AMT_ITEM, sums_to="amount")
+#: "手机前三位+后四位, 网关支付时为空": the first three and last four digits, or empty.
+_MOBILE = Field(
+    "mobile",
+    "mobile",
+    15,
+    optional=True,
+    sensitive=True,
+    pattern=r"[0-9]{3}\*{4}[0-9]{4}",
+    pattern_rule="must be 3 digits, '****' and 4 digits",
+)
+#: The status of an OrderQuery or OrderRefund answer: a word in capitals (SUCCESS, FAILED, or
+#: another while pending); the document has no table for these answers.
+_ANSWER_STATUS = Field(
+    "status", "status", 10, pattern="[A-Z]+", pattern_rule="must be a word in capital letters"
+)
 _PAY_NO = Field("payNo", "pay_no", 50, example="201901310005378468")
 
 _SCHEMAS = (
@@ -306,22 +344,22 @@ _SCHEMAS = (
     _order_answer(
         "OrderQuery",
         _AMOUNT_PAID,
-        Field("amtItem", "amount_items", 256, Kind.AMT_ITEM),
-        Field("bankAbbr", "bank_abbr", 8),
-        Field("mobile", "mobile", 15, sensitive=True),
+        _AMT_ITEM,
+        Field("bankAbbr", "bank_abbr", 8, Kind.BANK),
+        _MOBILE,
         _ORDER_ID,
         Field("payDate", "pay_date", 20, Kind.DATETIME),
         _RESERVED1,
         _RESERVED2,
-        # Free text: a query may report states other than SUCCESS and FAILED.
-        Field("status", "status", 10),
+        # A query may report states other than SUCCESS and FAILED.
+        _ANSWER_STATUS,
         Field("orderDate", "order_date", 10, Kind.DATE),
         Field("fee", "fee", 10, Kind.NUMBER),
     ),
     _order_request(
         "OrderRefund", _ORDER_ID, Field("amount", "amount", 10, Kind.NUMBER, min_value=1)
     ),
-    _order_answer("OrderRefund", _AMOUNT_PAID, _ORDER_ID, Field("status", "status", 10)),
+    _order_answer("OrderRefund", _AMOUNT_PAID, _ORDER_ID, _ANSWER_STATUS),
 )
 
 #: Message name -> schema. Requests and notifications are named by their wire ``type``;

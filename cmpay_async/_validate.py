@@ -72,6 +72,8 @@ def _compile(field: Field) -> Check:
     too_long = Problem(wire, f"longer than {max_length} characters", "max_length")
     choices = frozenset(field.choices) if field.choices is not None else None
     not_choice = Problem(wire, f"must be one of {', '.join(field.choices or ())}", "choices")
+    form = re.compile(field.pattern) if field.pattern is not None else None
+    not_form = Problem(wire, field.pattern_rule or f"must match {field.pattern}", "pattern")
     rule = _kind_rule(field)
 
     def check(value: str, extra_bank_codes: Collection[str]) -> Problem | None:
@@ -81,6 +83,8 @@ def _compile(field: Field) -> Check:
             return too_long
         if choices is not None and value not in choices:
             return not_choice
+        if form is not None and form.fullmatch(value) is None:
+            return not_form
         return None if rule is None else rule(value, extra_bank_codes)
 
     if field.kind is Kind.BANK:  # its verdict depends on extra_bank_codes: never memoised
@@ -109,6 +113,7 @@ def _kind_rule(field: Field) -> Check | None:
     wire, kind = field.wire, field.kind
     if kind is Kind.NUMBER:
         digits = Problem(wire, "must be digits", "digits")
+        leading_zero = Problem(wire, "must not start with 0 (a canonical decimal)", "digits")
         minimum = field.min_value
         too_small = Problem(wire, f"must be at least {minimum}", "min_value")
 
@@ -117,6 +122,10 @@ def _kind_rule(field: Field) -> Check | None:
                 # "-5" breaks the minimum, which says more than "must be digits".
                 negative = value[:1] == "-" and value[1:].isascii() and value[1:].isdigit()
                 return too_small if negative and minimum is not None else digits
+            if value[0] == "0" and len(value) > 1:
+                # One number, one spelling: "0100" beside "100" would let a digit move across
+                # a field boundary of a signed string and still parse (docs/guarantees.md).
+                return leading_zero
             return too_small if minimum is not None and int(value) < minimum else None
 
         return number
