@@ -39,3 +39,19 @@ def test_main_writes_json(written: dict[str, Any]) -> None:
     """The command writes results.json with the machine description, every row and a table."""
     assert {"machine", "results", "table"} <= set(written)
     assert all(row["benchmark"] in written["table"] for row in written["results"])
+
+
+def test_the_strictness_benchmark_times_both_versions(tmp_path: Any) -> None:
+    """``python -m benchmarks.strictness`` extracts the earlier package, times both versions
+    on each input and writes positive figures."""
+    from benchmarks.strictness import main as strictness
+
+    out = tmp_path / "strictness.json"
+    args = ["--rounds", "1", "--passes", "1", "--count", "20", "--json", str(out)]
+    assert 0 == strictness(args)
+
+    figures = json.loads(out.read_text("utf-8"))
+    assert 2 == len(figures)
+    for row in figures.values():
+        assert row["before_us"] > 0
+        assert row["after_us"] > 0
