@@ -95,3 +95,10 @@ async def test_reconcile_example_feeds_the_processor() -> None:
     assert [("LOST1", "reconciliation", True, 700)] == [
         (e.order_id, e.source, e.paid, e.amount) for e in seen
     ]
+
+
+def test_guarantees_example_declares_the_order_id_form(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/guarantees.md verifies a signed notification with a declared order-id form."""
+    run_examples("guarantees-pattern")
+
+    assert "201103091030298930 1250 True" == capsys.readouterr().out.strip()
