@@ -295,3 +295,44 @@ def test_escaped_chinese_is_signed_as_the_vendor_demos_verify() -> None:
     assert reference_hmac("".join(fields[n] for n in NOTIFY_ORDER).encode()) == fields["hmac"]
     note = verify_notification(body, verifier=Md5Signer(PUBLIC_TEST_KEY))
     assert "订单备注" == note.reserved1
+
+
+async def test_an_empty_character_set_means_gbk_as_the_document_says() -> None:
+    """6.1.3: characterSet "默认00-GBK". A request that leaves it out, encoded in GBK, is read
+    as GBK, and the order's OfflineNotify is encoded in GBK."""
+    from urllib.parse import quote_plus, urlencode
+
+    from cmpay_async._protocol import build_payment_request
+
+    from .helpers import TODAY, load_vectors
+
+    order = Order(amount=1250, order_id="G1", product_name="咖啡", reserved1="订单备注")
+    prepared = build_payment_request(
+        order,
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        request_id="RG1",
+        ip_address="203.0.113.7",
+        signer=Md5Signer(PUBLIC_TEST_KEY),
+        today=TODAY,
+        callback_url="https://shop.example/return",
+        notify_url="https://shop.example/notify",
+    )
+    fields = {k: v for k, v in prepared.fields.items() if k not in ("hmac", "merchantCert")}
+    fields["characterSet"] = ""
+    request_order = load_vectors("field_orders.json")["orders"]["DirectPayConfirm"]
+    fields["hmac"] = reference_hmac("".join(fields[n] for n in request_order).encode())
+    body = urlencode(fields, encoding="gbk", quote_via=quote_plus)
+    sandbox = Sandbox()
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox)) as http:
+        answer = await http.post(
+            "http://gw.test/ips/cmpayService",
+            content=body,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+
+    assert "returnCode=000000" in answer.text
+    placed = sandbox.order("G1")
+    assert ("咖啡", CharacterSet.GBK) == (placed.fields["productName"], placed.charset)
+    _, offline = sandbox.settle(placed, paid=True)
+    assert "订单备注" == reference_form(offline, "gbk")["reserved1"]
