@@ -155,5 +155,6 @@ async def run_abandoning(work: Callable[[], T], *, timeout: float) -> T:
     A driver blocked on a server that never answers ignores cancellation; the thread is left
     to finish (or fail) on its own, and the caller gets a ``TimeoutError`` in time.
     """
-    with anyio.fail_after(timeout):
+    with anyio.move_on_after(timeout):
         return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    raise TimeoutError(f"no answer within {timeout} s")

@@ -6,9 +6,10 @@ whose clocks differ still agree. The table is created on first use (or call ``mi
 from your deployment). psycopg's synchronous connection runs in anyio worker threads (one
 connection per worker thread, kept), so the store works on asyncio and trio alike.
 
-Every call gives up after ``timeout`` seconds: psycopg's ``connect_timeout`` (libpq's floor is
-2 s), the server's ``statement_timeout``, and a bound on the whole call; a call cut off that
-way shuts its connection's socket down, so the worker thread blocked on a server that never
+Connecting and each statement give up after ``timeout`` seconds (5 by default; psycopg's
+``connect_timeout``, whose floor is 2 s, and the server's ``statement_timeout``), and the
+whole call is cut off after twice that whatever psycopg does; a call cut off that way shuts
+its connection's socket down, so the worker thread blocked on a server that never
 answers ends too. Every failure is a ``StoreError``; a connection the server dropped is
 replaced on the next call.
 """
@@ -19,6 +20,7 @@ import contextlib
 import math
 import os
 import re
+import selectors
 import socket
 import threading
 from collections.abc import Callable
@@ -63,7 +65,7 @@ class PostgresStore:
         limit = f"-c statement_timeout={max(1, int(timeout * 1000))}"
         self._options = f"{params.get('options') or ''} {limit}".strip()
         self.table = table
-        #: Seconds a call may take (connect, each statement, and the whole call) before it fails.
+        #: Seconds to connect or to run a statement; a whole call is cut off after twice this.
         self.timeout = timeout
         self._local = threading.local()
         self._connections: list[Any] = []
@@ -78,6 +80,12 @@ class PostgresStore:
 
     def _connection_without_migrating(self) -> Any:
         connection = getattr(self._local, "connection", None)
+        if connection is not None and not connection.closed and _spoke(connection):
+            # An idle session the server spoke on has ended (pg_terminate_backend, a
+            # restart): replaced before use instead of failing the next statement.
+            connection.close()
+            with self._lock, contextlib.suppress(ValueError):  # close() may have run
+                self._connections.remove(connection)
         if connection is None or connection.closed:
             connection = self._psycopg.connect(
                 self._dsn,
@@ -129,7 +137,7 @@ class PostgresStore:
             return work(connection)
 
         try:
-            return await run_abandoning(run, timeout=self.timeout)
+            return await run_abandoning(run, timeout=2 * self.timeout)
         except StoreError:
             raise
         except (self._psycopg.Error, OSError) as exc:
@@ -200,6 +208,16 @@ class PostgresStore:
             )
 
         await self._run("release", work)
+
+
+def _spoke(connection: Any) -> bool:
+    """Whether the server sent anything on an idle connection (only an ending says so)."""
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(connection.pgconn.socket, selectors.EVENT_READ)
+            return bool(selector.select(timeout=0))
+    except Exception:  # the socket is gone already: the connection is useless too
+        return True
 
 
 def _shut(connection: Any) -> None:

@@ -5,10 +5,10 @@ Redis itself, whatever happens to the worker. Completing and releasing are Lua s
 act only while the key still holds the caller's token. redis-py's synchronous client runs
 in anyio worker threads, so the store works on asyncio and trio alike.
 
-Every call gives up after ``timeout`` seconds (socket connect and read timeouts, and a bound
-on the whole call) and every failure is a ``StoreError``. On first use the store reads the
-server's persistence and eviction settings and logs a warning when a restart or eviction
-could make it forget a handled payment (see ``check()``).
+Connecting and each read give up after ``timeout`` seconds (5 by default), and the whole call
+is cut off after twice that whatever redis-py does; every failure is a ``StoreError``. On
+first use the store reads the server's persistence and eviction settings and logs a warning
+when a restart or eviction could make it forget a handled payment (see ``check()``).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class RedisStore:
         self._prefix = prefix
         #: Seconds a handled key is remembered: longer than the gateway's 24 h of retries.
         self.done_ttl = done_ttl
-        #: Seconds a call may take (connect, each read, and the whole call) before it fails.
+        #: Seconds to connect or to read an answer; a whole call is cut off after twice this.
         self.timeout = timeout
         self._checked = False
         self._complete = self._redis.register_script(_COMPLETE)
@@ -123,7 +123,7 @@ class RedisStore:
     async def _run(self, operation: str, work: Callable[[], T]) -> T:
         """Run ``work`` in a thread: the one place redis-py's errors become ``StoreError``."""
         try:
-            return await run_abandoning(work, timeout=self.timeout)
+            return await run_abandoning(work, timeout=2 * self.timeout)
         except StoreError:
             raise
         except (self._module.RedisError, OSError) as exc:
