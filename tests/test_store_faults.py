@@ -742,9 +742,10 @@ async def test_every_redis_error_becomes_a_store_error() -> None:
     ]
     assert len(classes) > 20  # the walk found the driver's tree
     store = RedisStore("redis://127.0.0.1:1/0")
-
-    await _each_is_translated(classes, lambda fail: store._run("claim", fail))
-    store.close()
+    try:
+        await _each_is_translated(classes, lambda fail: store._run("claim", fail))
+    finally:
+        store.close()
 
 
 async def test_every_psycopg_error_becomes_a_store_error(postgres_dsn: str) -> None:
@@ -752,10 +753,11 @@ async def test_every_psycopg_error_becomes_a_store_error(postgres_dsn: str) -> N
     classes = _subclasses(psycopg.Error)
     assert len(classes) > 200
     store = PostgresStore(postgres_dsn, table=_table())
-
-    await _each_is_translated(classes, lambda fail: store._run("claim", fail))
-    store.close()
-    _drop(postgres_dsn, store.table)
+    try:
+        await _each_is_translated(classes, lambda fail: store._run("claim", fail))
+    finally:
+        store.close()
+        _drop(postgres_dsn, store.table)
 
 
 async def test_every_sqlite3_error_becomes_a_store_error(tmp_path: Path) -> None:
@@ -763,9 +765,10 @@ async def test_every_sqlite3_error_becomes_a_store_error(tmp_path: Path) -> None
     classes = _subclasses(sqlite3.Error)
     assert len(classes) >= 8
     store = SqliteStore(tmp_path / "e.db")
-
-    await _each_is_translated(classes, lambda fail: store._run("claim", fail))
-    store.close()
+    try:
+        await _each_is_translated(classes, lambda fail: store._run("claim", fail))
+    finally:
+        store.close()
 
 
 async def test_an_unusable_sqlite_path_is_a_store_error(tmp_path: Path) -> None:
