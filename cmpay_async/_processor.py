@@ -164,22 +164,27 @@ class NotificationProcessor:
     async def _store(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         """One store call, bounded by ``store_timeout``; every failure is a ``StoreError``."""
         backend = type(self.store).__name__
-        try:
-            with anyio.fail_after(self.store_timeout):
+        with anyio.move_on_after(self.store_timeout):
+            try:
                 return await call()
-        except StoreError:
-            raise
-        except TimeoutError:
-            # A driver that ignored its own timeout (or a store without one).
-            raise StoreTimeoutError(
-                f"{backend} did not {operation} within {self.store_timeout} s",
-                backend=backend,
-                operation=operation,
-                maybe_sent=True,
-            ) from None
-        except Exception as exc:  # a store of the application's own, raising its driver's error
-            error = driver_failure(exc, backend=backend, operation=operation, host=None)
-            raise error from error.__cause__
+            except StoreError:
+                raise
+            except Exception as exc:  # a store of the application's own, raising its driver's
+                error = driver_failure(
+                    exc,
+                    backend=backend,
+                    operation=operation,
+                    host=None,
+                    timed_out=isinstance(exc, TimeoutError),
+                )
+                raise error from error.__cause__
+        # A driver that ignored its own timeout (or a store without one).
+        raise StoreTimeoutError(
+            f"{backend} did not {operation} within {self.store_timeout} s",
+            backend=backend,
+            operation=operation,
+            maybe_sent=True,
+        )
 
     async def _release(self, key: str, token: str) -> None:
         try:

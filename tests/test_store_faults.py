@@ -335,7 +335,7 @@ async def test_process_result_raises_the_store_error() -> None:
 # -- Redis: a private server killed ----------------------------------------------------------------
 
 
-async def test_redis_killed_between_deliveries(caplog: pytest.LogCaptureFixture) -> None:
+async def test_redis_killed_between_deliveries() -> None:
     """A Redis that served a claim and then died: the next delivery is 503, no handler run."""
     handler = Runs()
     with private_redis("--save", "", "--appendonly", "no") as (url, server):
@@ -509,13 +509,18 @@ class RefusingStore(MemoryStore):
         raise ConnectionRefusedError(f"cannot reach postgresql://app:{SECRET}@db:5432/x")
 
 
-async def test_the_processor_bounds_a_store_that_never_answers() -> None:
+async def test_the_processor_bounds_a_store_that_never_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """store_timeout ends a claim that never returns: 503, and no handler run."""
+    caplog.set_level(logging.WARNING, logger="cmpay_async")
     handler = Runs()
     processor = _processor(HangingStore(), handler, store_timeout=SHORT)
 
     assert UNAVAILABLE == await _answer(processor, "C1")
     assert [] == handler.events
+    [logged] = _store_errors(caplog)
+    assert "HangingStore did not claim within 0.5 s [claim]" in logged
 
 
 async def test_the_processor_translates_a_custom_stores_own_errors() -> None:
