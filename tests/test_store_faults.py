@@ -438,7 +438,8 @@ async def test_postgres_complete_cut_off_by_the_statement_timeout(
 ) -> None:
     """Another session locks the table mid-handler: complete() gives up; SUCCESS and an ERROR."""
     caplog.set_level(logging.WARNING, logger="cmpay_async")
-    store = PostgresStore(postgres_dsn, table=_table(), timeout=SHORT)
+    # statement_timeout 1 s, and the whole call cut off at 2 s: the server's limit comes first.
+    store = PostgresStore(postgres_dsn, table=_table(), timeout=1.0)
     locker = psycopg.connect(postgres_dsn)
 
     async def lock() -> None:
@@ -577,6 +578,43 @@ def test_store_timeout_is_above_zero_and_at_most_thirty_seconds(store_timeout: f
 
     with pytest.raises(ConfigurationError, match="store_timeout"):
         _processor(MemoryStore(), Runs(), store_timeout=store_timeout)
+
+
+STORE_MAKERS: dict[str, Callable[..., Any]] = {
+    "redis": lambda **kw: RedisStore("redis://127.0.0.1:1/0", **kw),
+    "postgres": lambda **kw: PostgresStore("postgresql://127.0.0.1:1/test", **kw),
+    "sqlite": lambda **kw: SqliteStore("unused.db", **kw),
+}
+
+
+@pytest.mark.parametrize("timeout", [0, -1, 30.5])
+@pytest.mark.parametrize("kind", list(STORE_MAKERS))
+def test_a_store_timeout_is_above_zero_and_at_most_thirty_seconds(
+    kind: str, timeout: float
+) -> None:
+    """Each store refuses a timeout of 0, below 0 or above 30 s when it is made."""
+    from cmpay_async import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="timeout must be above 0 and at most 30 s"):
+        STORE_MAKERS[kind](timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    ("make", "bad"),
+    [
+        (PostgresStore, f"host=db password={SECRET} port"),
+        (PostgresStore, f"postgresql://app:{SECRET}@[db/x"),  # psycopg echoes this one
+        (RedisStore, f"http://app:{SECRET}@cache:6379/0"),
+    ],
+)
+def test_an_unusable_dsn_or_url_is_refused_without_echoing_it(make: Any, bad: str) -> None:
+    """A connection string the driver cannot read: ConfigurationError, the password not in it."""
+    from cmpay_async import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as caught:
+        make(bad)
+    assert SECRET not in str(caught.value)
+    assert caught.value.__cause__ is None
 
 
 # -- cancellation ----------------------------------------------------------------------------------
