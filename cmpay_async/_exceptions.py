@@ -19,10 +19,12 @@ notification that cannot be trusted), as h11 tells ``LocalProtocolError`` from
     │   │   └── SignTypeMismatchError          signType is not the verifier's kind (no downgrade)
     │   └── UnexpectedMessageError             wrong type, version or merchantId
     ├── GatewayError                           the gateway answered with a failure return code
-    └── TransportError (OSError)               the exchange with the gateway failed
-        ├── ConnectError                       certainly never sent; safe to retry
-        ├── TransportTimeoutError (TimeoutError)
-        └── HTTPStatusError                    the gateway answered with a non-2xx status
+    ├── TransportError (OSError)               the exchange with the gateway failed
+    │   ├── ConnectError                       certainly never sent; safe to retry
+    │   ├── TransportTimeoutError (TimeoutError)
+    │   └── HTTPStatusError                    the gateway answered with a non-2xx status
+    └── StoreError (OSError)                   the notification store failed or was unreachable
+        └── StoreTimeoutError (TimeoutError)   the store did not answer in time (a hung server)
 
 Every error says whether the request may have been processed (``maybe_sent``): it is true
 for every failure after the request may have reached the gateway (a timeout, a dropped
@@ -57,6 +59,8 @@ __all__ = [
     "RemoteProtocolError",
     "SignTypeMismatchError",
     "SignatureError",
+    "StoreError",
+    "StoreTimeoutError",
     "TransportError",
     "TransportTimeoutError",
     "UnexpectedMessageError",
@@ -81,9 +85,10 @@ class CmpayError(Exception):
     #: The order and request of the call that failed, when the error comes from a call.
     order_id: str | None = None
     request_id: str | None = None
-    #: The client method that failed (``create_payment``, ``query_order``, ``refund``).
+    #: The client method that failed (``create_payment``, ``query_order``, ``refund``), or the
+    #: store operation (``connect``, ``claim``, ``complete``, ``release``).
     operation: str | None = None
-    #: The host the call was addressed to (never the full URL: it may hold credentials).
+    #: The host the call was addressed to (never the full URL or DSN: it may hold credentials).
     endpoint_host: str | None = None
 
     def __str__(self) -> str:
@@ -289,3 +294,37 @@ class TransportTimeoutError(TransportError, TimeoutError):
 
 class HTTPStatusError(TransportError):
     """The gateway (or a proxy before it) answered with a non-2xx HTTP status."""
+
+
+class StoreError(CmpayError, OSError):
+    """A notification store failed: its server is gone, refused the call, or broke mid-call."""
+
+    #: The store's class (``RedisStore``, ``PostgresStore``, ``SqliteStore``, ...).
+    backend: str
+    #: The driver's exception, as ``module.Class`` (its message, redacted, is in this one's).
+    driver_error: str | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str,
+        operation: str,
+        host: str | None = None,
+        driver_error: str | None = None,
+        maybe_sent: bool = False,
+    ) -> None:
+        self.backend = backend
+        self.operation = operation
+        self.endpoint_host = host
+        self.driver_error = driver_error
+        # True when the store may have applied the call (a claim may be held until its lease).
+        self.maybe_sent = maybe_sent
+        super().__init__(message)
+
+    def _message(self) -> str:
+        return str(self.args[0])
+
+
+class StoreTimeoutError(StoreError, TimeoutError):
+    """A notification store did not answer within its timeout (a hung or unreachable server)."""

@@ -9,29 +9,41 @@ carry the same three values. A store's lease makes the handler run once per key:
 duplicate that is done is answered SUCCESS without the handler; one in progress elsewhere
 is answered FAIL, so the gateway retries later; a handler that raises releases the key and
 is answered FAIL too.
+
+The store can fail. Every store call is bounded (``store_timeout``, besides the store's own
+timeouts) and every failure is a ``StoreError``. A claim that fails means the handler does
+not run: the answer is HTTP 503 ``FAIL`` (the gateway retries) and a WARNING is logged. Once
+the handler has run, its work is done and the answer is ``SUCCESS``: a ``complete`` that
+fails is tried once more (a dropped connection is replaced), and if the store still cannot
+record it the key is *not* released (a duplicate arriving meanwhile is told to retry rather
+than running the handler at once) and an ERROR says the handler may run again after the
+lease. A cancelled ``process()`` releases its claim if the handler had not finished, and
+completes it if it had, in a shielded, bounded step.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Literal, TypeVar
 
+import anyio
 import attrs
 
 from ._codec import Payload
 from ._enums import PaymentStatus
-from ._exceptions import CmpayError
+from ._exceptions import CmpayError, ConfigurationError, StoreError, StoreTimeoutError
 from ._models import OfflineNotify, OrderQueryResult, PageNotify
 from ._notify import Ack, ack, nack, verify_notification
 from ._signing import Verifier
-from .stores import ClaimState, Store
+from .stores import ClaimState, Store, driver_failure
 
 __all__ = ["NotificationProcessor", "PaymentEvent", "event_key"]
 
 logger = logging.getLogger("cmpay_async")
 
 Source = Literal["PageNotify", "OfflineNotify", "reconciliation"]
+T = TypeVar("T")
 
 
 def event_key(merchant_id: str, order_id: str, status: str) -> str:
@@ -57,6 +69,8 @@ class PaymentEvent:
 
 #: The answer to a notification that did not verify: never SUCCESS.
 REFUSED = Ack(status_code=400, body=b"FAIL")
+#: The answer when the store failed before the handler ran: the gateway sends it again later.
+UNAVAILABLE = Ack(status_code=503, body=b"FAIL")
 
 
 class NotificationProcessor:
@@ -70,13 +84,21 @@ class NotificationProcessor:
         store: Store,
         handler: Callable[[PaymentEvent], Awaitable[object]],
         lease: float = 60.0,
+        store_timeout: float = 30.0,
     ) -> None:
+        if not 0 < store_timeout <= 30:
+            raise ConfigurationError(
+                f"store_timeout must be above 0 and at most 30 s, not {store_timeout!r}"
+            )
         self.verifier = verifier
         self.merchant_id = merchant_id
         self.store = store
         self.handler = handler
         #: Seconds a worker owns an event; keep it above your handler's longest run.
         self.lease = lease
+        #: Seconds any one store call may take, whatever its driver does (the built-in
+        #: stores give up sooner, after their own ``timeout``: 5 s for Redis and PostgreSQL).
+        self.store_timeout = store_timeout
 
     async def process(self, payload: Payload, *, charset: str | None = None) -> Ack:
         """Verify a notification and handle it once; return the answer for the gateway."""
@@ -87,14 +109,19 @@ class NotificationProcessor:
         except CmpayError as exc:
             logger.warning("refused a notification: %s", exc)
             return REFUSED
-        handled = await self._once(_event_of(note))
+        try:
+            handled = await self._once(_event_of(note))
+        except StoreError as exc:
+            logger.warning("the store failed, the handler did not run; answered FAIL: %s", exc)
+            return UNAVAILABLE
         return ack() if handled else nack()
 
     async def process_result(self, result: OrderQueryResult) -> bool:
         """Feed a reconciliation query's result through the same once-only path.
 
         Returns True when the event is handled (now or before); a pending or unknown order
-        is not an event (False).
+        is not an event (False). Raises ``StoreError`` when the store failed before the
+        handler ran (ask again later).
         """
         if result.status not in (PaymentStatus.SUCCESS.value, PaymentStatus.FAILED.value):
             return False
@@ -111,24 +138,95 @@ class NotificationProcessor:
 
     async def _once(self, event: PaymentEvent) -> bool:
         """Run the handler if this worker wins the key; True once the event is done."""
-        claimed = await self.store.claim(event.key, lease=self.lease)
+        claimed = await self._store("claim", lambda: self.store.claim(event.key, lease=self.lease))
         if claimed.state is ClaimState.DONE:
             return True
         if claimed.state is ClaimState.IN_PROGRESS or claimed.token is None:
             return False  # another worker has it: the gateway will ask again
+        token = claimed.token
         try:
             await self.handler(event)
         except Exception:
             logger.exception("the payment handler failed for %s; released for a retry", event.key)
-            await self.store.release(event.key, claimed.token)
+            await self._release(event.key, token)
             return False
-        if not await self.store.complete(event.key, claimed.token):
-            logger.error(
-                "the handler for %s outlived its %s s lease: another worker may run it too",
-                event.key,
-                self.lease,
-            )
+        except BaseException:
+            # Cancelled (or interrupted) mid-handler: the next delivery need not wait out the
+            # lease. Shielded, and bounded by the store call's own limit.
+            with anyio.CancelScope(shield=True):
+                await self._release(event.key, token)
+            raise
+        # The handler's work is done: record it even if this call is being cancelled.
+        with anyio.CancelScope(shield=True):
+            await self._complete(event.key, token)
         return True
+
+    async def _store(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One store call, bounded by ``store_timeout``; every failure is a ``StoreError``."""
+        backend = type(self.store).__name__
+        with anyio.move_on_after(self.store_timeout):
+            try:
+                return await call()
+            except StoreError:
+                raise
+            except Exception as exc:  # a store of the application's own, raising its driver's
+                error = driver_failure(
+                    exc,
+                    backend=backend,
+                    operation=operation,
+                    host=None,
+                    timed_out=isinstance(exc, TimeoutError),
+                )
+                raise error from error.__cause__
+        # A driver that ignored its own timeout (or a store without one).
+        raise StoreTimeoutError(
+            f"{backend} did not {operation} within {self.store_timeout} s",
+            backend=backend,
+            operation=operation,
+            maybe_sent=True,
+        )
+
+    async def _release(self, key: str, token: str) -> None:
+        try:
+            await self._store("release", lambda: self.store.release(key, token))
+        except StoreError as exc:
+            logger.warning(
+                "could not release %s; the next delivery waits for its lease to end: %s", key, exc
+            )
+
+    async def _complete(self, key: str, token: str) -> None:
+        failure: StoreError | None = None
+        for attempt in (1, 2):
+            try:
+                done = await self._store("complete", lambda: self.store.complete(key, token))
+            except StoreTimeoutError as exc:
+                failure = exc
+                break  # a store that hangs will not answer a second call any sooner
+            except StoreError as exc:
+                failure = exc
+                continue  # a dropped connection: the second call opens a new one
+            if done:
+                return
+            if attempt == 1:
+                logger.error(
+                    "the handler for %s outlived its %s s lease: another worker may run it too",
+                    key,
+                    self.lease,
+                )
+            else:
+                logger.warning(
+                    "completing %s failed once and the retry found the key no longer held: "
+                    "the first call was recorded, or the lease ended (%s)",
+                    key,
+                    failure,
+                )
+            return
+        logger.error(
+            "the handler for %s ran but the store could not record it; answered SUCCESS, and a "
+            "later delivery may run the handler again after the lease: %s",
+            key,
+            failure,
+        )
 
 
 def _event_of(note: PageNotify | OfflineNotify) -> PaymentEvent:

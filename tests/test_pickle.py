@@ -25,6 +25,8 @@ from cmpay_async import (
     RemoteProtocolError,
     SignatureError,
     SignTypeMismatchError,
+    StoreError,
+    StoreTimeoutError,
     TransportError,
     TransportTimeoutError,
     UnexpectedMessageError,
@@ -46,6 +48,10 @@ ATTRIBUTES = (
     "field",
     "status_code",
     "excerpt",
+    "backend",
+    "driver_error",
+    "operation",
+    "endpoint_host",
 )
 
 
@@ -79,6 +85,17 @@ def _gateway() -> GatewayError:
     return exc
 
 
+def _store(cls: type[StoreError]) -> StoreError:
+    return cls(
+        "RedisStore failed to claim: TimeoutError: Timeout reading from socket",
+        backend="RedisStore",
+        operation="claim",
+        host="127.0.0.1:6379",
+        driver_error="redis.exceptions.TimeoutError",
+        maybe_sent=True,
+    )
+
+
 TWO_PROBLEMS = [
     Problem("amount", "must be at least 1", "min_value"),
     Problem("orderId", "required"),
@@ -103,6 +120,8 @@ EXAMPLES: dict[type[CmpayError], Callable[[], CmpayError]] = {
     ConnectError: lambda: _transport(ConnectError),
     TransportTimeoutError: lambda: _transport(TransportTimeoutError),
     HTTPStatusError: lambda: _transport(HTTPStatusError),
+    StoreError: lambda: _store(StoreError),
+    StoreTimeoutError: lambda: _store(StoreTimeoutError),
 }
 
 

@@ -110,7 +110,7 @@ async def test_sqlite_work_that_fails_is_rolled_back(tmp_path: Path) -> None:
         raise ValueError("in the middle")
 
     with pytest.raises(ValueError, match="in the middle"):
-        await store._run(failing)
+        await store._run("claim", failing)
 
     assert 1 == len(_rows(tmp_path / "e.db"))
     assert ClaimState.IN_PROGRESS is (await store.claim("K5", lease=10)).state
@@ -442,6 +442,7 @@ async def test_redis_a_lease_ending_mid_claim_is_retried_once(
 ) -> None:
     """The holder's lease ends between SET NX and GET: the claim tries once more, not forever."""
     store = rs[0]
+    store._checked = True  # the fake has no server settings to check
     fake, real = Vanishing(vanish), store._redis
     store._redis = fake
     try:

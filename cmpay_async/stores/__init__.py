@@ -6,21 +6,36 @@ IN_PROGRESS (another worker owns it now) or DONE (handled already). A claim whos
 out (its worker died mid-handler) can be claimed again. Only the owner's token completes or
 releases. Backends: ``MemoryStore`` (one process, tests) and ``SqliteStore`` (the embedded
 default: several processes on one machine); each imports its driver only in its own module.
+
+A store that fails raises ``StoreError`` (``StoreTimeoutError`` when it did not answer in
+time), never its driver's exception: each backend translates at one point, its ``_run``,
+with ``driver_failure`` below, which also blanks credentials out of the driver's message.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol, TypeVar
 
+import anyio.to_thread
 import attrs
 
+from cmpay_async._exceptions import StoreError, StoreTimeoutError
+
 __all__ = ["ClaimState", "Claimed", "MemoryStore", "Store"]
+
+T = TypeVar("T")
+
+#: A ``password=...`` pair of a conninfo string, or the ``user:password@`` of a URL.
+_CREDENTIALS = re.compile(
+    r"(password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)|(//[^/@\s:]*:)[^@\s]*@", re.IGNORECASE
+)
 
 
 class ClaimState(str, enum.Enum):
@@ -95,3 +110,51 @@ class MemoryStore:
             row = self._rows.get(key)
             if row is not None and row[1] == token and row[0] is ClaimState.IN_PROGRESS:
                 del self._rows[key]
+
+
+def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` with the given secrets and any password of a DSN or URL in it blanked out."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _CREDENTIALS.sub(lambda m: f"{m[1]}***" if m[1] else f"{m[2]}***@", text)
+
+
+def driver_failure(
+    exc: BaseException,
+    *,
+    backend: str,
+    operation: str,
+    host: str | None,
+    secrets: Iterable[str | None] = (),
+    timed_out: bool = False,
+    maybe_sent: bool = True,
+) -> StoreError:
+    """The library error for a driver's exception, its message scrubbed of credentials."""
+    text = str(exc)
+    scrubbed = scrub(text, secrets)
+    detail = " ".join(scrubbed.split()) or "no message"  # one line, for logs
+    cls = StoreTimeoutError if timed_out else StoreError
+    error = cls(
+        f"{backend} failed to {operation}: {type(exc).__name__}: {detail}",
+        backend=backend,
+        operation=operation,
+        host=host,
+        driver_error=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        maybe_sent=maybe_sent,
+    )
+    # The driver's traceback helps, but not when its message held a credential.
+    error.__cause__ = exc if scrubbed == text else None
+    error.__suppress_context__ = True
+    return error
+
+
+async def run_abandoning(work: Callable[[], T], *, timeout: float) -> T:
+    """Run blocking ``work`` in a worker thread; stop waiting for it after ``timeout`` seconds.
+
+    A driver blocked on a server that never answers ignores cancellation; the thread is left
+    to finish (or fail) on its own, and the caller gets a ``TimeoutError`` in time.
+    """
+    with anyio.move_on_after(timeout):
+        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    raise TimeoutError(f"no answer within {timeout} s")

@@ -4,6 +4,8 @@ Each operation runs in an anyio worker thread (sqlite3 blocks) on that thread's 
 (opened once per thread and process, since opening a file costs more than a claim), in WAL
 mode, inside ``BEGIN IMMEDIATE`` so that a claim's read and write are one atomic step
 across processes. Leases use the wall clock, which every process on the machine shares.
+A lock held by another process is waited for up to ``timeout`` seconds (30 by default: a
+long handler's commit); every failure is a ``StoreError``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import TypeVar
 
 import anyio.to_thread
 
-from . import Claimed, ClaimState, new_token
+from cmpay_async._exceptions import ConfigurationError, StoreError
+
+from . import Claimed, ClaimState, driver_failure, new_token
 
 __all__ = ["SqliteStore"]
 
@@ -48,8 +52,14 @@ def _close_own(connections: list[tuple[int, sqlite3.Connection]], lock: threadin
 class SqliteStore:
     """A store in an SQLite file (made with its table on first use)."""
 
-    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: str | Path, *, clock: Callable[[], float] = time.time, timeout: float = 30.0
+    ) -> None:
+        if not 0 < timeout <= 30:
+            raise ConfigurationError(f"timeout must be above 0 and at most 30 s, not {timeout!r}")
         self.path = str(path)
+        #: Seconds a call waits for a lock another process holds before it fails.
+        self.timeout = timeout
         self._clock = clock
         self._ready = False
         self._setup = threading.Lock()
@@ -77,7 +87,7 @@ class SqliteStore:
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
-            self.path, timeout=30, isolation_level=None, check_same_thread=False
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
         if not self._ready:
             # One thread sets the file up: switching to WAL while another connection of this
@@ -89,7 +99,25 @@ class SqliteStore:
                     self._ready = True
         return connection
 
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one transaction: the one place sqlite3's errors become ``StoreError``."""
+        try:
+            return await self._run_in_thread(work)
+        except StoreError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            error = driver_failure(
+                exc,
+                backend="SqliteStore",
+                operation=operation,
+                host=None,
+                # "database is locked": another process held the lock for the whole timeout.
+                timed_out="locked" in str(exc),
+                maybe_sent=False,  # the transaction was rolled back (or never began)
+            )
+            raise error from error.__cause__
+
+    async def _run_in_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
             connection = self._connection()
             connection.execute("BEGIN IMMEDIATE")
@@ -124,7 +152,7 @@ class SqliteStore:
             )
             return Claimed(ClaimState.NEW, token)
 
-        return await self._run(work)
+        return await self._run("claim", work)
 
     async def complete(self, key: str, token: str) -> bool:
         """Mark ``key`` handled; False if ``token`` no longer owns it."""
@@ -137,7 +165,7 @@ class SqliteStore:
             )
             return done.rowcount == 1
 
-        return await self._run(work)
+        return await self._run("complete", work)
 
     async def release(self, key: str, token: str) -> None:
         """Give ``key`` up so that a retry can claim it at once."""
@@ -148,4 +176,4 @@ class SqliteStore:
                 (key, token, ClaimState.IN_PROGRESS.value),
             )
 
-        await self._run(work)
+        await self._run("release", work)
