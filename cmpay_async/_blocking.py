@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
@@ -258,7 +259,13 @@ class BlockingCmpayClient:
         return self._run(collect)
 
     def verify_notification(
-        self, payload: Payload, *, charset: str | None = None
+        self,
+        payload: Payload,
+        *,
+        charset: str | None = None,
+        order_id_pattern: str | re.Pattern[str] | None = None,
     ) -> PageNotify | OfflineNotify:
         """Verify a notification with the client's key and merchant id (no I/O, no loop)."""
-        return self._client.verify_notification(payload, charset=charset)
+        return self._client.verify_notification(
+            payload, charset=charset, order_id_pattern=order_id_pattern
+        )

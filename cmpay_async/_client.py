@@ -23,6 +23,7 @@ import datetime as dt
 import logging
 import math
 import random
+import re
 import secrets
 import time
 import zlib
@@ -632,17 +633,32 @@ class CmpayClient:
             span.end()
 
     def verify_notification(
-        self, payload: Payload, *, charset: str | None = None
+        self,
+        payload: Payload,
+        *,
+        charset: str | None = None,
+        order_id_pattern: str | re.Pattern[str] | None = None,
     ) -> PageNotify | OfflineNotify:
-        """``verify_notification`` with this client's verifier and merchant id: the safe default."""
+        """``verify_notification`` with this client's verifier, merchant id and extra bank
+        codes: the safe default. ``order_id_pattern`` declares the form of your order ids."""
         if self._tracing is None:
             return verify_notification(
-                payload, verifier=self._verifier, merchant_id=self.merchant_id, charset=charset
+                payload,
+                verifier=self._verifier,
+                merchant_id=self.merchant_id,
+                charset=charset,
+                order_id_pattern=order_id_pattern,
+                extra_bank_codes=self.extra_bank_codes,
             )
         with self._tracing.span("cmpay.verify_notification") as span:
             try:
                 note = verify_notification(
-                    payload, verifier=self._verifier, merchant_id=self.merchant_id, charset=charset
+                    payload,
+                    verifier=self._verifier,
+                    merchant_id=self.merchant_id,
+                    charset=charset,
+                    order_id_pattern=order_id_pattern,
+                    extra_bank_codes=self.extra_bank_codes,
                 )
             except CmpayError as exc:
                 self._tracing.finish(span, exc)

@@ -24,7 +24,8 @@ completes it if it had, in a shielded, bounded step.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Collection
 from typing import Literal, TypeVar
 
 import anyio
@@ -85,6 +86,8 @@ class NotificationProcessor:
         handler: Callable[[PaymentEvent], Awaitable[object]],
         lease: float = 60.0,
         store_timeout: float = 30.0,
+        order_id_pattern: str | re.Pattern[str] | None = None,
+        extra_bank_codes: Collection[str] = (),
     ) -> None:
         if not 0 < store_timeout <= 30:
             raise ConfigurationError(
@@ -99,12 +102,23 @@ class NotificationProcessor:
         #: Seconds any one store call may take, whatever its driver does (the built-in
         #: stores give up sooner, after their own ``timeout``: 5 s for Redis and PostgreSQL).
         self.store_timeout = store_timeout
+        #: The form of this merchant's order ids (a regular expression the whole orderId
+        #: must match): it closes the one field boundary the document leaves open
+        #: (docs/guarantees.md). None accepts any order id the document allows.
+        self.order_id_pattern = order_id_pattern
+        #: Bank codes newer than appendix 9.1 that notifications may name.
+        self.extra_bank_codes = frozenset(extra_bank_codes)
 
     async def process(self, payload: Payload, *, charset: str | None = None) -> Ack:
         """Verify a notification and handle it once; return the answer for the gateway."""
         try:
             note = verify_notification(
-                payload, verifier=self.verifier, merchant_id=self.merchant_id, charset=charset
+                payload,
+                verifier=self.verifier,
+                merchant_id=self.merchant_id,
+                charset=charset,
+                order_id_pattern=self.order_id_pattern,
+                extra_bank_codes=self.extra_bank_codes,
             )
         except CmpayError as exc:
             logger.warning("refused a notification: %s", exc)
