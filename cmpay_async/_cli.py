@@ -130,6 +130,11 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--file", type=Path, help="the orders (default: standard input)")
     reconcile.add_argument("--endpoint", default=PRODUCTION_ENDPOINT, help="the gateway URL")
     reconcile.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="accept a plain http:// endpoint beyond loopback (unencrypted; not recommended)",
+    )
+    reconcile.add_argument(
         "--merchant-id",
         default=os.environ.get("CMPAY_MERCHANT_ID", ""),
         help="the merchant id (default $CMPAY_MERCHANT_ID)",
@@ -169,7 +174,10 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         )
     merchant_id = args.merchant_id or (PUBLIC_TEST_MERCHANT if args.public_test_key else "")
     client = CmpayClient(
-        merchant_id=merchant_id, signer=Md5Signer(_md5_key(args)), endpoint=args.endpoint
+        merchant_id=merchant_id,
+        signer=Md5Signer(_md5_key(args)),
+        endpoint=args.endpoint,
+        allow_insecure_http=args.allow_insecure_http,
     )
 
     async def run() -> dict[str, str]:
