@@ -421,10 +421,13 @@ def _no_match(
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from ._sandbox import Sandbox, SandboxClock
-    from ._serve import _uvicorn
+    from ._sandbox import CONTROL_TOKEN_HEADER, Sandbox, SandboxClock
+    from ._serve import _uvicorn, exposure_warning
 
     uvicorn = _uvicorn()
+    warning = exposure_warning(args.host)
+    if warning is not None:
+        print(f"cmpay sandbox: WARNING: {warning}", file=sys.stderr, flush=True)
     if args.port == 0:  # choose the free port now, so that the endpoint printed is real
         with socket.socket() as probe:
             probe.bind((args.host, 0))
@@ -445,7 +448,9 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     print("                cmpay_async.testing.PUBLIC_TEST_KEY, or --public-test-key in sign")
     print(f"  endpoint    : {base}/ips/cmpayService   (CmpayClient(endpoint=...))")
     print(f"  orders      : {base}/_sandbox/orders")
+    print(f"  token       : {app.control_token}   ({CONTROL_TOKEN_HEADER}, for POST /_sandbox/*)")
     print(f'  faults      : POST {base}/_sandbox/faults  {{"fail_next": "IPS0008"}}')
+    print(f"                as application/json with {CONTROL_TOKEN_HEADER}: {app.control_token}")
     if armed:
         print(f"  armed       : {', '.join(armed)}")
     print(f"  time        : one gateway minute = {args.minute_seconds:g} s")
