@@ -69,11 +69,13 @@ def redact(text: str) -> str:
 # Shapes of secrets and personal data recognised by their value, whatever they are named:
 # a URL's password, a ``...key=``/``password:``/``secret=``/``token=`` pair, a mainland mobile
 # number (with or without +86/0086, grouped 3-4-4 or not) and any run of 12 digits or more
-# (card and account numbers). A value already blanked is left alone.
+# (card and account numbers). A value already blanked is left alone. Each name and scheme is
+# tried only where its run of name characters starts: tried inside the run as well, a long
+# run would cost time quadratic in its length (64 KiB of "a-a-a..." took minutes).
 _VALUES = re.compile(
     r"""
-    (?P<url>[A-Za-z][A-Za-z0-9+.\-]*://[^\s/?\#@:]*:)[^\s/?\#@]*(?=@)
-    | (?P<pair>(?<![A-Za-z0-9])[A-Za-z0-9_\-]*(?:key|password|passwd|pwd|secret|token)["']?
+    (?P<url>(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^\s/?\#@:]*:)[^\s/?\#@]*(?=@)
+    | (?P<pair>(?<![A-Za-z0-9_\-])[A-Za-z0-9_\-]*(?:key|password|passwd|pwd|secret|token)["']?
         (?:\s*[:=]\s*|%3D))(?!"?\[redacted\])(?P<value>"[^"]*"|'[^']*'|(?:(?!%26)[^\s&,;"'<>{}()\[\]])+)
     | (?<![\d+])(?:(?:\+|00)86[\s\-]?)?1[3-9]\d(?:[\s\-]?\d{4}){2}(?!\d)
     | (?<!\d)\d{12,}(?!\d)
