@@ -130,6 +130,11 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--file", type=Path, help="the orders (default: standard input)")
     reconcile.add_argument("--endpoint", default=PRODUCTION_ENDPOINT, help="the gateway URL")
     reconcile.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="accept a plain http:// endpoint beyond loopback (unencrypted; not recommended)",
+    )
+    reconcile.add_argument(
         "--merchant-id",
         default=os.environ.get("CMPAY_MERCHANT_ID", ""),
         help="the merchant id (default $CMPAY_MERCHANT_ID)",
@@ -169,7 +174,10 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         )
     merchant_id = args.merchant_id or (PUBLIC_TEST_MERCHANT if args.public_test_key else "")
     client = CmpayClient(
-        merchant_id=merchant_id, signer=Md5Signer(_md5_key(args)), endpoint=args.endpoint
+        merchant_id=merchant_id,
+        signer=Md5Signer(_md5_key(args)),
+        endpoint=args.endpoint,
+        allow_insecure_http=args.allow_insecure_http,
     )
 
     async def run() -> dict[str, str]:
@@ -413,10 +421,13 @@ def _no_match(
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from ._sandbox import Sandbox, SandboxClock
-    from ._serve import _uvicorn
+    from ._sandbox import CONTROL_TOKEN_HEADER, Sandbox, SandboxClock
+    from ._serve import _uvicorn, exposure_warning
 
     uvicorn = _uvicorn()
+    warning = exposure_warning(args.host)
+    if warning is not None:
+        print(f"cmpay sandbox: WARNING: {warning}", file=sys.stderr, flush=True)
     if args.port == 0:  # choose the free port now, so that the endpoint printed is real
         with socket.socket() as probe:
             probe.bind((args.host, 0))
@@ -437,7 +448,9 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     print("                cmpay_async.testing.PUBLIC_TEST_KEY, or --public-test-key in sign")
     print(f"  endpoint    : {base}/ips/cmpayService   (CmpayClient(endpoint=...))")
     print(f"  orders      : {base}/_sandbox/orders")
+    print(f"  token       : {app.control_token}   ({CONTROL_TOKEN_HEADER}, for POST /_sandbox/*)")
     print(f'  faults      : POST {base}/_sandbox/faults  {{"fail_next": "IPS0008"}}')
+    print(f"                as application/json with {CONTROL_TOKEN_HEADER}: {app.control_token}")
     if armed:
         print(f"  armed       : {', '.join(armed)}")
     print(f"  time        : one gateway minute = {args.minute_seconds:g} s")

@@ -37,6 +37,7 @@ import attrs
 import httpx
 
 from ._codec import Payload
+from ._endpoints import is_loopback, safe_url
 from ._enums import Channel, CharacterSet, OrderState
 from ._exceptions import (
     ClientClosedError,
@@ -74,7 +75,7 @@ from ._protocol import (
     parse_refund_response,
 )
 from ._reconcile import CONCURRENCY, PER_SECOND, PendingOrder, reconcile_orders
-from ._redact import redact
+from ._redact import redact_untrusted
 from ._signing import Md5Signer, Signer, Verifier
 
 R = TypeVar("R")
@@ -179,8 +180,9 @@ def _china_now() -> dt.datetime:
 
 def _excerpt(body: bytes) -> str:
     # Enough to recognise an HTML error page or a proxy message; secrets and personal data
-    # blanked before cutting, so that a value cut in half is blanked too.
-    return redact(body[:600].decode(errors="replace"))[:200]
+    # blanked before cutting, so that a value cut in half is blanked too. Nobody vouches for
+    # this text (an error page, a proxy), so free-text values are blanked too, not only fields.
+    return redact_untrusted(body[:600].decode(errors="replace"))[:200]
 
 
 _NEVER = "the request never reached the gateway"
@@ -199,7 +201,9 @@ def _translate(
     def error(cls: type[TransportError], note: str, *, maybe_sent: bool) -> TransportError:
         # httpx's class name only where it says more than ours (ConnectError once, not twice).
         name = type(exc).__name__
-        detail = ": ".join(filter(None, ("" if name == cls.__name__ else name, str(exc))))
+        # httpx may quote the URL, which may hold a password.
+        text = redact_untrusted(str(exc))
+        detail = ": ".join(filter(None, ("" if name == cls.__name__ else name, text)))
         return cls(
             f"{detail or name}; {note}",
             maybe_sent=maybe_sent,
@@ -222,6 +226,30 @@ def _translate(
 
 def _retryable(error: TransportError) -> bool:
     return not error.maybe_sent and isinstance(error, (ConnectError, TransportTimeoutError))
+
+
+def _check_plain_http(
+    endpoint: str,
+    host: str,
+    transport: httpx.AsyncBaseTransport | None,
+    *,
+    allow_insecure_http: bool,
+) -> None:
+    """Refuse ``http://`` beyond loopback unless opted in; log the opt-in once."""
+    if not endpoint.startswith("http://") or is_loopback(host):
+        return
+    # These two never open a socket: no byte leaves the process, whatever the URL says.
+    if isinstance(transport, (httpx.ASGITransport, httpx.MockTransport)):
+        return
+    if not allow_insecure_http:
+        raise ConfigurationError(
+            f"endpoint is plain http:// to {host}, which is not a loopback address: signed "
+            "orders and buyers' userTokens would cross the network in clear text; use "
+            "https://, or pass allow_insecure_http=True if a trusted network encrypts it"
+        )
+    logger.warning(
+        "allow_insecure_http=True: requests to %s go over plain http://, unencrypted", host
+    )
 
 
 class _Progress:
@@ -250,6 +278,15 @@ class CmpayClient:
     loops, trio and asyncio) and after ``fork``: each loop and process gets its own connection
     pool, made on first use and closed when that loop ends. Use it as
     ``async with CmpayClient(...) as client:`` or call ``aclose()``.
+
+    ``endpoint`` must be ``https://``, or ``http://`` to a loopback host (``127.0.0.0/8``,
+    ``::1``, ``localhost``: a local sandbox); any other ``http://`` endpoint raises
+    ``ConfigurationError`` before anything is sent, unless ``allow_insecure_http=True``
+    (logged at WARNING once, here). A ``transport=`` that is ``httpx.ASGITransport`` or
+    ``httpx.MockTransport`` never opens a socket, so with one any ``http://`` endpoint is
+    accepted (the in-process sandbox, ``http://cmpay-sandbox.invalid``); any other transport
+    and any ``http_client=`` may reach a network and follow the rule. The client's repr and
+    errors never show a password held in the endpoint URL.
     """
 
     def __init__(
@@ -275,6 +312,7 @@ class CmpayClient:
         tracer_provider: Any = None,
         clock: Callable[[], dt.datetime] = _china_now,
         rng: random.Random | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
         if not merchant_id:
             raise ConfigurationError("merchant_id is empty")
@@ -294,6 +332,7 @@ class CmpayClient:
         host = urlsplit(endpoint).hostname if endpoint.startswith(("https://", "http://")) else None
         if not host:
             raise ConfigurationError("endpoint must be an http(s) URL")
+        _check_plain_http(endpoint, host, transport, allow_insecure_http=allow_insecure_http)
         if max_connections < 1:
             raise ConfigurationError("max_connections must be at least 1")
         self.merchant_id = merchant_id
@@ -355,7 +394,7 @@ class CmpayClient:
 
     def __repr__(self) -> str:
         return (
-            f"CmpayClient(merchant_id={self.merchant_id!r}, endpoint={self.endpoint!r}, "
+            f"CmpayClient(merchant_id={self.merchant_id!r}, endpoint={safe_url(self.endpoint)!r}, "
             f"signer={self._signer!r})"
         )
 

@@ -223,6 +223,8 @@ class GatewayError(CmpayError):
     """The gateway answered with a return code other than success."""
 
     code: str
+    #: The answer's ``message``; from an unverified answer, with secrets and personal data
+    #: blanked by value, and labelled ``unverified message`` in the error's text.
     gateway_message: str
     explanation: str
     hint: str | None
@@ -248,7 +250,9 @@ class GatewayError(CmpayError):
         self.maybe_sent = not verified
         text = f"{code}: {explanation}"
         if gateway_message:
-            text += f" (gateway said: {gateway_message})"
+            # Only a verified answer's text is the gateway's word; any other is anyone's.
+            said = "gateway said" if verified else "unverified message"
+            text += f" ({said}: {gateway_message})"
         if not verified:
             text += " [answer not signed with the configured key]"
         if hint:

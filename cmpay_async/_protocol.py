@@ -31,6 +31,7 @@ from ._exceptions import (
     ValidationError,
 )
 from ._models import ORDER_NOT_FOUND, Order, OrderQueryResult, PaymentResponse, RefundResult
+from ._redact import redact_untrusted
 from ._schema import Field, Kind, Schema, schema_for
 from ._signing import Signer, Verifier, source_of
 from ._validate import Check, check_plan
@@ -275,6 +276,9 @@ def gateway_error(code: str, message: str, verified: bool, *, interface: str) ->
     """
     row = explain_return_code(code)
     hint = CONTEXT_HINTS.get((interface, code), row.hint)
+    if not verified:
+        # Anyone between us and the gateway may have written it: blank what looks secret.
+        message = redact_untrusted(message)
     return GatewayError(code, message, explanation=row.english, hint=hint, verified=verified)
 
 

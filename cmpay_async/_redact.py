@@ -15,7 +15,7 @@ import re
 
 from ._schema import REGISTRY, Kind
 
-__all__ = ["MASK", "redact", "sensitive_names"]
+__all__ = ["MASK", "redact", "redact_untrusted", "sensitive_names"]
 
 #: What a blanked value reads as.
 MASK = "[redacted]"
@@ -64,3 +64,42 @@ def redact(text: str) -> str:
     if not text:
         return text
     return _pattern().sub(_mask, text)
+
+
+# Shapes of secrets and personal data recognised by their value, whatever they are named:
+# a URL's password, a ``...key=``/``password:``/``secret=``/``token=`` pair, a mainland mobile
+# number (with or without +86/0086, grouped 3-4-4 or not) and any run of 12 digits or more
+# (card and account numbers). A value already blanked is left alone. Each name and scheme is
+# tried only where its run of name characters starts: tried inside the run as well, a long
+# run would cost time quadratic in its length (64 KiB of "a-a-a..." took minutes).
+_VALUES = re.compile(
+    r"""
+    (?P<url>(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^\s/?\#@:]*:)[^\s/?\#@]*(?=@)
+    | (?P<pair>(?<![A-Za-z0-9_\-])[A-Za-z0-9_\-]*(?:key|password|passwd|pwd|secret|token)["']?
+        (?:\s*[:=]\s*|%3D))(?!"?\[redacted\])(?P<value>"[^"]*"|'[^']*'|(?:(?!%26)[^\s&,;"'<>{}()\[\]])+)
+    | (?<![\d+])(?:(?:\+|00)86[\s\-]?)?1[3-9]\d(?:[\s\-]?\d{4}){2}(?!\d)
+    | (?<!\d)\d{12,}(?!\d)
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def _mask_value(match: re.Match[str]) -> str:
+    if match.group("url") is not None:
+        return match.group("url") + "***"
+    pair = match.group("pair")
+    if pair is not None:
+        quote = match.group("value")[0]
+        return pair + (f"{quote}{MASK}{quote}" if quote in "\"'" else MASK)
+    return MASK
+
+
+def redact_untrusted(text: str) -> str:
+    """``redact`` and, in text nobody vouches for, secrets and personal data by their value.
+
+    For excerpts of answers that did not verify and other free text from outside: it also
+    blanks what matches no field name (a phone number, ``key=...``, a card number).
+    """
+    if not text:
+        return text
+    return _VALUES.sub(_mask_value, redact(text))

@@ -15,6 +15,7 @@ import json
 import math
 import secrets
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
@@ -45,12 +46,16 @@ __all__ = [
     "NotifyAttempt",
     "Sandbox",
     "SandboxClock",
+    "SandboxKeyWarning",
     "SandboxOrder",
 ]
 
 #: The vendor's public test merchant and signKey (PROTOCOL.md section 6): not a secret.
 PUBLIC_TEST_MERCHANT = "888009941120001"
 PUBLIC_TEST_KEY = "8Fb5j7RAYj4Dw3s6bZ11hVynY9oyx0LHdTz3Xww8xmNsfzGd1qABCerSz0ZRXMA3"
+
+#: The header that must carry ``Sandbox.control_token`` on ``POST /_sandbox/*``.
+CONTROL_TOKEN_HEADER = "X-Sandbox-Token"  # noqa: S105 - a header name, not a secret
 
 #: Minutes between the 8 OfflineNotify attempts (section 8.1): about 24.3 hours in all.
 OFFLINE_GAPS_MINUTES = (1, 5, 10, 60, 120, 360, 900)
@@ -124,6 +129,10 @@ class SandboxClock:
             )
             with anyio.move_on_after(real):
                 await event.wait()
+
+
+class SandboxKeyWarning(UserWarning):
+    """A sandbox was given a signKey other than the public test key: it may be a real one."""
 
 
 @attrs.define(kw_only=True)
@@ -243,6 +252,12 @@ class Sandbox:
     By default it knows the vendor's public test merchant; pass ``merchants`` for others.
     Background delivery of OfflineNotify runs while the app's lifespan runs (any ASGI server)
     or inside ``async with sandbox.running():`` (in-process tests).
+
+    ``POST /_sandbox/faults`` takes only ``Content-Type: application/json`` with the header
+    ``X-Sandbox-Token: <control_token>`` (random per instance unless given), so that no web
+    page the developer visits can arm a fault with a form; ``GET /_sandbox/orders`` changes
+    nothing and needs no token. A merchant whose signKey is not ``PUBLIC_TEST_KEY`` draws a
+    ``SandboxKeyWarning``: this is a simulator, and a real key does not belong in it.
     """
 
     def __init__(
@@ -254,6 +269,7 @@ class Sandbox:
         now: Callable[[], dt.datetime] | None = None,
         base_url: str = SANDBOX_BASE_URL,
         on_attempt: Callable[[SandboxOrder, NotifyAttempt], object] | None = None,
+        control_token: str | None = None,
     ) -> None:
         #: Where the sandbox's cashier is reached: pay links point here, whatever Host a
         #: client sent. Serving it over TCP sets the real address.
@@ -263,6 +279,16 @@ class Sandbox:
         self.merchants: dict[str, Merchant] = {}
         for merchant in merchants or [Merchant.md5(PUBLIC_TEST_MERCHANT, PUBLIC_TEST_KEY)]:
             self.merchants[merchant.merchant_id] = merchant
+            if _holds_another_md5_key(merchant):
+                warnings.warn(
+                    f"the sandbox merchant {merchant.merchant_id} signs with a signKey that is "
+                    "not the public test key (cmpay_async.testing.PUBLIC_TEST_KEY): the "
+                    "sandbox is a simulator, never give it a real merchant's key",
+                    SandboxKeyWarning,
+                    stacklevel=2,
+                )
+        #: The secret that ``POST /_sandbox/*`` must send in ``X-Sandbox-Token``.
+        self.control_token = control_token or secrets.token_urlsafe(24)
         self.clock = clock or SandboxClock()
         self.orders: dict[tuple[str, str], SandboxOrder] = {}
         self.sessions: dict[str, SandboxOrder] = {}
@@ -455,6 +481,11 @@ class Sandbox:
             await respond(send, 404, b"not found")
 
     async def _faults_endpoint(self, request: Request, send: Send) -> None:
+        refusal = self._control_refusal(request)
+        if refusal is not None:
+            status, reason = refusal
+            await respond(send, status, json.dumps({"error": reason}).encode(), "application/json")
+            return
         try:
             faults = json.loads(request.body or b"{}")
             if not isinstance(faults, dict):
@@ -465,6 +496,28 @@ class Sandbox:
             await respond(send, 400, body, "application/json")
             return
         await respond(send, 200, json.dumps({"armed": armed}).encode(), "application/json")
+
+    def _control_refusal(self, request: Request) -> tuple[int, str] | None:
+        """Why a control request is refused (status, reason), or None to accept it.
+
+        A web page can send a cross-origin form or text POST without asking, but neither
+        ``application/json`` nor a custom header: both make the browser ask first (a CORS
+        preflight), which the sandbox never grants. The token also stops a page that reached
+        the port through DNS rebinding, since the page cannot know it.
+        """
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json":
+            return 415, (
+                "control requests take only Content-Type: application/json, "
+                f"with the header {CONTROL_TOKEN_HEADER}: <the sandbox's control token>"
+            )
+        token = request.headers.get(CONTROL_TOKEN_HEADER.lower(), "")
+        if not secrets.compare_digest(token.encode(), self.control_token.encode()):
+            return 403, (
+                f"missing or wrong {CONTROL_TOKEN_HEADER} header: send the sandbox's control "
+                "token (Sandbox.control_token; printed by cmpay sandbox at start)"
+            )
+        return None
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -688,6 +741,23 @@ class Sandbox:
         page = build_notification("PageNotify", values, signer=merchant.signer)
         offline = build_notification("OfflineNotify", values, signer=merchant.signer)
         return page, encode_notification("OfflineNotify", offline, charset=order.charset)
+
+
+def _holds_another_md5_key(merchant: Merchant) -> bool:
+    """True when the merchant signs with an MD5 signKey other than the public test key.
+
+    Only MD5 keys are shared secrets: for an RSA merchant the sandbox holds the merchant's
+    public key and a gateway key of the developer's own making, neither a merchant's secret.
+    """
+    signer = merchant.signer
+    if not isinstance(signer, Md5Signer):
+        return False
+    # The keys are hidden inside the signers: two keys are the same when they sign alike.
+    probe = "cmpay-sandbox-key-probe"
+    return signer.sign(probe) != _PUBLIC_TEST_SIGNER.sign(probe)
+
+
+_PUBLIC_TEST_SIGNER = Md5Signer(PUBLIC_TEST_KEY)
 
 
 def _outcome_values(order: SandboxOrder, message: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ asyncio or trio. uvicorn is an optional dependency: ``pip install 'cmpay-async[s
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -13,10 +14,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ._endpoints import is_loopback
 from ._exceptions import ConfigurationError
 from ._sandbox import SANDBOX_BASE_URL
 
-__all__ = ["serve_in_thread"]
+__all__ = ["exposure_warning", "serve_in_thread"]
+
+logger = logging.getLogger("cmpay_async.sandbox")
+
+
+def exposure_warning(host: str) -> str | None:
+    """The warning for serving on ``host`` when it is reachable beyond this machine, or None."""
+    if is_loopback(host):
+        return None
+    return (
+        f"the sandbox listens on {host}, beyond loopback: anyone who can reach this machine "
+        "can place orders in it and read its orders; it is a simulator for your own machine "
+        "(bind 127.0.0.1 unless another host must reach it)"
+    )
 
 
 def _uvicorn() -> Any:
@@ -35,6 +50,9 @@ def serve_in_thread(
 ) -> Iterator[str]:
     """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``)."""
     uvicorn = _uvicorn()
+    warning = exposure_warning(host)
+    if warning is not None:
+        logger.warning("%s", warning)
     # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only then, and
     # without it Nagle's algorithm and delayed ACKs add 40 ms to every keep-alive request.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

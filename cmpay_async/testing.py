@@ -16,6 +16,7 @@ from ._enums import CharacterSet
 from ._models import CHINA_TZ, AmountItems
 from ._notify import build_notification, encode_notification
 from ._sandbox import (
+    CONTROL_TOKEN_HEADER,
     OFFLINE_GAPS_MINUTES,
     PUBLIC_TEST_KEY,
     PUBLIC_TEST_MERCHANT,
@@ -23,12 +24,14 @@ from ._sandbox import (
     NotifyAttempt,
     Sandbox,
     SandboxClock,
+    SandboxKeyWarning,
     SandboxOrder,
 )
 from ._schema import REGISTRY, Kind
 from ._signing import Md5Signer, Signer
 
 __all__ = [
+    "CONTROL_TOKEN_HEADER",
     "OFFLINE_GAPS_MINUTES",
     "PUBLIC_TEST_KEY",
     "PUBLIC_TEST_MERCHANT",
@@ -36,6 +39,7 @@ __all__ = [
     "NotifyAttempt",
     "Sandbox",
     "SandboxClock",
+    "SandboxKeyWarning",
     "SandboxOrder",
     "notification_defaults",
     "sign_notification",

@@ -70,7 +70,7 @@ def valid_order(**overrides: Any) -> Order:
     return Order(**values)
 
 
-ENDPOINT = "http://sandbox.test/ips/cmpayService"
+ENDPOINT = "https://sandbox.test/ips/cmpayService"
 FIXED_NOW = dt.datetime(2026, 11, 26, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 NO_WAIT = RetryPolicy(attempts=3, initial_backoff=0, max_backoff=0)
 
