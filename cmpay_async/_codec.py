@@ -13,6 +13,7 @@ import datetime as dt
 import enum
 import functools
 import re
+from binascii import a2b_qp
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote_plus, unquote, unquote_plus
@@ -27,8 +28,11 @@ from ._exceptions import (
     PayloadTooLargeError,
     Problem,
 )
+from ._appendix import BANK_CODES
 from ._models import (
+    _NO_EXTRA,
     CHINA_TZ,
+    M,
     AmountItems,
     Notification,
     Order,
@@ -36,6 +40,7 @@ from ._models import (
     PaymentResponse,
     PayUrl,
     RefundResult,
+    unchecked,
 )
 from ._schema import AMT_ITEM_PARTS, REGISTRY, Field, Kind, Schema
 from ._validate import check_plan, date_problem
@@ -236,15 +241,15 @@ def decode_payload(
     values raw (a gateway answer). Bytes are decoded as ``charset`` or, when none is given,
     as UTF-8 with a fallback to GBK. Duplicate fields and oversize payloads are refused.
     """
-    if isinstance(payload, Mapping):
-        return _from_mapping(payload, max_size)
-    if isinstance(payload, (bytearray, memoryview)):
-        payload = bytes(payload)
-    if isinstance(payload, str):
+    if isinstance(payload, (bytes, bytearray, memoryview)):  # the common case, tested first
+        if type(payload) is not bytes:
+            payload = bytes(payload)
+        size = len(payload)
+    elif isinstance(payload, str):
         # A str is already text: only its percent-escapes are bytes in the charset.
         size = len(payload) if payload.isascii() else _utf8_size(payload, None)
-    elif isinstance(payload, bytes):
-        size = len(payload)
+    elif isinstance(payload, Mapping):
+        return _from_mapping(payload, max_size)
     else:
         raise DecodeError(f"payload must be bytes, str or a mapping, not {type(payload).__name__}")
     if size > max_size:
@@ -262,37 +267,52 @@ def decode_payload(
     raise DecodeError(f"payload is not valid {' or '.join(codecs)}: {reason}")
 
 
-_ASCII_BY_HEX = {f"{i:02X}": chr(i) for i in range(128)} | {f"{i:02x}": chr(i) for i in range(128)}
-
-
 def _unquote_plus(value: str, codec: str) -> str:
-    """``unquote_plus(value, codec, "strict")``, faster when every escape is ASCII."""
-    parts = value.replace("+", " ").split("%")
-    out = [parts[0]]
-    for part in parts[1:]:
-        char = _ASCII_BY_HEX.get(part[:2])
-        if char is None:  # a non-ASCII byte, or a malformed escape: the general path
-            return unquote_plus(value, encoding=codec, errors="strict")
-        out.append(char)
-        out.append(part[2:])
-    return "".join(out)
+    """``unquote_plus(value, codec, "strict")``, in C-level calls when the value allows it.
+
+    Percent-escapes are quoted-printable's ``=XX`` with another marker, so ``a2b_qp`` decodes
+    them in one call once ``%`` is swapped for ``=``. It is exact only where quoted-printable
+    and form encoding agree: ASCII text with no ``=`` of its own and no line break (which
+    quoted-printable would read as a soft break), and every escape well formed (each decoded
+    escape shortens the text by two; a malformed one, left as is by ``unquote``, does not).
+    Anything else takes the standard library's path.
+    """
+    text = value.replace("+", " ") if "+" in value else value
+    if text.isascii() and "=" not in text and "\n" not in text and "\r" not in text:
+        raw = a2b_qp(text.replace("%", "="))
+        if len(text) - len(raw) == 2 * text.count("%"):
+            return raw.decode(codec)  # strict: bytes not of the charset raise, as unquote does
+    return unquote_plus(value, encoding=codec, errors="strict")
+
+
+#: Every field name of every message: a name found here needs no decoding or stripping.
+_KNOWN_NAMES = frozenset(f.wire for schema in REGISTRY.values() for f in schema.fields)
 
 
 def _split(data: bytes | str, codec: str, *, form: bool) -> dict[str, str]:
     # Decoding the whole body first is equivalent to decoding each part (the separators are
     # ASCII in every supported charset) and much cheaper; percent-escapes are then decoded
-    # from bytes in the same charset by unquote_plus.
+    # from bytes in the same charset. One pass over the parts: a name that is not a known
+    # field, or a repeated one, sends the whole body to the careful path.
     text = data if isinstance(data, str) else data.decode(codec)
-    pairs = [part.partition("=") for part in text.split("&") if part]
-    out = {name: value for name, _, value in pairs}
-    if len(out) != len(pairs) or not form:
-        return _split_slowly(pairs, codec, form=form)
-    for name, _, value in pairs:
+    if not form:
+        return _split_slowly(_pairs(text), codec, form=form)
+    known = _KNOWN_NAMES
+    out: dict[str, str] = {}
+    for part in text.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if name not in known or name in out:
+            return _split_slowly(_pairs(text), codec, form=form)
         if "%" in value or "+" in value:
-            out[name] = _unquote_plus(value, codec)
-        if "%" in name or "+" in name or name != name.strip():
-            return _split_slowly(pairs, codec, form=form)
+            value = _unquote_plus(value, codec)
+        out[name] = value
     return out
+
+
+def _pairs(text: str) -> list[tuple[str, str, str]]:
+    return [part.partition("=") for part in text.split("&") if part]
 
 
 def _split_slowly(pairs: list[tuple[str, str, str]], codec: str, *, form: bool) -> dict[str, str]:
@@ -679,3 +699,211 @@ def _model_attrs() -> dict[type, frozenset[str]]:
 
 
 _MODEL_ATTRS = _model_attrs()
+
+
+# -- verified wire strings -> a model, planned once per schema ------------------------------------
+#
+# ``typed_values`` walks a table of steps for every message; the notification path, the hot
+# one, instead runs a function generated once per (schema, model) from the same registry: one
+# straight-line block per field that tests the value with the field's rules inlined, converts
+# it, and builds the model through ``unchecked`` (every value was just produced by the
+# converters below, so the constructor's type checks would prove nothing new). A value the
+# inlined test does not accept is handed to the field's compiled check, which names the rule
+# broken (the same ``DecodeError``, word for word, as ``typed_values``): the inlined tests only
+# decide how fast a good value passes, never what the error says.
+
+
+def reader(schema: Schema, model: type[M]) -> Callable[[Callable[..., Any], Collection[str]], M]:
+    """The function ``read(fields.get, extra_bank_codes) -> model``, built once per schema.
+
+    It accepts and refuses exactly what ``model(**typed_values(schema, fields, model))``
+    does, with the same errors, and returns an equal model.
+    """
+    return schema.plan(f"reader:{model.__qualname__}", lambda s: _compile_reader(s, model))
+
+
+def reader_source(schema: Schema, model: type) -> str:
+    """The Python source ``reader`` compiles for ``schema`` and ``model`` (for reading)."""
+    return _reader_code(schema, model)[0]
+
+
+def _refuse(check: Callable[[str, Collection[str]], Problem | None], text: str,
+            extra_bank_codes: Collection[str], wire: str) -> None:  # fmt: skip
+    # The field's own compiled check names the rule; it returns only when the inlined test
+    # was stricter than the rule, and the value then goes on to its conversion.
+    problem = check(text, extra_bank_codes)
+    if problem is not None:
+        raise DecodeError(problem.rule, field=wire)
+
+
+def _not_member(text: str, allowed: str, wire: str) -> None:
+    raise DecodeError(f"{text[:20]!r} is not one of {allowed}", field=wire)
+
+
+#: Parsed dates and datetimes of recent values: accounting and order dates recur. Bounded.
+_DATES: dict[str, dt.date] = {}
+_CACHE_MAX = 4096
+
+
+def _read_date(text: str) -> dt.date | None:
+    """A ``YYYYMMDD`` date, or None when ``text`` is not one (its check then says why)."""
+    if len(text) != 8 or not text.isdigit() or not text.isascii():
+        return None
+    try:
+        value = dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None
+    if len(_DATES) >= _CACHE_MAX:
+        _DATES.clear()
+    _DATES[text] = value
+    return value
+
+
+def _read_datetime(text: str) -> dt.datetime | None:
+    """A ``YYYYMMDDHHmmSS`` China time, or None when ``text`` is not one."""
+    if len(text) != 14 or not text.isdigit() or not text.isascii():
+        return None
+    try:
+        return dt.datetime(
+            int(text[:4]), int(text[4:6]), int(text[6:8]),
+            int(text[8:10]), int(text[10:12]), int(text[12:]), tzinfo=CHINA_TZ,
+        )  # fmt: skip
+    except ValueError:
+        return None
+
+
+def _canonical_number(text: str) -> bool:
+    return text.isdigit() and text.isascii() and (text[0] != "0" or len(text) == 1)
+
+
+def _reader_code(schema: Schema, model: type) -> tuple[str, dict[str, Any]]:
+    """The source of the reader of ``schema`` as ``model`` and the names it refers to."""
+    names = _MODEL_ATTRS[model]
+    checks = {wire: check for wire, check, _ in check_plan(schema)}
+    ns: dict[str, Any] = {
+        "DecodeError": DecodeError,
+        "_refuse": _refuse,
+        "_not_member": _not_member,
+        "_DATES": _DATES,
+        "_read_date": _read_date,
+        "_read_datetime": _read_datetime,
+        "_canonical": _canonical_number,
+        "_BANK_CODES": BANK_CODES,
+        "_AMT_ITEM": _CANONICAL_AMT_ITEM.fullmatch,
+        "_amount_items": unchecked(AmountItems),
+        "_NO_EXTRA": _NO_EXTRA,
+        "parse_datetime": parse_datetime,
+        "parse_date": parse_date,
+        "parse_amount_items": parse_amount_items,
+        "parse_pay_url": parse_pay_url,
+        "_make": unchecked(model),
+    }
+    lines = [f"def read_{schema.name}(get, extra_bank_codes):"]
+    variables: dict[str, str] = {}
+    for i, f in enumerate(f for f in schema.fields if f.attr in names):
+        var, wire = f"v{i}", repr(f.wire)
+        variables[f.attr] = var
+        ns[f"check{i}"] = checks[f.wire]
+        refuse = f"_refuse(check{i}, text, extra_bank_codes, {wire})"
+        lines += [f"    # {f.wire}: {f.kind.value}", f"    text = get({wire}) or ''", "    if text:"]
+        body = _field_code(f, i, ns, refuse)
+        lines += [f"        {line}" for line in body]
+        lines.append("    else:")
+        if f.optional:
+            lines.append(f"        {var} = {'None' if f.kind in _NONE_WHEN_EMPTY else repr('')}")
+        else:
+            lines.append(f"        raise DecodeError('missing or empty', field={wire})")
+    for f in schema.fields:
+        if f.sums_to is not None and f.attr in names and schema.by_wire[f.sums_to].attr in names:
+            items, total = variables[f.attr], variables[schema.by_wire[f.sums_to].attr]
+            lines += [
+                f"    # {f.wire}: its parts add up to {f.sums_to}, or are all 0",
+                f"    if {items} is not None and {total} is not None:",
+                f"        parts = {items}.total",
+                f"        if parts != {total} and parts != 0:",
+                "            raise DecodeError(",
+                f"                f'its parts add up to {{parts}} fen, not the amount of "
+                f"{{{total}}} fen', field={f.wire!r})",
+            ]
+    missing = [a.name for a in attrs.fields(model) if a.name not in variables]
+    if missing:
+        raise RuntimeError(f"{model.__name__}: no field of {schema.name} for {missing}")
+    args = ", ".join(variables[a.name] for a in attrs.fields(model))
+    lines.append(f"    return _make({args})")
+    return "\n".join(lines) + "\n", ns
+
+
+def _field_code(f: Field, i: int, ns: dict[str, Any], refuse: str) -> list[str]:
+    """The lines that test and convert one non-empty field value ``text`` into ``v{i}``."""
+    var = f"v{i}"
+    if f.enum is not None:  # typed_values checks an enum by its members alone
+        ns[f"members{i}"] = {m.value: m for m in f.enum}
+        allowed = ", ".join(f.choices or ())
+        return [
+            f"{var} = members{i}.get(text)",
+            f"if {var} is None:",
+            f"    _not_member(text, {allowed!r}, {f.wire!r})",
+        ]
+    tests = []
+    if f.max_length is not None:
+        tests.append(f"len(text) <= {f.max_length}")
+    if f.choices is not None:
+        ns[f"choices{i}"] = frozenset(f.choices)
+        tests.append(f"text in choices{i}")
+    if f.pattern is not None:
+        ns[f"pattern{i}"] = re.compile(f.pattern).fullmatch
+        tests.append(f"pattern{i}(text) is not None")
+    kind = f.kind
+    if kind is Kind.NUMBER:
+        tests.append("_canonical(text)")
+        if f.min_value is not None:
+            tests.append(f"int(text) >= {f.min_value}")
+        return [f"if not ({' and '.join(tests)}):", f"    {refuse}", f"{var} = int(text)"]
+    if kind is Kind.BANK:
+        tests.append("(text in _BANK_CODES or text in extra_bank_codes)")
+    if kind in (Kind.TEXT, Kind.BANK):
+        lines = [f"if not ({' and '.join(tests)}):", f"    {refuse}"] if tests else []
+        return [*lines, f"{var} = text"]
+    if kind is Kind.DATE:
+        guard = " and ".join(tests)
+        return [
+            f"{var} = _DATES.get(text)",
+            f"if {var} is None{' or not (' + guard + ')' if guard else ''}:",
+            f"    {var} = _read_date(text) if {guard or 'True'} else None",
+            f"    if {var} is None:",
+            f"        {refuse}",
+            f"        {var} = parse_date(text, field={f.wire!r})",
+        ]
+    if kind is Kind.DATETIME:
+        guard = " and ".join(tests) or "True"
+        return [
+            f"{var} = _read_datetime(text) if {guard} else None",
+            f"if {var} is None:",
+            f"    {refuse}",
+            f"    {var} = parse_datetime(text, field={f.wire!r})",
+        ]
+    if kind is Kind.AMT_ITEM:
+        guard = " and ".join(tests) or "True"
+        return [
+            f"parts = _AMT_ITEM(text) if {guard} else None",
+            "if parts is None:",
+            f"    {refuse}",
+            f"    {var} = parse_amount_items(text, field={f.wire!r})",
+            "else:",
+            "    cash, card, coupon, voucher, points = parts.groups()",
+            f"    {var} = _amount_items(int(cash), int(card), int(coupon), int(voucher), "
+            "int(points), _NO_EXTRA)",
+        ]
+    # URL, IPV4, PAY_URL, CERT, SIGNATURE: no inlined test; the compiled check decides.
+    convert = _converter(f)
+    lines = [refuse]
+    if convert is None:
+        return [*lines, f"{var} = text"]
+    ns[f"convert{i}"] = convert
+    return [*lines, f"{var} = convert{i}(text)"]
+
+
+def _compile_reader(schema: Schema, model: type) -> Callable[..., Any]:
+    source, namespace = _reader_code(schema, model)
+    exec(compile(source, f"<reader {schema.name} {model.__qualname__}>", "exec"), namespace)  # noqa: S102
+    return namespace[f"read_{schema.name}"]  # type: ignore[no-any-return]

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import attrs
 
-from ._codec import Payload, decode_payload, encode_form, typed_values, wire_fields
+from ._codec import Payload, decode_payload, encode_form, reader, wire_fields
 from ._enums import CharacterSet
 from ._exceptions import (
     ConfigurationError,
@@ -122,8 +122,8 @@ def _typed(
         raise UnexpectedMessageError(f"is not {VERSION}", field="version")
     if merchant_id is not None and verified.get("merchantId") != merchant_id:
         raise UnexpectedMessageError("is not this merchant's id", field="merchantId")
-    model = _MODELS[schema.name]
-    note = model(**typed_values(schema, verified, model, extra_bank_codes=extra_bank_codes))
+    # Every field's grammar, in schema order, then the model built from the proved values.
+    note = reader(schema, _MODELS[schema.name])(verified.get, extra_bank_codes)
     if order_id_pattern is not None and not re.fullmatch(order_id_pattern, note.order_id):
         raise UnexpectedMessageError(
             "does not have the form of this merchant's order ids (order_id_pattern)",
