@@ -298,18 +298,21 @@ def _split(data: bytes | str, codec: str, *, form: bool) -> dict[str, str]:
     text = data if isinstance(data, str) else data.decode(codec)
     if not form:
         return _split_slowly(_pairs(text), codec, form=form)
-    known = _KNOWN_NAMES
+    parts = text.split("&")
     out: dict[str, str] = {}
-    for part in text.split("&"):
-        if not part:
-            continue
-        name, _, value = part.partition("=")
-        if name not in known or name in out:
-            return _split_slowly(_pairs(text), codec, form=form)
-        if "%" in value or "+" in value:
-            value = _unquote_plus(value, codec)
-        out[name] = value
-    return out
+    try:
+        for part in parts:
+            name, _, value = part.partition("=")
+            if "%" in value or "+" in value:
+                value = _unquote_plus(value, codec)
+            out[name] = value
+    except UnicodeDecodeError:
+        pass  # raised again by the careful path, after any earlier field's own problem
+    else:
+        # Every name a known field (none to decode or strip, no empty part) and none twice.
+        if len(out) == len(parts) and _KNOWN_NAMES.issuperset(out):
+            return out
+    return _split_slowly(_pairs(text), codec, form=form)
 
 
 def _pairs(text: str) -> list[tuple[str, str, str]]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
-from collections.abc import Collection, Mapping
+import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 import attrs
 
-from ._appendix import CONTEXT_HINTS, SUCCESS_CODES, explain_return_code
+from ._appendix import BANK_CODES, CONTEXT_HINTS, SUCCESS_CODES, explain_return_code
 from ._codec import (
+    _EXCLUDING,
     content_type,
     decode_payload,
     encode_form,
@@ -110,6 +113,184 @@ def _convert_and_check_plan(
     )
 
 
+# -- the order path, planned once per schema --------------------------------------------------
+#
+# ``_convert_and_check`` walks the plan above for every request; ``_converter`` compiles the
+# same plan into one straight-line function per schema (generated from the registry, as
+# ``_codec.reader`` is for notifications). Each field's block takes the common case in a few
+# operations (a str for a text field, an int for a number, the field's own enum member, a
+# date, None for a field with one allowed value), with the field's rules inlined; any other
+# value, and any value the inlined rules do not accept, goes through the plan's own step, so
+# the fields and problems are always those of ``_convert_and_check``.
+
+
+def _slow_step(
+    field: Field,
+    fixed: str,
+    check: Check | None,
+    number: bool,
+    value: object,
+    extra_bank_codes: Collection[str],
+    problems: list[Problem],
+) -> str:
+    """One field of ``_convert_and_check``: its wire text, its problems appended."""
+    if number and type(value) is str:
+        problems.append(Problem(field.wire, "must be an int, not str", "type"))
+        return ""
+    if type(value) is not str:
+        if value is None:
+            value = fixed
+        else:
+            converted = wire_value(field, value)
+            if isinstance(converted, Problem):
+                problems.append(converted)
+                return ""
+            value = converted
+    if check is not None:
+        problem = check(value, extra_bank_codes)  # type: ignore[arg-type]
+        if problem is not None:
+            problems.append(problem)
+    return value  # type: ignore[return-value]
+
+
+def _check_into(
+    check: Check, text: str, extra_bank_codes: Collection[str], problems: list[Problem]
+) -> None:
+    problem = check(text, extra_bank_codes)
+    if problem is not None:
+        problems.append(problem)
+
+
+#: Wire text of recent dates (an order's date is mostly today's). Bounded.
+_DATE_TEXT: dict[dt.date, str] = {}
+
+
+def _date_text(value: dt.date) -> str:
+    text = _DATE_TEXT.get(value)
+    if text is None:
+        if len(_DATE_TEXT) >= 1024:
+            _DATE_TEXT.clear()
+        text = _DATE_TEXT[value] = value.isoformat().replace("-", "")
+    return text
+
+
+_Converter = Callable[[Callable[[str], object], Collection[str]], tuple[dict[str, str], list[Problem]]]
+
+
+def _converter(schema: Schema) -> _Converter:
+    """``_convert_and_check`` of ``schema`` as one generated function, built once."""
+    return schema.plan("converter", _compile_converter)
+
+
+def converter_source(schema: Schema) -> str:
+    """The Python source ``_converter`` compiles for ``schema`` (for reading)."""
+    return _converter_code(schema)[0]
+
+
+def _compile_converter(schema: Schema) -> _Converter:
+    source, namespace = _converter_code(schema)
+    exec(compile(source, f"<converter {schema.name}>", "exec"), namespace)  # noqa: S102
+    return namespace[f"convert_{schema.name}"]  # type: ignore[no-any-return]
+
+
+def _converter_code(schema: Schema) -> tuple[str, dict[str, Any]]:
+    ns: dict[str, Any] = {
+        "_slow": _slow_step,
+        "_check_into": _check_into,
+        "_date_text": _date_text,
+        "_date": dt.date,
+        "_BANK_CODES": BANK_CODES,
+    }
+    lines = [f"def convert_{schema.name}(get, extra_bank_codes):", "    problems = []"]
+    texts = []
+    for i, (field, fixed, check, number) in enumerate(
+        schema.plan("convert_and_check", _convert_and_check_plan)
+    ):
+        var = f"t{i}"
+        texts.append(f"{field.wire!r}: {var}")
+        ns[f"step{i}"] = (field, fixed, check, number)
+        slow = f"{var} = _slow(*step{i}, value, extra_bank_codes, problems)"
+        lines += [f"    # {field.wire}: {field.kind.value}", f"    value = get({field.attr!r})"]
+        if check is not None:
+            ns[f"check{i}"] = check
+            # None takes the only allowed value, or "": its verdict is known now.
+            verdict = check(fixed, ())
+            if verdict is None:
+                lines += ["    if value is None:", f"        {var} = {fixed!r}"]
+            else:
+                ns[f"none{i}"] = verdict
+                lines += [
+                    "    if value is None:",
+                    f"        {var} = {fixed!r}",
+                    f"        problems.append(none{i})",
+                ]
+        else:
+            lines += ["    if value is None:", f"        {var} = {fixed!r}"]
+        for kind_test, text, rules in _fast_cases(field, i, ns):
+            lines += [f"    elif {kind_test}:", f"        {var} = {text}"]
+            if check is None or rules == "True":
+                continue
+            if rules == "False":  # no inlined rule: the compiled (memoised) check decides
+                lines.append(f"        _check_into(check{i}, {var}, extra_bank_codes, problems)")
+            else:
+                lines += [
+                    f"        if not ({rules}):",
+                    f"            _check_into(check{i}, {var}, extra_bank_codes, problems)",
+                ]
+        lines += ["    else:", f"        {slow}"]
+    lines.append(f"    return {{{', '.join(texts)}}}, problems")
+    return "\n".join(lines) + "\n", ns
+
+
+def _fast_cases(field: Field, i: int, ns: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(test of the value, its wire text, the inlined rules its text obeys) per common case."""
+    text_rules = _text_rules(field, i, ns)
+    if field.kind is Kind.NUMBER:
+        minimum = field.min_value if field.min_value is not None else 0
+        rules = f"value >= {minimum}"
+        if field.max_length is not None:
+            rules += f" and len(t{i}) <= {field.max_length}"
+        return [("type(value) is int", "str(value)", rules)]
+    if field.kind is Kind.DATE:
+        # A date object's text is always 8 digits of a real date: only the length is left.
+        rules = f"len(t{i}) <= {field.max_length}" if field.max_length is not None else "True"
+        return [("type(value) is _date", "_date_text(value)", rules)]
+    cases = [("type(value) is str", "value", text_rules)]
+    if field.enum is not None:
+        ns[f"enum{i}"] = field.enum
+        values = [m.value for m in field.enum]
+        fits = all(
+            isinstance(v, str) and v and (field.max_length is None or len(v) <= field.max_length)
+            for v in values
+        ) and set(values) <= set(field.choices or ())
+        cases.append((f"type(value) is enum{i}", "value._value_", "True" if fits else text_rules))
+    return cases
+
+
+def _text_rules(field: Field, i: int, ns: dict[str, Any]) -> str:
+    """The field's rules on a text ``t{i}``, inlined where they are simple; else "False" (the
+    compiled check decides)."""
+    if field.kind in (Kind.URL, Kind.IPV4, Kind.DATE, Kind.DATETIME, Kind.AMT_ITEM):
+        return "False"
+    rules = []
+    if field.max_length is not None:
+        rules.append(f"len(t{i}) <= {field.max_length}")
+    if field.choices is not None:
+        ns[f"choices{i}"] = frozenset(field.choices)
+        rules.append(f"t{i} in choices{i}")
+    if field.pattern is not None:
+        excluded = _EXCLUDING.fullmatch(field.pattern)
+        if excluded is not None:  # "[^x]+" of a non-empty text
+            rules.append(f"{excluded.group(1)!r} not in t{i}")
+        else:
+            ns[f"pattern{i}"] = re.compile(field.pattern).fullmatch
+            rules.append(f"pattern{i}(t{i}) is not None")
+    if field.kind is Kind.BANK:
+        rules.append(f"(t{i} in _BANK_CODES or t{i} in extra_bank_codes)")
+    body = " and ".join(rules) or "True"
+    return f"not t{i} or ({body})" if field.optional else f"t{i} and ({body})"
+
+
 def build_payment_request(
     order: Order,
     *,
@@ -198,7 +379,7 @@ def _prepare(
     order_id: str,
 ) -> PreparedRequest:
     """Check every field, then sign and encode: the one path of every request."""
-    fields, problems = _convert_and_check(schema, values, extra_bank_codes)
+    fields, problems = _converter(schema)(values.get, extra_bank_codes)
     if signer.sign_type is SignType.RSA and not signer.merchant_cert:
         cert_name = schema.cert_field.wire if schema.cert_field else "certificate"
         problems.append(Problem(cert_name, "required when signType is RSA", "required"))
