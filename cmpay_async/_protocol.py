@@ -15,8 +15,10 @@ from ._codec import (
     _EXCLUDING,
     content_type,
     decode_payload,
+    encode_fields,
     encode_form,
     escaped_readings,
+    form_plan,
     has_escapes,
     readable,
     typed_values,
@@ -396,7 +398,8 @@ def _prepare(
     if cert is not None and not fields[cert.wire]:
         sent = fields.copy()
         del sent[cert.wire]
-    body = encode_form(sent.items(), character_set)
+    plan = schema.plan(f"form:{len(sent)}", lambda s: form_plan(s, tuple(sent)))
+    body = encode_fields(sent, character_set, plan)
     return PreparedRequest(
         message=schema.name,
         request_id=request_id,
