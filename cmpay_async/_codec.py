@@ -20,6 +20,7 @@ from urllib.parse import quote_plus, unquote, unquote_plus
 
 import attrs
 
+from ._appendix import BANK_CODES
 from ._enums import CharacterSet
 from ._exceptions import (
     DecodeError,
@@ -28,12 +29,11 @@ from ._exceptions import (
     PayloadTooLargeError,
     Problem,
 )
-from ._appendix import BANK_CODES
 from ._models import (
     _NO_EXTRA,
     CHINA_TZ,
-    M,
     AmountItems,
+    M,
     Notification,
     Order,
     OrderQueryResult,
@@ -55,8 +55,8 @@ __all__ = [
     "encode_form",
     "escaped_readings",
     "form_plan",
-    "has_escapes",
     "format_amount_items",
+    "has_escapes",
     "parse_amount_items",
     "parse_date",
     "parse_datetime",
@@ -147,7 +147,13 @@ def _build_wire_plan(schema: Schema) -> tuple[tuple[Field, str | None], ...]:
 
 def content_type(charset: CharacterSet) -> str:
     """The ``Content-Type`` of a request body encoded in ``charset``."""
-    return f"application/x-www-form-urlencoded; charset={charset.http_name}"
+    return _CONTENT_TYPES[charset]
+
+
+_CONTENT_TYPES = {
+    charset: f"application/x-www-form-urlencoded; charset={charset.http_name}"
+    for charset in CharacterSet
+}
 
 
 # Form escaping as quote_plus(safe="") does it: of each ASCII character (for str.translate)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import operator
 import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -16,7 +15,6 @@ from ._codec import (
     content_type,
     decode_payload,
     encode_fields,
-    encode_form,
     escaped_readings,
     form_plan,
     has_escapes,
@@ -69,7 +67,6 @@ class PreparedRequest:
 
 
 _ORDER_ATTRS = tuple(a.name for a in attrs.fields(Order))
-_order_values = operator.attrgetter(*_ORDER_ATTRS)
 
 
 def _convert_and_check(
@@ -149,10 +146,10 @@ def _slow_step(
                 return ""
             value = converted
     if check is not None:
-        problem = check(value, extra_bank_codes)  # type: ignore[arg-type]
+        problem = check(value, extra_bank_codes)
         if problem is not None:
             problems.append(problem)
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _check_into(
@@ -161,6 +158,20 @@ def _check_into(
     problem = check(text, extra_bank_codes)
     if problem is not None:
         problems.append(problem)
+
+
+def _check_and_keep(
+    check: Check,
+    good: set[str],
+    text: str,
+    extra_bank_codes: Collection[str],
+    problems: list[Problem],
+) -> None:
+    problem = check(text, extra_bank_codes)
+    if problem is not None:
+        problems.append(problem)
+    elif len(good) < 256:  # bounded: texts from callers are not all repeats
+        good.add(text)
 
 
 #: Wire text of recent dates (an order's date is mostly today's). Bounded.
@@ -176,7 +187,8 @@ def _date_text(value: dt.date) -> str:
     return text
 
 
-_Converter = Callable[[Callable[[str], object], Collection[str]], tuple[dict[str, str], list[Problem]]]
+_Checked = tuple[dict[str, str], list[Problem]]
+_Converter = Callable[[Callable[[str], object], Collection[str]], _Checked]
 
 
 def _converter(schema: Schema) -> _Converter:
@@ -184,26 +196,53 @@ def _converter(schema: Schema) -> _Converter:
     return schema.plan("converter", _compile_converter)
 
 
-def converter_source(schema: Schema) -> str:
-    """The Python source ``_converter`` compiles for ``schema`` (for reading)."""
-    return _converter_code(schema)[0]
+#: The values ``build_payment_request`` gives beside the ``Order``'s own, in this order.
+_PAYMENT_PARAMS = (
+    "character_set", "merchant_id", "request_id", "ip_address", "sign_type", "merchant_cert",
+    "callback_url", "notify_url", "order_date", "mer_ac_date",
+)  # fmt: skip
 
 
-def _compile_converter(schema: Schema) -> _Converter:
-    source, namespace = _converter_code(schema)
+def _order_converter(schema: Schema) -> Callable[..., _Checked]:
+    """The converter of a payment request that reads the ``Order``'s attributes directly and
+    takes ``_PAYMENT_PARAMS`` as arguments: no dict of values is built on the way."""
+    return schema.plan("order-converter", lambda s: _compile_converter(s, _PAYMENT_PARAMS))
+
+
+def converter_source(schema: Schema, params: tuple[str, ...] | None = None) -> str:
+    """The Python source ``_converter`` (or, with ``params``, ``_order_converter``) compiles
+    for ``schema`` (for reading)."""
+    return _converter_code(schema, params)[0]
+
+
+def _compile_converter(schema: Schema, params: tuple[str, ...] | None = None) -> _Converter:
+    source, namespace = _converter_code(schema, params)
     exec(compile(source, f"<converter {schema.name}>", "exec"), namespace)  # noqa: S102
     return namespace[f"convert_{schema.name}"]  # type: ignore[no-any-return]
 
 
-def _converter_code(schema: Schema) -> tuple[str, dict[str, Any]]:
+def _value_of(attr: str, params: tuple[str, ...] | None) -> str:
+    """Where the generated converter reads ``attr``: ``get``, an argument, or the order."""
+    if params is None:
+        return f"get({attr!r})"
+    if attr in params:
+        return attr
+    return f"order.{attr}" if attr in _ORDER_ATTRS else "None"
+
+
+def _converter_code(
+    schema: Schema, params: tuple[str, ...] | None = None
+) -> tuple[str, dict[str, Any]]:
     ns: dict[str, Any] = {
         "_slow": _slow_step,
         "_check_into": _check_into,
+        "_check_and_keep": _check_and_keep,
         "_date_text": _date_text,
         "_date": dt.date,
         "_BANK_CODES": BANK_CODES,
     }
-    lines = [f"def convert_{schema.name}(get, extra_bank_codes):", "    problems = []"]
+    args = "get" if params is None else ", ".join(("order", *params))
+    lines = [f"def convert_{schema.name}({args}, extra_bank_codes):", "    problems = []"]
     texts = []
     for i, (field, fixed, check, number) in enumerate(
         schema.plan("convert_and_check", _convert_and_check_plan)
@@ -212,7 +251,10 @@ def _converter_code(schema: Schema) -> tuple[str, dict[str, Any]]:
         texts.append(f"{field.wire!r}: {var}")
         ns[f"step{i}"] = (field, fixed, check, number)
         slow = f"{var} = _slow(*step{i}, value, extra_bank_codes, problems)"
-        lines += [f"    # {field.wire}: {field.kind.value}", f"    value = get({field.attr!r})"]
+        lines += [
+            f"    # {field.wire}: {field.kind.value}",
+            f"    value = {_value_of(field.attr, params)}",
+        ]
         if check is not None:
             ns[f"check{i}"] = check
             # None takes the only allowed value, or "": its verdict is known now.
@@ -232,8 +274,18 @@ def _converter_code(schema: Schema) -> tuple[str, dict[str, Any]]:
             lines += [f"    elif {kind_test}:", f"        {var} = {text}"]
             if check is None or rules == "True":
                 continue
-            if rules == "False":  # no inlined rule: the compiled (memoised) check decides
-                lines.append(f"        _check_into(check{i}, {var}, extra_bank_codes, problems)")
+            if rules == "False":
+                # No inlined rule (a URL, an address): the compiled check decides, and the
+                # texts it accepted recently (the merchant's URLs repeat) pass at once.
+                ns[f"good{i}"] = set()
+                accepted = f"{var} in good{i}"
+                if field.optional:
+                    accepted = f"not {var} or {accepted}"
+                lines += [
+                    f"        if not ({accepted}):",
+                    f"            _check_and_keep(check{i}, good{i}, {var}, extra_bank_codes, "
+                    "problems)",
+                ]
             else:
                 lines += [
                     f"        if not ({rules}):",
@@ -315,25 +367,27 @@ def build_payment_request(
     if not isinstance(order, Order):
         raise TypeError(f"order must be an Order, not {type(order).__name__}")
     schema = schema_for(message)
-    values = dict(zip(_ORDER_ATTRS, _order_values(order), strict=False))  # same length
-    values.update(
-        character_set=character_set,
-        merchant_id=merchant_id,
-        request_id=request_id,
-        ip_address=ip_address,
-        sign_type=signer.sign_type,
-        merchant_cert=signer.merchant_cert,
-        callback_url=order.callback_url or callback_url,
-        notify_url=order.notify_url or notify_url,
-        order_date=order.order_date or today,
-        mer_ac_date=order.mer_ac_date or today,
+    # The order's attributes and these values (_PAYMENT_PARAMS), converted and checked in one
+    # generated pass.
+    checked = _order_converter(schema)(
+        order,
+        character_set,
+        merchant_id,
+        request_id,
+        ip_address,
+        signer.sign_type,
+        signer.merchant_cert,
+        order.callback_url or callback_url,
+        order.notify_url or notify_url,
+        order.order_date or today,
+        order.mer_ac_date or today,
+        extra_bank_codes,
     )
-    return _prepare(
+    return _finish(
         schema,
-        values,
+        *checked,
         signer=signer,
         character_set=character_set,
-        extra_bank_codes=extra_bank_codes,
         request_id=request_id,
         order_id=order.order_id,
     )
@@ -382,6 +436,28 @@ def _prepare(
 ) -> PreparedRequest:
     """Check every field, then sign and encode: the one path of every request."""
     fields, problems = _converter(schema)(values.get, extra_bank_codes)
+    return _finish(
+        schema,
+        fields,
+        problems,
+        signer=signer,
+        character_set=character_set,
+        request_id=request_id,
+        order_id=order_id,
+    )
+
+
+def _finish(
+    schema: Schema,
+    fields: dict[str, str],
+    problems: list[Problem],
+    *,
+    signer: Signer,
+    character_set: CharacterSet,
+    request_id: str,
+    order_id: str,
+) -> PreparedRequest:
+    """Report the problems found, or sign the checked fields and encode the body."""
     if signer.sign_type is SignType.RSA and not signer.merchant_cert:
         cert_name = schema.cert_field.wire if schema.cert_field else "certificate"
         problems.append(Problem(cert_name, "required when signType is RSA", "required"))
@@ -398,7 +474,9 @@ def _prepare(
     if cert is not None and not fields[cert.wire]:
         sent = fields.copy()
         del sent[cert.wire]
-    plan = schema.plan(f"form:{len(sent)}", lambda s: form_plan(s, tuple(sent)))
+    plan = schema.plan(
+        "form" if sent is fields else "form-no-cert", lambda s: form_plan(s, tuple(sent))
+    )
     body = encode_fields(sent, character_set, plan)
     return PreparedRequest(
         message=schema.name,
