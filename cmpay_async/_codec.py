@@ -435,7 +435,10 @@ def has_escapes(schema: Schema, fields: Mapping[str, str]) -> bool:
     """Whether a Chinese-capable field of ``fields`` still holds a percent-escape (then
     ``escaped_readings`` has more than one reading to offer)."""
     get = fields.get
-    return any("%" in (get(name) or "") for name in _escaped_names(schema))
+    for name in _escaped_names(schema):
+        if "%" in (get(name) or ""):
+            return True
+    return False
 
 
 def escaped_readings(schema: Schema, fields: Mapping[str, str]) -> list[dict[str, str]]:

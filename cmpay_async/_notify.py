@@ -63,9 +63,10 @@ def verify_notification(
     (a bank code beside a letter-led order id; see docs/guarantees.md).
     ``extra_bank_codes`` admits bank codes newer than appendix 9.1.
     """
-    if isinstance(payload, (bytes, str)):
-        _check_shape(payload)
-    if charset is not None or isinstance(payload, Mapping):
+    plain = isinstance(payload, (bytes, str))
+    if plain:
+        _check_shape(payload)  # type: ignore[arg-type]  # narrowed by ``plain``
+    if charset is not None or (not plain and isinstance(payload, Mapping)):
         candidates: tuple[str | None, ...] = (charset,)
     else:
         candidates = _CANDIDATE_CHARSETS
