@@ -349,11 +349,18 @@ def _split(data: bytes | str, codec: str, *, form: bool) -> dict[str, str]:
     parts = text.split("&")
     out: dict[str, str] = {}
     try:
-        for part in parts:
-            name, _, value = part.partition("=")
-            if "%" in value or "+" in value:
-                value = _unquote_plus(value, codec)
-            out[name] = value
+        if "+" in text:
+            for part in parts:
+                name, _, value = part.partition("=")
+                if "%" in value or "+" in value:
+                    value = _unquote_plus(value, codec)
+                out[name] = value
+        else:  # the usual body: no '+' anywhere, one test per value
+            for part in parts:
+                name, _, value = part.partition("=")
+                if "%" in value:
+                    value = _unquote_plus(value, codec)
+                out[name] = value
     except UnicodeDecodeError:
         pass  # raised again by the careful path, after any earlier field's own problem
     else:
@@ -435,7 +442,7 @@ def has_escapes(schema: Schema, fields: Mapping[str, str]) -> bool:
     """Whether a Chinese-capable field of ``fields`` still holds a percent-escape (then
     ``escaped_readings`` has more than one reading to offer)."""
     get = fields.get
-    for name in _escaped_names(schema):
+    for name in _escaped_names(schema):  # noqa: SIM110 - a generator costs more, per call
         if "%" in (get(name) or ""):
             return True
     return False

@@ -13,9 +13,10 @@ from urllib.parse import quote
 
 import attrs
 
-from ._codec import Payload, decode_payload, encode_form, reader, wire_fields
+from ._codec import MAX_PAYLOAD, Payload, _split, decode_payload, encode_form, reader, wire_fields
 from ._enums import CharacterSet
 from ._exceptions import (
+    CmpayError,
     ConfigurationError,
     DecodeError,
     SignatureError,
@@ -73,9 +74,18 @@ def verify_notification(
     unreadable: DecodeError | None = None
     forged: SignatureError | None = None
     tried: list[dict[str, str]] = []
+    # A bytes body within the size limit is split straight away (decode_payload's checks are
+    # made once here); any problem goes through decode_payload, which names it.
+    direct = type(payload) is bytes and 0 < len(payload) <= MAX_PAYLOAD and not payload.isspace()
     for candidate in candidates:
         try:
-            fields = decode_payload(payload, form=True, charset=candidate)
+            if direct and candidate is not None:
+                try:
+                    fields = _split(payload, candidate, form=True)  # type: ignore[arg-type]
+                except (UnicodeDecodeError, LookupError, CmpayError):
+                    fields = decode_payload(payload, form=True, charset=candidate)
+            else:
+                fields = decode_payload(payload, form=True, charset=candidate)
         except DecodeError as exc:
             unreadable = unreadable or exc
             continue  # not text in this charset: the next one may read it

@@ -66,6 +66,7 @@ def reference(fields: dict[str, str], extra: tuple[str, ...] = ()) -> Any:
 
 
 def planned(fields: dict[str, str], extra: tuple[str, ...] = ()) -> Any:
+    """The reading ``verify_notification`` does: the reader generated for the schema."""
     schema = REGISTRY[fields.get("type", "PageNotify")]
     return reader(schema, MODELS[schema.name])(fields.get, extra)
 
@@ -97,10 +98,11 @@ def test_unchecked_models_equal_checked_ones_and_pickle() -> None:
         assert fast.to_dict() == checked.to_dict()
         assert pickle.loads(pickle.dumps(fast)) == checked
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
-            fast.order_id = "other"  # type: ignore[misc]
+            fast.order_id = "other"
 
 
 def test_unchecked_amount_items_keep_their_empty_extra() -> None:
+    """AmountItems built unchecked with the shared empty ``extra`` equal the checked ones."""
     fast = unchecked(AmountItems)(100, 0, 5, 0, 0, AmountItems().extra)
     checked = AmountItems(cash=100, e_coupon=5)
     assert fast == checked
@@ -138,6 +140,7 @@ TRICKY = [
 
 
 def mutated(rng: random.Random, fields: dict[str, str]) -> dict[str, str]:
+    """``fields`` with one to three fields replaced by a tricky value, or dropped."""
     out = dict(fields)
     for _ in range(rng.choice([1, 1, 2, 3])):
         name = rng.choice(list(out))
@@ -173,6 +176,7 @@ def test_the_reader_agrees_with_typed_values_on_valid_and_broken_fields() -> Non
 @settings(max_examples=fuzz_examples(300), deadline=None)
 @given(field=st.sampled_from(list(random_notification(random.Random(0), "X"))), text=st.text())
 def test_the_reader_agrees_on_any_text_in_any_field(field: str, text: str) -> None:
+    """Any text at all in any one field: the same model or the same error."""
     fields = random_notification(random.Random(3), "ORDER3")
     fields[field] = text
     if fields["type"] not in MODELS:
@@ -211,7 +215,8 @@ def test_verify_notification_returns_the_reference_model() -> None:
 
 # -- the form decoder ---------------------------------------------------------------------
 
-PIECES = list("%%%%aF09gG+ _=\r\n\t\\zé中*#&") + [
+PIECES = [
+    *"%%%%aF09gG+ _=\r\n\t\\zé中*#&",
     "%E4%B8%AD", "%3D", "%2", "%%", "%0A", "%0D", "%5F", "%20", "%3d", "%C3", "%FF", "%A4%D0",
     "%26", "%2B",
 ]  # fmt: skip
@@ -225,7 +230,7 @@ def test_unquote_plus_is_the_standard_librarys() -> None:
     for _ in range(fuzz_examples(30000)):
         value = "".join(rng.choices(PIECES, k=rng.randrange(0, 10)))
         for codec in ("utf-8", "gbk", "gb2312"):
-            results = []
+            results: list[tuple[object, ...]] = []
             for decode in (_unquote_plus, lambda v, c: unquote_plus(v, c, "strict")):
                 try:
                     results.append(("ok", decode(value, codec)))
@@ -235,6 +240,7 @@ def test_unquote_plus_is_the_standard_librarys() -> None:
 
 
 def split_outcome(body: bytes, codec: str, slow: bool) -> Any:
+    """The fields ``_split`` (or the careful path) reads, or the error it raises."""
     try:
         if slow:
             pairs = [p.partition("=") for p in body.decode(codec).split("&") if p]
@@ -276,6 +282,7 @@ ODD_VALUES: list[object] = [
 
 
 def values_for(schema_name: str, rng: random.Random) -> dict[str, object]:
+    """A valid order's values with the protocol's, and up to four replaced by odd ones."""
     order = valid_order(amount=rng.randrange(1, 10**6), order_id=f"O{rng.randrange(10**9)}")
     values: dict[str, object] = attrs.asdict(order, recurse=False)
     values.update(
@@ -319,6 +326,7 @@ def test_the_generated_converter_agrees_with_the_plan(message: str) -> None:
 
 
 def test_the_converter_source_is_plain_python() -> None:
+    """The generated converters compile as they are printed."""
     for message in REQUESTS:
         compile(converter_source(REGISTRY[message]), "<converter>", "exec")
     compile(converter_source(REGISTRY["DirectPayConfirm"], _PAYMENT_PARAMS), "<c>", "exec")
