@@ -908,6 +908,13 @@ def _reader_code(schema: Schema, model: type) -> tuple[str, dict[str, Any]]:
 _EXCLUDING = re.compile(r"\[\^\\?([^\]\\])\]\+")
 
 
+#: amtItem of a payment all in cash: ``CNY_AMT=`` and ``#CMY_AMT=0#...#POT_CHG_AMT=0``.
+_CASH_ONLY = (
+    f"{next(iter(AMT_ITEM_PARTS))}=",
+    "".join(f"#{key}=0" for key in list(AMT_ITEM_PARTS)[1:]),
+)
+
+
 def _field_code(f: Field, i: int, ns: dict[str, Any], refuse: str) -> list[str]:
     """The lines that test and convert one non-empty field value ``text`` into ``v{i}``."""
     var = f"v{i}"
@@ -963,16 +970,24 @@ def _field_code(f: Field, i: int, ns: dict[str, Any], refuse: str) -> list[str]:
         ]
     if kind is Kind.AMT_ITEM:
         guard = " and ".join(tests) or "True"
+        head, tail = _CASH_ONLY
         return [
-            f"parts = _AMT_ITEM(text) if {guard} else None",
-            "if parts is None:",
-            f"    {refuse}",
-            f"    {var} = parse_amount_items(text, field={f.wire!r})",
-            f"    total{i} = {var}.total",
-            "else:",
+            # The usual payment, all in cash: the one form with the other parts 0, read
+            # without the regular expression (the same canonical-decimal rule for the cash).
+            f"if ({guard} and text.startswith({head!r}) and text.endswith({tail!r})",
+            f"        and (cash := text[{len(head)}:{-len(tail)}]).isdigit() and cash.isascii()",
+            "        and (cash[0] != '0' or len(cash) == 1)):",
+            "    cash = int(cash)",
+            f"    {var} = _amount_items(cash, 0, 0, 0, 0, _NO_EXTRA)",
+            f"    total{i} = cash",
+            f"elif (parts := _AMT_ITEM(text) if {guard} else None) is not None:",
             "    cash, card, coupon, voucher, points = map(int, parts.groups())",
             f"    {var} = _amount_items(cash, card, coupon, voucher, points, _NO_EXTRA)",
             f"    total{i} = cash + card + coupon + voucher + points",
+            "else:",
+            f"    {refuse}",
+            f"    {var} = parse_amount_items(text, field={f.wire!r})",
+            f"    total{i} = {var}.total",
         ]
     # URL, IPV4, PAY_URL, CERT, SIGNATURE: no inlined test; the compiled check decides.
     convert = _converter(f)
