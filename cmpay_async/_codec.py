@@ -782,8 +782,8 @@ _MODEL_ATTRS = _model_attrs()
 # decide how fast a good value passes, never what the error says.
 
 
-def reader(schema: Schema, model: type[M]) -> Callable[[Callable[..., Any], Collection[str]], M]:
-    """The function ``read(fields.get, extra_bank_codes) -> model``, built once per schema.
+def reader(schema: Schema, model: type[M]) -> Callable[[Mapping[str, str], Collection[str]], M]:
+    """The function ``read(fields, extra_bank_codes) -> model``, built once per schema.
 
     It accepts and refuses exactly what ``model(**typed_values(schema, fields, model))``
     does, with the same errors, and returns an equal model.
@@ -867,14 +867,22 @@ def _reader_code(schema: Schema, model: type) -> tuple[str, dict[str, Any]]:
         "parse_pay_url": parse_pay_url,
         "_make": unchecked(model),
     }
-    lines = [f"def read_{schema.name}(get, extra_bank_codes):"]
+    lines = [f"def read_{schema.name}(fields, extra_bank_codes):"]
     variables: dict[str, str] = {}
     for i, f in enumerate(f for f in schema.fields if f.attr in names):
         var, wire = f"v{i}", repr(f.wire)
         variables[f.attr] = var
         ns[f"check{i}"] = checks[f.wire]
         refuse = f"_refuse(check{i}, text, extra_bank_codes, {wire})"
-        lines += [f"    # {f.wire}: {f.kind.value}", f"    text = get({wire})", "    if text:"]
+        # A subscript, not .get(): far cheaper, and free of cost when the field is there.
+        lines += [
+            f"    # {f.wire}: {f.kind.value}",
+            "    try:",
+            f"        text = fields[{wire}]",
+            "    except KeyError:",
+            "        text = ''",
+            "    if text:",
+        ]
         body = _field_code(f, i, ns, refuse)
         lines += [f"        {line}" for line in body]
         lines.append("    else:")

@@ -68,7 +68,7 @@ def reference(fields: dict[str, str], extra: tuple[str, ...] = ()) -> Any:
 def planned(fields: dict[str, str], extra: tuple[str, ...] = ()) -> Any:
     """The reading ``verify_notification`` does: the reader generated for the schema."""
     schema = REGISTRY[fields.get("type", "PageNotify")]
-    return reader(schema, MODELS[schema.name])(fields.get, extra)
+    return reader(schema, MODELS[schema.name])(fields, extra)
 
 
 def outcome(read: Any, fields: dict[str, str], extra: tuple[str, ...] = ()) -> Any:
