@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--json PATH]``."""
+"""``python -m benchmarks [--quick] [--codec-only] [--json PATH]``."""
 
 import sys
 

@@ -13,12 +13,14 @@ import datetime as dt
 import enum
 import functools
 import re
+from binascii import a2b_qp
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote_plus, unquote, unquote_plus
 
 import attrs
 
+from ._appendix import BANK_CODES
 from ._enums import CharacterSet
 from ._exceptions import (
     DecodeError,
@@ -28,14 +30,17 @@ from ._exceptions import (
     Problem,
 )
 from ._models import (
+    _NO_EXTRA,
     CHINA_TZ,
     AmountItems,
+    M,
     Notification,
     Order,
     OrderQueryResult,
     PaymentResponse,
     PayUrl,
     RefundResult,
+    unchecked,
 )
 from ._schema import AMT_ITEM_PARTS, REGISTRY, Field, Kind, Schema
 from ._validate import check_plan, date_problem
@@ -46,9 +51,12 @@ __all__ = [
     "content_type",
     "decode_payload",
     "encode_answer",
+    "encode_fields",
     "encode_form",
     "escaped_readings",
+    "form_plan",
     "format_amount_items",
+    "has_escapes",
     "parse_amount_items",
     "parse_date",
     "parse_datetime",
@@ -139,7 +147,13 @@ def _build_wire_plan(schema: Schema) -> tuple[tuple[Field, str | None], ...]:
 
 def content_type(charset: CharacterSet) -> str:
     """The ``Content-Type`` of a request body encoded in ``charset``."""
-    return f"application/x-www-form-urlencoded; charset={charset.http_name}"
+    return _CONTENT_TYPES[charset]
+
+
+_CONTENT_TYPES = {
+    charset: f"application/x-www-form-urlencoded; charset={charset.http_name}"
+    for charset in CharacterSet
+}
 
 
 # Form escaping as quote_plus(safe="") does it: of each ASCII character (for str.translate)
@@ -207,6 +221,46 @@ def encode_form(pairs: Iterable[tuple[str, str]], charset: CharacterSet) -> byte
     raise EncodingError(problems)
 
 
+#: Text quote_plus leaves as it is.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def form_plan(schema: Schema, names: tuple[str, ...]) -> tuple[str, tuple[int, ...]]:
+    """How ``encode_fields`` writes ``names`` of ``schema``: a ``%`` template of the body,
+    and the positions of the values that may need escaping. A checked number or date, or a
+    value of a closed vocabulary that needs no escape, is written as it is."""
+
+    def plain(field: Field) -> bool:
+        if field.kind in (Kind.NUMBER, Kind.DATE):
+            return True  # checked: ASCII digits
+        return field.choices is not None and all(map(_UNRESERVED.fullmatch, field.choices))
+
+    fields = [schema.by_wire[name] for name in names]
+    template = "&".join(f"{name}=%s" for name in names)
+    return template, tuple(i for i, f in enumerate(fields) if not plain(f))
+
+
+def encode_fields(
+    fields: Mapping[str, str], charset: CharacterSet, plan: tuple[str, tuple[int, ...]]
+) -> bytes:
+    """``encode_form(fields.items(), charset)`` for fields that passed their checks, by the
+    ``form_plan`` of their names: only text values are escaped (most of them from a memo of
+    recent values), then the body is one ``%`` formatting."""
+    template, text = plan
+    values = list(fields.values())
+    memo = _ESCAPED[charset]
+    known = memo.get
+    codec = charset.codec
+    try:
+        for i in text:
+            value = values[i]
+            escaped = known(value)
+            values[i] = escaped if escaped is not None else _remember(memo, value, codec)
+    except UnicodeEncodeError:
+        return encode_form(fields.items(), charset)  # raises, naming every such field
+    return (template % tuple(values)).encode("ascii")
+
+
 def encode_answer(schema: Schema, fields: Mapping[str, str]) -> bytes:
     """Encode fields the way the gateway answers: raw, but Chinese-capable fields escaped."""
     parts = []
@@ -236,15 +290,15 @@ def decode_payload(
     values raw (a gateway answer). Bytes are decoded as ``charset`` or, when none is given,
     as UTF-8 with a fallback to GBK. Duplicate fields and oversize payloads are refused.
     """
-    if isinstance(payload, Mapping):
-        return _from_mapping(payload, max_size)
-    if isinstance(payload, (bytearray, memoryview)):
-        payload = bytes(payload)
-    if isinstance(payload, str):
+    if isinstance(payload, (bytes, bytearray, memoryview)):  # the common case, tested first
+        if type(payload) is not bytes:
+            payload = bytes(payload)
+        size = len(payload)
+    elif isinstance(payload, str):
         # A str is already text: only its percent-escapes are bytes in the charset.
         size = len(payload) if payload.isascii() else _utf8_size(payload, None)
-    elif isinstance(payload, bytes):
-        size = len(payload)
+    elif isinstance(payload, Mapping):
+        return _from_mapping(payload, max_size)
     else:
         raise DecodeError(f"payload must be bytes, str or a mapping, not {type(payload).__name__}")
     if size > max_size:
@@ -262,37 +316,62 @@ def decode_payload(
     raise DecodeError(f"payload is not valid {' or '.join(codecs)}: {reason}")
 
 
-_ASCII_BY_HEX = {f"{i:02X}": chr(i) for i in range(128)} | {f"{i:02x}": chr(i) for i in range(128)}
-
-
 def _unquote_plus(value: str, codec: str) -> str:
-    """``unquote_plus(value, codec, "strict")``, faster when every escape is ASCII."""
-    parts = value.replace("+", " ").split("%")
-    out = [parts[0]]
-    for part in parts[1:]:
-        char = _ASCII_BY_HEX.get(part[:2])
-        if char is None:  # a non-ASCII byte, or a malformed escape: the general path
-            return unquote_plus(value, encoding=codec, errors="strict")
-        out.append(char)
-        out.append(part[2:])
-    return "".join(out)
+    """``unquote_plus(value, codec, "strict")``, in C-level calls when the value allows it.
+
+    Percent-escapes are quoted-printable's ``=XX`` with another marker, so ``a2b_qp`` decodes
+    them in one call once ``%`` is swapped for ``=``. It is exact only where quoted-printable
+    and form encoding agree: ASCII text with no ``=`` of its own and no line break (which
+    quoted-printable would read as a soft break), and every escape well formed (each decoded
+    escape shortens the text by two; a malformed one, left as is by ``unquote``, does not).
+    Anything else takes the standard library's path.
+    """
+    text = value.replace("+", " ") if "+" in value else value
+    if text.isascii() and "=" not in text and "\n" not in text and "\r" not in text:
+        raw = a2b_qp(text.replace("%", "="))
+        if len(text) - len(raw) == 2 * text.count("%"):
+            return raw.decode(codec)  # strict: bytes not of the charset raise, as unquote does
+    return unquote_plus(value, encoding=codec, errors="strict")
+
+
+#: Every field name of every message: a name found here needs no decoding or stripping.
+_KNOWN_NAMES = frozenset(f.wire for schema in REGISTRY.values() for f in schema.fields)
 
 
 def _split(data: bytes | str, codec: str, *, form: bool) -> dict[str, str]:
     # Decoding the whole body first is equivalent to decoding each part (the separators are
     # ASCII in every supported charset) and much cheaper; percent-escapes are then decoded
-    # from bytes in the same charset by unquote_plus.
+    # from bytes in the same charset. One pass over the parts: a name that is not a known
+    # field, or a repeated one, sends the whole body to the careful path.
     text = data if isinstance(data, str) else data.decode(codec)
-    pairs = [part.partition("=") for part in text.split("&") if part]
-    out = {name: value for name, _, value in pairs}
-    if len(out) != len(pairs) or not form:
-        return _split_slowly(pairs, codec, form=form)
-    for name, _, value in pairs:
-        if "%" in value or "+" in value:
-            out[name] = _unquote_plus(value, codec)
-        if "%" in name or "+" in name or name != name.strip():
-            return _split_slowly(pairs, codec, form=form)
-    return out
+    if not form:
+        return _split_slowly(_pairs(text), codec, form=form)
+    parts = text.split("&")
+    out: dict[str, str] = {}
+    try:
+        if "+" in text:
+            for part in parts:
+                name, _, value = part.partition("=")
+                if "%" in value or "+" in value:
+                    value = _unquote_plus(value, codec)
+                out[name] = value
+        else:  # the usual body: no '+' anywhere, one test per value
+            for part in parts:
+                name, _, value = part.partition("=")
+                if "%" in value:
+                    value = _unquote_plus(value, codec)
+                out[name] = value
+    except UnicodeDecodeError:
+        pass  # raised again by the careful path, after any earlier field's own problem
+    else:
+        # Every name a known field (none to decode or strip, no empty part) and none twice.
+        if len(out) == len(parts) and _KNOWN_NAMES.issuperset(out):
+            return out
+    return _split_slowly(_pairs(text), codec, form=form)
+
+
+def _pairs(text: str) -> list[tuple[str, str, str]]:
+    return [part.partition("=") for part in text.split("&") if part]
 
 
 def _split_slowly(pairs: list[tuple[str, str, str]], codec: str, *, form: bool) -> dict[str, str]:
@@ -357,6 +436,16 @@ def _from_mapping(mapping: Mapping[str, Any], max_size: int) -> dict[str, str]:
             raise PayloadTooLargeError(f"payload of over {max_size} bytes")
         out[name] = value
     return out
+
+
+def has_escapes(schema: Schema, fields: Mapping[str, str]) -> bool:
+    """Whether a Chinese-capable field of ``fields`` still holds a percent-escape (then
+    ``escaped_readings`` has more than one reading to offer)."""
+    get = fields.get
+    for name in _escaped_names(schema):  # noqa: SIM110 - a generator costs more, per call
+        if "%" in (get(name) or ""):
+            return True
+    return False
 
 
 def escaped_readings(schema: Schema, fields: Mapping[str, str]) -> list[dict[str, str]]:
@@ -679,3 +768,245 @@ def _model_attrs() -> dict[type, frozenset[str]]:
 
 
 _MODEL_ATTRS = _model_attrs()
+
+
+# -- verified wire strings -> a model, planned once per schema ------------------------------------
+#
+# ``typed_values`` walks a table of steps for every message; the notification path, the hot
+# one, instead runs a function generated once per (schema, model) from the same registry: one
+# straight-line block per field that tests the value with the field's rules inlined, converts
+# it, and builds the model through ``unchecked`` (every value was just produced by the
+# converters below, so the constructor's type checks would prove nothing new). A value the
+# inlined test does not accept is handed to the field's compiled check, which names the rule
+# broken (the same ``DecodeError``, word for word, as ``typed_values``): the inlined tests only
+# decide how fast a good value passes, never what the error says.
+
+
+def reader(schema: Schema, model: type[M]) -> Callable[[Mapping[str, str], Collection[str]], M]:
+    """The function ``read(fields, extra_bank_codes) -> model``, built once per schema.
+
+    It accepts and refuses exactly what ``model(**typed_values(schema, fields, model))``
+    does, with the same errors, and returns an equal model.
+    """
+    return schema.plan(f"reader:{model.__qualname__}", lambda s: _compile_reader(s, model))
+
+
+def reader_source(schema: Schema, model: type) -> str:
+    """The Python source ``reader`` compiles for ``schema`` and ``model`` (for reading)."""
+    return _reader_code(schema, model)[0]
+
+
+def _refuse(check: Callable[[str, Collection[str]], Problem | None], text: str,
+            extra_bank_codes: Collection[str], wire: str) -> None:  # fmt: skip
+    # The field's own compiled check names the rule; it returns only when the inlined test
+    # was stricter than the rule, and the value then goes on to its conversion.
+    problem = check(text, extra_bank_codes)
+    if problem is not None:
+        raise DecodeError(problem.rule, field=wire)
+
+
+def _not_member(text: str, allowed: str, wire: str) -> None:
+    raise DecodeError(f"{text[:20]!r} is not one of {allowed}", field=wire)
+
+
+#: Parsed dates of recent values: a day's notifications carry one or two accounting and
+#: order dates. Small on purpose: a benchmark cycling through distinct notifications is not
+#: to find its own dates here on the next pass.
+_DATES: dict[str, dt.date] = {}
+_CACHE_MAX = 64
+
+
+def _read_date(text: str) -> dt.date | None:
+    """A ``YYYYMMDD`` date, or None when ``text`` is not one (its check then says why)."""
+    if len(text) != 8 or not text.isdigit() or not text.isascii():
+        return None
+    n = int(text)  # ASCII digits: one int, then arithmetic, beats three slices and ints
+    try:
+        value = dt.date(n // 10000, n // 100 % 100, n % 100)
+    except ValueError:
+        return None
+    if len(_DATES) >= _CACHE_MAX:
+        _DATES.clear()
+    _DATES[text] = value
+    return value
+
+
+def _read_datetime(text: str) -> dt.datetime | None:
+    """A ``YYYYMMDDHHmmSS`` China time, or None when ``text`` is not one."""
+    if len(text) != 14 or not text.isdigit() or not text.isascii():
+        return None
+    n = int(text)
+    try:
+        # tzinfo by position: keyword arguments cost datetime() a third of its time.
+        return dt.datetime(
+            n // 10000000000, n // 100000000 % 100, n // 1000000 % 100,
+            n // 10000 % 100, n // 100 % 100, n % 100, 0, CHINA_TZ,
+        )  # fmt: skip
+    except ValueError:
+        return None
+
+
+def _reader_code(schema: Schema, model: type) -> tuple[str, dict[str, Any]]:
+    """The source of the reader of ``schema`` as ``model`` and the names it refers to."""
+    names = _MODEL_ATTRS[model]
+    checks = {wire: check for wire, check, _ in check_plan(schema)}
+    ns: dict[str, Any] = {
+        "DecodeError": DecodeError,
+        "_refuse": _refuse,
+        "_not_member": _not_member,
+        "_DATES": _DATES,
+        "_read_date": _read_date,
+        "_read_datetime": _read_datetime,
+        "_BANK_CODES": BANK_CODES,
+        "_AMT_ITEM": _CANONICAL_AMT_ITEM.fullmatch,
+        "_amount_items": unchecked(AmountItems),
+        "_NO_EXTRA": _NO_EXTRA,
+        "parse_datetime": parse_datetime,
+        "parse_date": parse_date,
+        "parse_amount_items": parse_amount_items,
+        "parse_pay_url": parse_pay_url,
+        "_make": unchecked(model),
+    }
+    lines = [f"def read_{schema.name}(fields, extra_bank_codes):"]
+    variables: dict[str, str] = {}
+    for i, f in enumerate(f for f in schema.fields if f.attr in names):
+        var, wire = f"v{i}", repr(f.wire)
+        variables[f.attr] = var
+        ns[f"check{i}"] = checks[f.wire]
+        refuse = f"_refuse(check{i}, text, extra_bank_codes, {wire})"
+        # A subscript, not .get(): far cheaper, and free of cost when the field is there.
+        lines += [
+            f"    # {f.wire}: {f.kind.value}",
+            "    try:",
+            f"        text = fields[{wire}]",
+            "    except KeyError:",
+            "        text = ''",
+            "    if text:",
+        ]
+        body = _field_code(f, i, ns, refuse)
+        lines += [f"        {line}" for line in body]
+        lines.append("    else:")
+        if f.optional:
+            lines.append(f"        {var} = {'None' if f.kind in _NONE_WHEN_EMPTY else repr('')}")
+        else:
+            lines.append(f"        raise DecodeError('missing or empty', field={wire})")
+    for f in schema.fields:
+        if f.sums_to is not None and f.attr in names and schema.by_wire[f.sums_to].attr in names:
+            items, total = variables[f.attr], variables[schema.by_wire[f.sums_to].attr]
+            # total{i}: the sum of the parts, set beside v{i} by the AMT_ITEM block.
+            parts = "total" + items[1:]
+            lines += [
+                f"    # {f.wire}: its parts add up to {f.sums_to}, or are all 0",
+                f"    if {items} is not None and {total} is not None:",
+                f"        parts = {parts}",
+                f"        if parts != {total} and parts != 0:",
+                "            raise DecodeError(",
+                f"                f'its parts add up to {{parts}} fen, not the amount of "
+                f"{{{total}}} fen', field={f.wire!r})",
+            ]
+    missing = [a.name for a in attrs.fields(model) if a.name not in variables]
+    if missing:
+        raise RuntimeError(f"{model.__name__}: no field of {schema.name} for {missing}")
+    args = ", ".join(variables[a.name] for a in attrs.fields(model))
+    lines.append(f"    return _make({args})")
+    return "\n".join(lines) + "\n", ns
+
+
+#: A pattern that only excludes one character (orderId's ``[^*]+``).
+_EXCLUDING = re.compile(r"\[\^\\?([^\]\\])\]\+")
+
+
+#: amtItem of a payment all in cash: ``CNY_AMT=`` and ``#CMY_AMT=0#...#POT_CHG_AMT=0``.
+_CASH_ONLY = (
+    f"{next(iter(AMT_ITEM_PARTS))}=",
+    "".join(f"#{key}=0" for key in list(AMT_ITEM_PARTS)[1:]),
+)
+
+
+def _field_code(f: Field, i: int, ns: dict[str, Any], refuse: str) -> list[str]:
+    """The lines that test and convert one non-empty field value ``text`` into ``v{i}``."""
+    var = f"v{i}"
+    if f.enum is not None:  # typed_values checks an enum by its members alone
+        ns[f"members{i}"] = {m.value: m for m in f.enum}
+        allowed = ", ".join(f.choices or ())
+        return [
+            f"{var} = members{i}.get(text)",
+            f"if {var} is None:",
+            f"    _not_member(text, {allowed!r}, {f.wire!r})",
+        ]
+    tests = []
+    if f.max_length is not None:
+        tests.append(f"len(text) <= {f.max_length}")
+    if f.choices is not None:
+        ns[f"choices{i}"] = frozenset(f.choices)
+        tests.append(f"text in choices{i}")
+    if f.pattern is not None:
+        excluded = _EXCLUDING.fullmatch(f.pattern)
+        if excluded is not None:  # "[^x]+": the text is not empty, so x not in it is the rule
+            tests.append(f"{excluded.group(1)!r} not in text")
+        else:
+            ns[f"pattern{i}"] = re.compile(f.pattern).fullmatch
+            tests.append(f"pattern{i}(text) is not None")
+    kind = f.kind
+    if kind is Kind.NUMBER:
+        tests.append("text.isdigit() and text.isascii() and (text[0] != '0' or len(text) == 1)")
+        if f.min_value is not None:
+            tests.append(f"int(text) >= {f.min_value}")
+        return [f"if not ({' and '.join(tests)}):", f"    {refuse}", f"{var} = int(text)"]
+    if kind is Kind.BANK:
+        tests.append("(text in _BANK_CODES or text in extra_bank_codes)")
+    if kind in (Kind.TEXT, Kind.BANK):
+        lines = [f"if not ({' and '.join(tests)}):", f"    {refuse}"] if tests else []
+        return [*lines, f"{var} = text"]
+    if kind is Kind.DATE:
+        guard = " and ".join(tests)
+        return [
+            f"{var} = _DATES.get(text)",
+            f"if {var} is None{' or not (' + guard + ')' if guard else ''}:",
+            f"    {var} = _read_date(text) if {guard or 'True'} else None",
+            f"    if {var} is None:",
+            f"        {refuse}",
+            f"        {var} = parse_date(text, field={f.wire!r})",
+        ]
+    if kind is Kind.DATETIME:
+        guard = " and ".join(tests) or "True"
+        return [
+            f"{var} = _read_datetime(text) if {guard} else None",
+            f"if {var} is None:",
+            f"    {refuse}",
+            f"    {var} = parse_datetime(text, field={f.wire!r})",
+        ]
+    if kind is Kind.AMT_ITEM:
+        guard = " and ".join(tests) or "True"
+        head, tail = _CASH_ONLY
+        return [
+            # The usual payment, all in cash: the one form with the other parts 0, read
+            # without the regular expression (the same canonical-decimal rule for the cash).
+            f"if ({guard} and text.startswith({head!r}) and text.endswith({tail!r})",
+            f"        and (cash := text[{len(head)}:{-len(tail)}]).isdigit() and cash.isascii()",
+            "        and (cash[0] != '0' or len(cash) == 1)):",
+            "    cash = int(cash)",
+            f"    {var} = _amount_items(cash, 0, 0, 0, 0, _NO_EXTRA)",
+            f"    total{i} = cash",
+            f"elif (parts := _AMT_ITEM(text) if {guard} else None) is not None:",
+            "    cash, card, coupon, voucher, points = map(int, parts.groups())",
+            f"    {var} = _amount_items(cash, card, coupon, voucher, points, _NO_EXTRA)",
+            f"    total{i} = cash + card + coupon + voucher + points",
+            "else:",
+            f"    {refuse}",
+            f"    {var} = parse_amount_items(text, field={f.wire!r})",
+            f"    total{i} = {var}.total",
+        ]
+    # URL, IPV4, PAY_URL, CERT, SIGNATURE: no inlined test; the compiled check decides.
+    convert = _converter(f)
+    lines = [refuse]
+    if convert is None:
+        return [*lines, f"{var} = text"]
+    ns[f"convert{i}"] = convert
+    return [*lines, f"{var} = convert{i}(text)"]
+
+
+def _compile_reader(schema: Schema, model: type) -> Callable[..., Any]:
+    source, namespace = _reader_code(schema, model)
+    exec(compile(source, f"<reader {schema.name} {model.__qualname__}>", "exec"), namespace)  # noqa: S102
+    return namespace[f"read_{schema.name}"]  # type: ignore[no-any-return]

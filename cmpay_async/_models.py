@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from collections.abc import Iterable, Iterator, Mapping
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -63,6 +64,40 @@ def yuan_to_fen(yuan: Decimal | str | int) -> int:
 
 
 M = TypeVar("M", bound="Model")
+
+_UNCHECKED: dict[type, Callable[..., Any]] = {}
+
+
+def unchecked(cls: type[M]) -> Callable[..., M]:
+    """A constructor of ``cls`` taking every attribute positionally, in ``attrs.fields``
+    order, with no type check and no converter: only for values the library's own decoders
+    produced and proved (a verified notification). Everyone else uses the checked ``cls(...)``.
+
+    The instance is the one ``cls(...)`` builds from the same values: the attributes are set
+    through the slots' own descriptors, as attrs' generated ``__init__`` does for a frozen
+    class, so equality, hashing, ``repr``, pickling and ``attrs.fields`` are unchanged.
+    """
+    made = _UNCHECKED.get(cls)
+    if made is None:
+        made = _UNCHECKED[cls] = _compile_unchecked(cls)
+    return made
+
+
+def _compile_unchecked(cls: type) -> Callable[..., Any]:
+    names = [a.name for a in attrs.fields(cls)]
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    lines = [f"def make_{cls.__name__}({', '.join(names)}):", "    self = _new(_cls)"]
+    for i, name in enumerate(names):
+        slot = next(
+            k.__dict__[name]
+            for k in cls.__mro__
+            if isinstance(k.__dict__.get(name), types.MemberDescriptorType)
+        )
+        namespace[f"_set{i}"] = slot.__set__
+        lines.append(f"    _set{i}(self, {name})")
+    lines.append("    return self")
+    exec(compile("\n".join(lines), f"<unchecked {cls.__qualname__}>", "exec"), namespace)  # noqa: S102
+    return namespace[f"make_{cls.__name__}"]  # type: ignore[no-any-return]
 
 
 @attrs.frozen(kw_only=True)

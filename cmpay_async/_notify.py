@@ -7,15 +7,17 @@ raises for anything else.
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from urllib.parse import quote
 
 import attrs
 
-from ._codec import Payload, decode_payload, encode_form, typed_values, wire_fields
+from ._codec import MAX_PAYLOAD, Payload, _split, decode_payload, encode_form, reader, wire_fields
 from ._enums import CharacterSet
 from ._exceptions import (
+    CmpayError,
     ConfigurationError,
     DecodeError,
     SignatureError,
@@ -63,18 +65,28 @@ def verify_notification(
     (a bank code beside a letter-led order id; see docs/guarantees.md).
     ``extra_bank_codes`` admits bank codes newer than appendix 9.1.
     """
-    if isinstance(payload, (bytes, str)):
-        _check_shape(payload)
-    if charset is not None or isinstance(payload, Mapping):
+    plain = isinstance(payload, (bytes, str))
+    if plain:
+        _check_shape(payload)  # type: ignore[arg-type]  # narrowed by ``plain``
+    if charset is not None or (not plain and isinstance(payload, Mapping)):
         candidates: tuple[str | None, ...] = (charset,)
     else:
         candidates = _CANDIDATE_CHARSETS
     unreadable: DecodeError | None = None
     forged: SignatureError | None = None
     tried: list[dict[str, str]] = []
+    # A bytes body within the size limit is split straight away (decode_payload's checks are
+    # made once here); any problem goes through decode_payload, which names it.
+    direct = type(payload) is bytes and 0 < len(payload) <= MAX_PAYLOAD and not payload.isspace()
     for candidate in candidates:
         try:
-            fields = decode_payload(payload, form=True, charset=candidate)
+            if direct and candidate is not None:
+                try:
+                    fields = _split(payload, candidate, form=True)  # type: ignore[arg-type]
+                except (UnicodeDecodeError, LookupError, CmpayError):
+                    fields = decode_payload(payload, form=True, charset=candidate)
+            else:
+                fields = decode_payload(payload, form=True, charset=candidate)
         except DecodeError as exc:
             unreadable = unreadable or exc
             continue  # not text in this charset: the next one may read it
@@ -102,12 +114,54 @@ _CANDIDATE_CHARSETS = ("utf-8", "gbk", "gb2312")
 def _verified(fields: dict[str, str], verifier: Verifier) -> tuple[Schema, dict[str, str]]:
     """The notification's schema and the reading of ``fields`` its signature covers."""
     kind = fields.get("type", "")
-    if kind not in _MODELS:
-        raise UnexpectedMessageError(
-            f"{kind[:20]!r} is not PageNotify or OfflineNotify", field="type"
-        )
-    schema = REGISTRY[kind]
+    plan = _PLANS.get(kind)
+    if plan is None:
+        if kind not in _MODELS:
+            raise UnexpectedMessageError(
+                f"{kind[:20]!r} is not PageNotify or OfflineNotify", field="type"
+            )
+        plan = _PLANS[kind] = _plan(REGISTRY[kind])
+    schema, escaped, signed_values, signature_wire, _ = plan
+    # The usual notification, inline: the verifier's own signType, a signature, and no
+    # Chinese field still escaped (one reading). Anything else: verify_fields, which names it.
+    signature = fields.get(signature_wire)
+    if signature and fields.get("signType") == verifier.sign_type:
+        for name in escaped:
+            if "%" in (fields.get(name) or ""):
+                break
+        else:
+            try:
+                source = "".join(signed_values(fields))
+            except (KeyError, TypeError):  # an absent signed field signs as empty
+                return schema, verify_fields(schema, fields, verifier)
+            try:
+                verifier.verify(source, signature)
+            except SignatureError:
+                raise SignatureError("signature does not match", field=signature_wire) from None
+            return schema, fields
     return schema, verify_fields(schema, fields, verifier)
+
+
+#: Per notification type: its schema, its Chinese-capable fields, the getter of its signed
+#: values in order, the signature's field name and the reader of its model.
+_Plan = tuple[
+    Schema,
+    tuple[str, ...],
+    Callable[[Mapping[str, str]], tuple[str, ...]],
+    str,
+    Callable[[Mapping[str, str], Collection[str]], "PageNotify | OfflineNotify"],
+]
+_PLANS: dict[str, _Plan] = {}
+
+
+def _plan(schema: Schema) -> _Plan:
+    return (
+        schema,
+        tuple(f.wire for f in schema.fields if f.utf8_escaped),
+        operator.itemgetter(*schema.signed_names),
+        schema.signature_field.wire,
+        reader(schema, _MODELS[schema.name]),
+    )
 
 
 def _typed(
@@ -122,8 +176,9 @@ def _typed(
         raise UnexpectedMessageError(f"is not {VERSION}", field="version")
     if merchant_id is not None and verified.get("merchantId") != merchant_id:
         raise UnexpectedMessageError("is not this merchant's id", field="merchantId")
-    model = _MODELS[schema.name]
-    note = model(**typed_values(schema, verified, model, extra_bank_codes=extra_bank_codes))
+    read = _PLANS[schema.name][4]
+    # Every field's grammar, in schema order, then the model built from the proved values.
+    note = read(verified, extra_bank_codes)
     if order_id_pattern is not None and not re.fullmatch(order_id_pattern, note.order_id):
         raise UnexpectedMessageError(
             "does not have the form of this merchant's order ids (order_id_pattern)",
@@ -132,8 +187,15 @@ def _typed(
     return note
 
 
+#: First characters no wrong shape starts with (not a bracket, '?', 'h' of http, a space).
+_LETTERS = "abcdefgijklmnopqrstuvwxyzABCDEFGIJKLMNOPQRSTUVWXYZ"
+_PLAIN_START: frozenset[str | bytes] = frozenset(_LETTERS) | {c.encode() for c in _LETTERS}
+
+
 def _check_shape(payload: bytes | str) -> None:
     """Name the usual wrong inputs (JSON, a page, a URL) before they fail as a bad signature."""
+    if payload[:1] in _PLAIN_START:
+        return  # a field name's first letter: none of the shapes below
     head = payload[:16].lstrip()
     if isinstance(head, bytes):
         head = head.decode(errors="replace")  # only ASCII marks are looked for

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import operator
-from collections.abc import Collection, Mapping
+import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 import attrs
 
-from ._appendix import CONTEXT_HINTS, SUCCESS_CODES, explain_return_code
+from ._appendix import BANK_CODES, CONTEXT_HINTS, SUCCESS_CODES, explain_return_code
 from ._codec import (
+    _EXCLUDING,
     content_type,
     decode_payload,
-    encode_form,
+    encode_fields,
     escaped_readings,
+    form_plan,
+    has_escapes,
     readable,
     typed_values,
     wire_plan,
@@ -64,7 +68,6 @@ class PreparedRequest:
 
 
 _ORDER_ATTRS = tuple(a.name for a in attrs.fields(Order))
-_order_values = operator.attrgetter(*_ORDER_ATTRS)
 
 
 def _convert_and_check(
@@ -110,6 +113,239 @@ def _convert_and_check_plan(
     )
 
 
+# -- the order path, planned once per schema --------------------------------------------------
+#
+# ``_convert_and_check`` walks the plan above for every request; ``_converter`` compiles the
+# same plan into one straight-line function per schema (generated from the registry, as
+# ``_codec.reader`` is for notifications). Each field's block takes the common case in a few
+# operations (a str for a text field, an int for a number, the field's own enum member, a
+# date, None for a field with one allowed value), with the field's rules inlined; any other
+# value, and any value the inlined rules do not accept, goes through the plan's own step, so
+# the fields and problems are always those of ``_convert_and_check``.
+
+
+def _slow_step(
+    field: Field,
+    fixed: str,
+    check: Check | None,
+    number: bool,
+    value: object,
+    extra_bank_codes: Collection[str],
+    problems: list[Problem],
+) -> str:
+    """One field of ``_convert_and_check``: its wire text, its problems appended."""
+    if number and type(value) is str:
+        problems.append(Problem(field.wire, "must be an int, not str", "type"))
+        return ""
+    if type(value) is not str:
+        if value is None:
+            value = fixed
+        else:
+            converted = wire_value(field, value)
+            if isinstance(converted, Problem):
+                problems.append(converted)
+                return ""
+            value = converted
+    if check is not None:
+        problem = check(value, extra_bank_codes)
+        if problem is not None:
+            problems.append(problem)
+    return value
+
+
+def _check_into(
+    check: Check, text: str, extra_bank_codes: Collection[str], problems: list[Problem]
+) -> None:
+    problem = check(text, extra_bank_codes)
+    if problem is not None:
+        problems.append(problem)
+
+
+def _check_and_keep(
+    check: Check,
+    good: set[str],
+    text: str,
+    extra_bank_codes: Collection[str],
+    problems: list[Problem],
+) -> None:
+    problem = check(text, extra_bank_codes)
+    if problem is not None:
+        problems.append(problem)
+    elif len(good) < 256:  # bounded: texts from callers are not all repeats
+        good.add(text)
+
+
+#: Wire text of recent dates (an order's date is mostly today's). Bounded.
+_DATE_TEXT: dict[dt.date, str] = {}
+
+
+def _date_text(value: dt.date) -> str:
+    text = _DATE_TEXT.get(value)
+    if text is None:
+        if len(_DATE_TEXT) >= 1024:
+            _DATE_TEXT.clear()
+        text = _DATE_TEXT[value] = value.isoformat().replace("-", "")
+    return text
+
+
+_Checked = tuple[dict[str, str], list[Problem]]
+_Converter = Callable[[Callable[[str], object], Collection[str]], _Checked]
+
+
+def _converter(schema: Schema) -> _Converter:
+    """``_convert_and_check`` of ``schema`` as one generated function, built once."""
+    return schema.plan("converter", _compile_converter)
+
+
+#: The values ``build_payment_request`` gives beside the ``Order``'s own, in this order.
+_PAYMENT_PARAMS = (
+    "character_set", "merchant_id", "request_id", "ip_address", "sign_type", "merchant_cert",
+    "callback_url", "notify_url", "order_date", "mer_ac_date",
+)  # fmt: skip
+
+
+def _order_converter(schema: Schema) -> Callable[..., _Checked]:
+    """The converter of a payment request that reads the ``Order``'s attributes directly and
+    takes ``_PAYMENT_PARAMS`` as arguments: no dict of values is built on the way."""
+    return schema.plan("order-converter", lambda s: _compile_converter(s, _PAYMENT_PARAMS))
+
+
+def converter_source(schema: Schema, params: tuple[str, ...] | None = None) -> str:
+    """The Python source ``_converter`` (or, with ``params``, ``_order_converter``) compiles
+    for ``schema`` (for reading)."""
+    return _converter_code(schema, params)[0]
+
+
+def _compile_converter(schema: Schema, params: tuple[str, ...] | None = None) -> _Converter:
+    source, namespace = _converter_code(schema, params)
+    exec(compile(source, f"<converter {schema.name}>", "exec"), namespace)  # noqa: S102
+    return namespace[f"convert_{schema.name}"]  # type: ignore[no-any-return]
+
+
+def _value_of(attr: str, params: tuple[str, ...] | None) -> str:
+    """Where the generated converter reads ``attr``: ``get``, an argument, or the order."""
+    if params is None:
+        return f"get({attr!r})"
+    if attr in params:
+        return attr
+    return f"order.{attr}" if attr in _ORDER_ATTRS else "None"
+
+
+def _converter_code(
+    schema: Schema, params: tuple[str, ...] | None = None
+) -> tuple[str, dict[str, Any]]:
+    ns: dict[str, Any] = {
+        "_slow": _slow_step,
+        "_check_into": _check_into,
+        "_check_and_keep": _check_and_keep,
+        "_date_text": _date_text,
+        "_date": dt.date,
+        "_BANK_CODES": BANK_CODES,
+    }
+    args = "get" if params is None else ", ".join(("order", *params))
+    lines = [f"def convert_{schema.name}({args}, extra_bank_codes):", "    problems = []"]
+    texts = []
+    for i, (field, fixed, check, number) in enumerate(
+        schema.plan("convert_and_check", _convert_and_check_plan)
+    ):
+        var = f"t{i}"
+        texts.append(f"{field.wire!r}: {var}")
+        ns[f"step{i}"] = (field, fixed, check, number)
+        slow = f"{var} = _slow(*step{i}, value, extra_bank_codes, problems)"
+        lines += [
+            f"    # {field.wire}: {field.kind.value}",
+            f"    value = {_value_of(field.attr, params)}",
+        ]
+        if check is not None:
+            ns[f"check{i}"] = check
+            # None takes the only allowed value, or "": its verdict is known now.
+            verdict = check(fixed, ())
+            if verdict is None:
+                lines += ["    if value is None:", f"        {var} = {fixed!r}"]
+            else:
+                ns[f"none{i}"] = verdict
+                lines += [
+                    "    if value is None:",
+                    f"        {var} = {fixed!r}",
+                    f"        problems.append(none{i})",
+                ]
+        else:
+            lines += ["    if value is None:", f"        {var} = {fixed!r}"]
+        for kind_test, text, rules in _fast_cases(field, i, ns):
+            lines += [f"    elif {kind_test}:", f"        {var} = {text}"]
+            if check is None or rules == "True":
+                continue
+            if rules == "False":
+                # No inlined rule (a URL, an address): the compiled check decides, and the
+                # texts it accepted recently (the merchant's URLs repeat) pass at once.
+                ns[f"good{i}"] = set()
+                accepted = f"{var} in good{i}"
+                if field.optional:
+                    accepted = f"not {var} or {accepted}"
+                lines += [
+                    f"        if not ({accepted}):",
+                    f"            _check_and_keep(check{i}, good{i}, {var}, extra_bank_codes, "
+                    "problems)",
+                ]
+            else:
+                lines += [
+                    f"        if not ({rules}):",
+                    f"            _check_into(check{i}, {var}, extra_bank_codes, problems)",
+                ]
+        lines += ["    else:", f"        {slow}"]
+    lines.append(f"    return {{{', '.join(texts)}}}, problems")
+    return "\n".join(lines) + "\n", ns
+
+
+def _fast_cases(field: Field, i: int, ns: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(test of the value, its wire text, the inlined rules its text obeys) per common case."""
+    text_rules = _text_rules(field, i, ns)
+    if field.kind is Kind.NUMBER:
+        minimum = field.min_value if field.min_value is not None else 0
+        rules = f"value >= {minimum}"
+        if field.max_length is not None:
+            rules += f" and len(t{i}) <= {field.max_length}"
+        return [("type(value) is int", "str(value)", rules)]
+    if field.kind is Kind.DATE:
+        # A date object's text is always 8 digits of a real date: only the length is left.
+        rules = f"len(t{i}) <= {field.max_length}" if field.max_length is not None else "True"
+        return [("type(value) is _date", "_date_text(value)", rules)]
+    cases = [("type(value) is str", "value", text_rules)]
+    if field.enum is not None:
+        ns[f"enum{i}"] = field.enum
+        values = [m.value for m in field.enum]
+        fits = all(
+            isinstance(v, str) and v and (field.max_length is None or len(v) <= field.max_length)
+            for v in values
+        ) and set(values) <= set(field.choices or ())
+        cases.append((f"type(value) is enum{i}", "value._value_", "True" if fits else text_rules))
+    return cases
+
+
+def _text_rules(field: Field, i: int, ns: dict[str, Any]) -> str:
+    """The field's rules on a text ``t{i}``, inlined where they are simple; else "False" (the
+    compiled check decides)."""
+    if field.kind in (Kind.URL, Kind.IPV4, Kind.DATE, Kind.DATETIME, Kind.AMT_ITEM):
+        return "False"
+    rules = []
+    if field.max_length is not None:
+        rules.append(f"len(t{i}) <= {field.max_length}")
+    if field.choices is not None:
+        ns[f"choices{i}"] = frozenset(field.choices)
+        rules.append(f"t{i} in choices{i}")
+    if field.pattern is not None:
+        excluded = _EXCLUDING.fullmatch(field.pattern)
+        if excluded is not None:  # "[^x]+" of a non-empty text
+            rules.append(f"{excluded.group(1)!r} not in t{i}")
+        else:
+            ns[f"pattern{i}"] = re.compile(field.pattern).fullmatch
+            rules.append(f"pattern{i}(t{i}) is not None")
+    if field.kind is Kind.BANK:
+        rules.append(f"(t{i} in _BANK_CODES or t{i} in extra_bank_codes)")
+    body = " and ".join(rules) or "True"
+    return f"not t{i} or ({body})" if field.optional else f"t{i} and ({body})"
+
+
 def build_payment_request(
     order: Order,
     *,
@@ -132,25 +368,27 @@ def build_payment_request(
     if not isinstance(order, Order):
         raise TypeError(f"order must be an Order, not {type(order).__name__}")
     schema = schema_for(message)
-    values = dict(zip(_ORDER_ATTRS, _order_values(order), strict=False))  # same length
-    values.update(
-        character_set=character_set,
-        merchant_id=merchant_id,
-        request_id=request_id,
-        ip_address=ip_address,
-        sign_type=signer.sign_type,
-        merchant_cert=signer.merchant_cert,
-        callback_url=order.callback_url or callback_url,
-        notify_url=order.notify_url or notify_url,
-        order_date=order.order_date or today,
-        mer_ac_date=order.mer_ac_date or today,
+    # The order's attributes and these values (_PAYMENT_PARAMS), converted and checked in one
+    # generated pass.
+    checked = _order_converter(schema)(
+        order,
+        character_set,
+        merchant_id,
+        request_id,
+        ip_address,
+        signer.sign_type,
+        signer.merchant_cert,
+        order.callback_url or callback_url,
+        order.notify_url or notify_url,
+        order.order_date or today,
+        order.mer_ac_date or today,
+        extra_bank_codes,
     )
-    return _prepare(
+    return _finish(
         schema,
-        values,
+        *checked,
         signer=signer,
         character_set=character_set,
-        extra_bank_codes=extra_bank_codes,
         request_id=request_id,
         order_id=order.order_id,
     )
@@ -198,7 +436,29 @@ def _prepare(
     order_id: str,
 ) -> PreparedRequest:
     """Check every field, then sign and encode: the one path of every request."""
-    fields, problems = _convert_and_check(schema, values, extra_bank_codes)
+    fields, problems = _converter(schema)(values.get, extra_bank_codes)
+    return _finish(
+        schema,
+        fields,
+        problems,
+        signer=signer,
+        character_set=character_set,
+        request_id=request_id,
+        order_id=order_id,
+    )
+
+
+def _finish(
+    schema: Schema,
+    fields: dict[str, str],
+    problems: list[Problem],
+    *,
+    signer: Signer,
+    character_set: CharacterSet,
+    request_id: str,
+    order_id: str,
+) -> PreparedRequest:
+    """Report the problems found, or sign the checked fields and encode the body."""
     if signer.sign_type is SignType.RSA and not signer.merchant_cert:
         cert_name = schema.cert_field.wire if schema.cert_field else "certificate"
         problems.append(Problem(cert_name, "required when signType is RSA", "required"))
@@ -215,7 +475,10 @@ def _prepare(
     if cert is not None and not fields[cert.wire]:
         sent = fields.copy()
         del sent[cert.wire]
-    body = encode_form(sent.items(), character_set)
+    plan = schema.plan(
+        "form" if sent is fields else "form-no-cert", lambda s: form_plan(s, tuple(sent))
+    )
+    body = encode_fields(sent, character_set, plan)
     return PreparedRequest(
         message=schema.name,
         request_id=request_id,
@@ -251,14 +514,22 @@ def verify_fields(schema: Schema, fields: Mapping[str, str], verifier: Verifier)
     an RSA verifier, nor the reverse. A certificate carried in the payload is never used.
     """
     sign_type = fields.get("signType", "")
-    if sign_type != verifier.sign_type.value:
+    if sign_type != verifier.sign_type:  # a str enum: equal to its value
         raise SignTypeMismatchError(
             f"is {sign_type[:10]!r} but the configured verifier checks {verifier.sign_type.value}",
             field="signType",
         )
-    signature = fields.get(schema.signature_field.wire)
+    wire = schema.signature_field.wire
+    signature = fields.get(wire)
     if not signature:
-        raise SignatureError("missing", field=schema.signature_field.wire)
+        raise SignatureError("missing", field=wire)
+    if not has_escapes(schema, fields):
+        # The common case: one reading, the text as received, and nothing left to decode.
+        try:
+            verifier.verify(source_of(schema, fields), signature)
+        except SignatureError:
+            raise SignatureError("signature does not match", field=wire) from None
+        return fields  # type: ignore[return-value]  # the callers only read it
     for reading in escaped_readings(schema, fields):
         try:
             verifier.verify(source_of(schema, reading), signature)

@@ -10,7 +10,8 @@ import binascii
 import contextlib
 import hashlib
 import hmac
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 from cryptography import x509
@@ -41,8 +42,19 @@ def signing_source(message: str, fields: Mapping[str, str]) -> str:
 
 def source_of(schema: Schema, fields: Mapping[str, str]) -> str:
     """``signing_source`` for an already looked-up schema."""
-    get = fields.get
-    return "".join([get(name) or "" for name in schema.signed_names])
+    try:
+        # One C-level call when every signed field is present as text (a received message).
+        return "".join(schema.plan("signed_values", _signed_values)(fields))
+    except (KeyError, TypeError):  # an absent field, or None, signs as empty
+        get = fields.get
+        return "".join([get(name) or "" for name in schema.signed_names])
+
+
+def _signed_values(schema: Schema) -> Callable[[Mapping[str, str]], tuple[str, ...]]:
+    names = schema.signed_names
+    if len(names) == 1:  # itemgetter of one name returns the value, not a tuple
+        return lambda fields: (fields[names[0]],)
+    return operator.itemgetter(*names)
 
 
 @runtime_checkable
@@ -174,10 +186,19 @@ class Md5Signer:
 
     def verify(self, source: str, signature: str) -> None:
         """Raise ``SignatureError`` unless ``signature`` (either hex case) signs ``source``."""
-        if not _hex_ok(signature, 32) or not hmac.compare_digest(
-            self.sign(source), signature.lower()
-        ):
-            raise SignatureError("signature does not match", field="hmac")
+        if _hex_ok(signature, 32):
+            # sign_bytes inlined: verification is the hot path of every notification.
+            h = _EMPTY_INNER.copy()
+            h.update(source.encode())
+            o = _EMPTY_OUTER.copy()
+            o.update(h.digest())
+            h = self._inner.copy()
+            h.update(o.hexdigest().encode())
+            o = self._outer.copy()
+            o.update(h.digest())
+            if hmac.compare_digest(o.hexdigest(), signature.lower()):
+                return
+        raise SignatureError("signature does not match", field="hmac")
 
 
 def _hex_ok(signature: object, length: int) -> bool:
