@@ -105,6 +105,7 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def build(session: nox.Session) -> None:
     """Build sdist and wheel, check them, install the wheel alone and run the demo from it."""
+    import tarfile
     import tempfile
     import zipfile
 
@@ -122,6 +123,19 @@ def build(session: nox.Session) -> None:
     stray += [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
     if stray:
         session.error(f"the wheel carries files it should not: {stray[:5]}")
+    if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
+        session.error("the wheel carries no LICENSE")
+    (sdist,) = dist.glob("*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        members = [m.split("/", 1)[1] for m in archive.getnames() if "/" in m]
+        pkg_info = archive.extractfile(f"{sdist.name.removesuffix('.tar.gz')}/PKG-INFO")
+        metadata = pkg_info.read().decode() if pkg_info else ""
+    # The sdist leaves the tests out on purpose (pyproject: they need the whole repository).
+    if "LICENSE" not in members or any(m.startswith("tests/") for m in members):
+        session.error(f"the sdist must hold LICENSE and no tests/: {sorted(members)[:20]}")
+    for line in ("License-Expression: MIT", "License-File: LICENSE"):
+        if line not in metadata:
+            session.error(f"the sdist's PKG-INFO lacks {line!r}")
     with tempfile.TemporaryDirectory() as tmp:
         venv = Path(tmp, "venv")
         session.run("python", "-m", "venv", str(venv))
