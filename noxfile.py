@@ -61,7 +61,7 @@ _expose_pyenv_pythons()
 def tests(session: nox.Session) -> None:
     """Run the test suite but the integration tests; every async test on asyncio and trio."""
     session.install(".", *nox.project.dependency_groups(PYPROJECT, "tests"))
-    session.run("pytest", "-m", "not integration", *session.posargs)
+    session.run("pytest", "-m", "not integration and not docs", *session.posargs)
 
 
 # On the newest supported Python, not on whichever runs nox: a fresh machine's default is often
@@ -95,11 +95,74 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 
+#: The Mermaid the docs site serves itself (no CDN): the npm registry's package, pinned by
+#: version and by the SHA-512 of the file taken from it.
+MERMAID_VERSION = "11.17.2"
+MERMAID_SHA512 = (
+    "bd51aa106f9fbd96409b0035d4b1b568b36e5d09eb6aa64f5642f5ef3bf5ff4a"
+    "83b409a83e5ef485723aa19648e082f9ecb8237ab4ed7820a94ecd6928858b9b"
+)
+MERMAID_TARGET = Path("docs/assets/vendor/mermaid.min.js")
+
+
+def _sha512(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha512(data).hexdigest()
+
+
+def _vendor_mermaid(session: nox.Session) -> None:
+    """Put the pinned mermaid.min.js (and its license) into docs/assets/vendor/."""
+    import json
+    import tarfile
+    import tempfile
+
+    if MERMAID_TARGET.is_file() and _sha512(MERMAID_TARGET.read_bytes()) == MERMAID_SHA512:
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        session.error(
+            "the docs need npm to take Mermaid from the npm registry (apt-get install npm)"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        # npm checks the tarball against the registry's integrity hash; the file's own hash is
+        # checked below against the pin, so a re-published version cannot slip in.
+        packed = subprocess.run(
+            [npm, "pack", f"mermaid@{MERMAID_VERSION}", "--json", "--prefer-offline"],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if packed.returncode != 0:
+            session.error(f"npm pack mermaid@{MERMAID_VERSION} failed: {packed.stderr[-2000:]}")
+        (info,) = json.loads(packed.stdout)
+        with tarfile.open(Path(tmp, info["filename"])) as archive:
+            script = archive.extractfile("package/dist/mermaid.min.js")
+            licence = archive.extractfile("package/LICENSE")
+            if script is None or licence is None:
+                session.error(f"mermaid@{MERMAID_VERSION} has no dist/mermaid.min.js or LICENSE")
+            data, licence_text = script.read(), licence.read()
+    if _sha512(data) != MERMAID_SHA512:
+        session.error(f"mermaid@{MERMAID_VERSION}'s mermaid.min.js is not the pinned one")
+    MERMAID_TARGET.parent.mkdir(parents=True, exist_ok=True)
+    MERMAID_TARGET.write_bytes(data)
+    MERMAID_TARGET.with_name("mermaid.LICENSE").write_bytes(licence_text)
+
+
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the documentation site into site/ with --strict (every page and link resolves)."""
-    session.install(".", *nox.project.dependency_groups(PYPROJECT, "docs"))
+    """Build the documentation site into site/ with --strict (every page and link resolves),
+    then open every page in Chromium with every request beyond loopback blocked: each diagram
+    must be drawn, no console error, no request to another host."""
+    session.install(
+        ".",
+        *nox.project.dependency_groups(PYPROJECT, "docs"),
+        *nox.project.dependency_groups(PYPROJECT, "docs-check"),
+    )
+    _vendor_mermaid(session)
     session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs)
+    session.run("pytest", "-m", "docs", "tests/test_docs_site.py", env={"CMPAY_DOCS_SITE": "site"})
 
 
 @nox.session
