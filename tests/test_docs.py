@@ -95,3 +95,15 @@ async def test_reconcile_example_feeds_the_processor() -> None:
     assert [("LOST1", "reconciliation", True, 700)] == [
         (e.order_id, e.source, e.paid, e.amount) for e in seen
     ]
+
+
+def test_every_recipe_is_on_the_recipes_page() -> None:
+    """docs/recipes.md includes each module of recipes/ from its file (not a pasted copy)."""
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    page = (root / "docs" / "recipes.md").read_text("utf-8")
+    modules = sorted(p.name for p in (root / "recipes").glob("*.py") if p.name != "__init__.py")
+    missing = [name for name in modules if f'--8<-- "recipes/{name}"' not in page]
+    assert modules
+    assert [] == missing
