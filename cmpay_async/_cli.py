@@ -29,23 +29,48 @@ from ._version import __version__
 __all__ = ["main"]
 
 _DEFAULT_ENV = "CMPAY_SIGN_KEY"
+#: Where ``cmpay sandbox`` listens by default, named in the refusal of a test key in production.
+_SANDBOX_ENDPOINT = "http://127.0.0.1:8800/ips/cmpayService"
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to each option's help that has a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        shown = action.default not in (None, False, [], argparse.SUPPRESS)
+        if shown and action.option_strings and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose help shows its options' defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def _add_key_options(parser: argparse.ArgumentParser, *, rsa: str) -> None:
     keys = parser.add_argument_group("key (never given on the command line)")
     keys.add_argument("--key-file", type=Path, help="file holding the MD5 signKey")
+    _add_md5_key_options(keys)
+    keys.add_argument(f"--rsa-{rsa}-key-file", type=Path, help=f"RSA {rsa} key file (PEM/DER/hex)")
+
+
+def _add_md5_key_options(keys: argparse._ArgumentGroup) -> None:
     keys.add_argument(
         "--key-env",
         default=_DEFAULT_ENV,
         metavar="NAME",
-        help=f"environment variable holding the MD5 signKey (default {_DEFAULT_ENV})",
+        help="environment variable holding the MD5 signKey",
     )
     keys.add_argument(
         "--public-test-key",
         action="store_true",
         help="use the vendor's public test signKey (test merchant 888009941120001)",
     )
-    keys.add_argument(f"--rsa-{rsa}-key-file", type=Path, help=f"RSA {rsa} key file (PEM/DER/hex)")
 
 
 def _add_body_options(parser: argparse.ArgumentParser) -> None:
@@ -58,11 +83,13 @@ def _add_body_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cmpay", description="cmpay-async: CMPay sandbox, demo and signature debugger."
     )
     parser.add_argument("--version", action="version", version=f"cmpay-async {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     demo = commands.add_parser(
         "demo", help="run the whole payment flow on loopback and print a timeline"
@@ -71,9 +98,14 @@ def _parser() -> argparse.ArgumentParser:
         "--minute-seconds",
         type=float,
         default=0.01,
-        help="real seconds per gateway minute for the retry schedule (default 0.01)",
+        help="real seconds per gateway minute for the retry schedule",
     )
-    demo.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    demo.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="the event loop to run the client and the shop on (trio needs `pip install trio`)",
+    )
 
     sandbox = commands.add_parser("sandbox", help="serve the sandbox gateway over HTTP")
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -124,11 +156,17 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Reads ORDER_ID [CREATED_AT] lines (CREATED_AT in ISO 8601; without it the order "
             "is asked about now) and prints ORDER_ID, then its state, amount and payNo, or "
-            "'not-due' (too young, see the schedule) or 'unanswered' (the query failed)."
+            "'not-due' (too young, see the schedule) or 'unanswered' (the query failed). "
+            "Exit status: 0 when every due order was answered, 1 when any stayed unanswered, "
+            "2 on an error."
         ),
     )
     reconcile.add_argument("--file", type=Path, help="the orders (default: standard input)")
-    reconcile.add_argument("--endpoint", default=PRODUCTION_ENDPOINT, help="the gateway URL")
+    reconcile.add_argument(
+        "--endpoint",
+        help=f"the gateway URL (default: the production gateway, {PRODUCTION_ENDPOINT}; "
+        f"required with --public-test-key: the sandbox's is {_SANDBOX_ENDPOINT})",
+    )
     reconcile.add_argument(
         "--allow-insecure-http",
         action="store_true",
@@ -137,14 +175,18 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument(
         "--merchant-id",
         default=os.environ.get("CMPAY_MERCHANT_ID", ""),
-        help="the merchant id (default $CMPAY_MERCHANT_ID)",
+        help="the merchant id (default: $CMPAY_MERCHANT_ID; with --public-test-key, the test "
+        "merchant's)",
     )
-    reconcile.add_argument("--concurrency", type=int, default=8)
-    reconcile.add_argument("--per-second", type=float, default=20.0)
+    reconcile.add_argument(
+        "--concurrency", type=int, default=8, help="queries in flight at most at once"
+    )
+    reconcile.add_argument(
+        "--per-second", type=float, default=20.0, help="queries started per second at most"
+    )
     keys = reconcile.add_argument_group("key (never given on the command line)")
     keys.add_argument("--key-file", type=Path, help="file holding the MD5 signKey")
-    keys.add_argument("--key-env", default=_DEFAULT_ENV, metavar="NAME")
-    keys.add_argument("--public-test-key", action="store_true")
+    _add_md5_key_options(keys)
     return parser
 
 
@@ -172,11 +214,22 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         pending.append(
             PendingOrder(order_id=parts[0], created_at=created or now - dt.timedelta(minutes=2))
         )
+    if args.public_test_key and args.endpoint is None:
+        # The production gateway knows no order signed with the public test key: every query
+        # would fail, and reported as "unanswered" it would read like a network problem.
+        raise ConfigurationError(
+            "--public-test-key needs --endpoint: the production gateway does not accept the "
+            f"public test key (the sandbox's endpoint is {_SANDBOX_ENDPOINT})"
+        )
     merchant_id = args.merchant_id or (PUBLIC_TEST_MERCHANT if args.public_test_key else "")
+    if not merchant_id:
+        raise ConfigurationError(
+            "merchant id is empty: pass --merchant-id or set $CMPAY_MERCHANT_ID"
+        )
     client = CmpayClient(
         merchant_id=merchant_id,
         signer=Md5Signer(_md5_key(args)),
-        endpoint=args.endpoint,
+        endpoint=args.endpoint or PRODUCTION_ENDPOINT,
         allow_insecure_http=args.allow_insecure_http,
     )
 
@@ -192,11 +245,19 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         return answers
 
     answers = anyio.run(run)
+    unanswered = 0
     for order in pending:
         if not due(order, now):
             print(f"{order.order_id}\tnot-due")
+        elif order.order_id in answers:
+            print(f"{order.order_id}\t{answers[order.order_id]}")
         else:
-            print(f"{order.order_id}\t{answers.get(order.order_id, 'unanswered')}")
+            unanswered += 1
+            print(f"{order.order_id}\tunanswered")
+    if unanswered:
+        # A cron job or a shell `&&` must see that some orders are still in doubt.
+        print(f"cmpay: {unanswered} order(s) unanswered; run again later", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -211,7 +272,8 @@ def _md5_key(args: argparse.Namespace) -> str:
     value = os.environ.get(args.key_env, "")
     if not value:
         raise ConfigurationError(
-            f"no key: set ${args.key_env}, or pass --key-file, or --public-test-key"
+            f"no key: set ${args.key_env} (or name another variable with --key-env), "
+            "or pass --key-file, or --public-test-key"
         )
     return value
 

@@ -109,14 +109,55 @@ def test_a_key_argument_does_not_exist(capsys: pytest.CaptureFixture[str]) -> No
     assert 2 == info.value.code
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["sandbox"], ["sign"], ["verify"]])
-def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    """`--help` works on the program and on every command."""
+COMMANDS = [[], ["demo"], ["sandbox"], ["sign"], ["verify"], ["reconcile"]]
+
+
+def _help(capsys: pytest.CaptureFixture[str], command: list[str]) -> str:
     with pytest.raises(SystemExit) as info:
         main([*command, "--help"])
-
     assert 0 == info.value.code
-    assert "usage:" in capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`--help` works on the program and on every command."""
+    assert "usage:" in _help(capsys, command)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_is_explained(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """In every command's help, each option has a line of text after its name."""
+    out = _help(capsys, command)
+    options = out.split("options:", 1)[1]
+    # An option's entry: its names (and metavar) at two spaces, then its help on the same
+    # line or the next; an entry directly followed by another one has no help.
+    entries = re.findall(r"^  (-\S.*?)(?:\n|$)((?:^ {6,}\S.*(?:\n|$))*)", options, re.M)
+    assert entries
+    bare = [names for names, more in entries if not re.search(r"\s{2,}\S", names) and not more]
+    assert [] == bare
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "shown"),
+    [
+        (["demo"], "--backend", "(default: asyncio)"),
+        (["demo"], "--minute-seconds", "(default: 0.01)"),
+        (["reconcile"], "--concurrency", "(default: 8)"),
+        (["reconcile"], "--per-second", "(default: 20.0)"),
+        (["reconcile"], "--key-env", "(default: CMPAY_SIGN_KEY)"),
+        (["reconcile"], "--endpoint", "(default: the production gateway"),
+        (["reconcile"], "--merchant-id", "(default: $CMPAY_MERCHANT_ID"),
+        (["sign"], "--key-env", "(default: CMPAY_SIGN_KEY)"),
+    ],
+)
+def test_help_shows_the_defaults(
+    command: list[str], option: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An option's help says what happens when it is left out."""
+    out = " ".join(_help(capsys, command).split())
+    entry = out.split(f" {option} ", 1)[1].split(" --", 1)[0]
+    assert shown in entry
 
 
 def _readme_command(keyword: str) -> str:

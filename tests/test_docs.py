@@ -102,3 +102,15 @@ def test_guarantees_example_declares_the_order_id_form(capsys: pytest.CaptureFix
     run_examples("guarantees-pattern")
 
     assert "201103091030298930 1250 True" == capsys.readouterr().out.strip()
+
+
+def test_every_recipe_is_on_the_recipes_page() -> None:
+    """docs/recipes.md includes each module of recipes/ from its file (not a pasted copy)."""
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    page = (root / "docs" / "recipes.md").read_text("utf-8")
+    modules = sorted(p.name for p in (root / "recipes").glob("*.py") if p.name != "__init__.py")
+    missing = [name for name in modules if f'--8<-- "recipes/{name}"' not in page]
+    assert modules
+    assert [] == missing

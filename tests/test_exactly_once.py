@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import anyio
@@ -97,7 +97,7 @@ def _workers(tmp_path: Path, store: dict[str, str], **env: str) -> Iterator[str]
 
 
 def _credits(tmp_path: Path) -> dict[str, int]:
-    with sqlite3.connect(tmp_path / "credits.db") as db:
+    with closing(sqlite3.connect(tmp_path / "credits.db")) as db:
         return dict(db.execute("SELECT order_id, n FROM credits").fetchall())
 
 

@@ -2,33 +2,74 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import anyio
 import httpx
 import pytest
 
 from cmpay_async import Order
 from cmpay_async._serve import serve_in_thread
-from cmpay_async.testing import PUBLIC_TEST_KEY, Sandbox
+from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox
 
 from .helpers import make_client
-from .readme import examples, run_examples
+from .readme import README, ROOT, examples, run_examples
 
 
 def test_client_example_prints_a_cashier_redirect(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The example places an order on the sandbox over TCP and prints a link that opens."""
+    """The example, pasted twice, places two orders on one sandbox over TCP and prints two
+    links that open (a fixed order id would fail the second time with RPM22208)."""
     monkeypatch.setenv("CMPAY_SIGN_KEY", PUBLIC_TEST_KEY)
-    with serve_in_thread(Sandbox()) as url:
+    monkeypatch.setenv("CMPAY_MERCHANT_ID", PUBLIC_TEST_MERCHANT)
+    sandbox = Sandbox()
+    with serve_in_thread(sandbox) as url:
         monkeypatch.setenv("CMPAY_ENDPOINT", f"{url}/ips/cmpayService")
 
         run_examples("client")
+        run_examples("client")
 
-        printed = capsys.readouterr().out.strip()
-        assert printed.startswith(f"{url}/ips/FormTrans3?sessionId=")
-        cashier = httpx.get(printed)
-    assert 200 == cashier.status_code
-    assert "¥12.50" in cashier.text
+        printed = capsys.readouterr().out.split()
+        assert 2 == len(set(printed))
+        assert all(link.startswith(f"{url}/ips/FormTrans3?sessionId=") for link in printed)
+        cashiers = [httpx.get(link) for link in printed]
+    assert [200, 200] == [cashier.status_code for cashier in cashiers]
+    assert all("¥12.50" in cashier.text for cashier in cashiers)
+    order_ids = [order.order_id for order in sandbox.orders.values()]
+    assert all(order_id.isdigit() and len(order_id) <= 50 for order_id in order_ids)
+
+
+def _readme_shell_line(start: str) -> str:
+    lines = [line for line in README.read_text("utf-8").splitlines() if line.startswith(start)]
+    assert 1 == len(lines), f"README has no single line starting {start!r}"
+    return lines[0]
+
+
+def test_readme_shell_setup_gives_the_sandbox_merchant_and_key(tmp_path: Path) -> None:
+    """The README's two `export` lines, run by bash with `python` on PATH, set the public test
+    merchant id and key the examples read."""
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    # A wrapper, not a symlink: a venv's interpreter reached through a link elsewhere loses
+    # the venv (its pyvenv.cfg is looked up beside the link).
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    script = "\n".join(
+        [
+            _readme_shell_line("export CMPAY_MERCHANT_ID="),
+            _readme_shell_line("export CMPAY_SIGN_KEY="),
+            'printf "%s\\n%s" "$CMPAY_MERCHANT_ID" "$CMPAY_SIGN_KEY"',
+        ]
+    )
+    env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert [PUBLIC_TEST_MERCHANT, PUBLIC_TEST_KEY] == done.stdout.splitlines()
 
 
 def test_client_example_is_short() -> None:

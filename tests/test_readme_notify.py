@@ -65,17 +65,13 @@ async def test_starlette_handler(env: None) -> None:
 
 async def test_readme_quickstart_handler(env: None) -> None:
     """The README's first-screen handler: SUCCESS for a signed notification, 400 for a forgery."""
-    from starlette.applications import Starlette
-    from starlette.routing import Route
-
     ns = run_examples("readme-notify")
-    app = Starlette(routes=[Route("/cmpay/notify", ns["cmpay_notify"], methods=["POST"])])
     body = sign_notification(order_id="Q1", amount=100)
     forged = sign_notification(
         order_id="Q2", amount=100, signer=Md5Signer("x-not-the-merchants-key")
     )
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://s"
+        transport=httpx.ASGITransport(app=ns["app"]), base_url="http://s"
     ) as http:
         ok = await http.post("/cmpay/notify", content=body, headers=FORM)
         again = await http.post("/cmpay/notify", content=body, headers=FORM)
@@ -83,6 +79,34 @@ async def test_readme_quickstart_handler(env: None) -> None:
     assert [(200, b"SUCCESS"), (200, b"SUCCESS"), (400, b"FAIL")] == [
         (r.status_code, r.content) for r in (ok, again, bad)
     ]
+
+
+async def test_readme_return_handler(env: None) -> None:
+    """The README's callback_url handler: a signed PageNotify is handled with the payment's
+    OfflineNotify once and redirects the buyer to the order's page; a forged one gets 400."""
+    ns = run_examples("readme-notify")
+    events: list[Any] = []
+
+    async def count(event: Any) -> None:
+        events.append(event)
+
+    ns["PROCESSOR"].handler = count
+    page = sign_notification(kind="PageNotify", order_id="P1", amount=100, pay_no="PAY1")
+    offline = sign_notification(order_id="P1", amount=100, pay_no="PAY1")
+    forged = sign_notification(
+        kind="PageNotify", order_id="P2", amount=100, signer=Md5Signer("x-not-the-merchants-key")
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=ns["app"]), base_url="http://s"
+    ) as http:
+        returned = await http.post("/cmpay/return", content=page, headers=FORM)
+        notified = await http.post("/cmpay/notify", content=offline, headers=FORM)
+        refused = await http.post("/cmpay/return", content=forged, headers=FORM)
+
+    assert (303, "/orders/P1") == (returned.status_code, returned.headers["location"])
+    assert (200, b"SUCCESS") == (notified.status_code, notified.content)
+    assert 400 == refused.status_code
+    assert [("PageNotify", "P1")] == [(e.source, e.order_id) for e in events]
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp runs on asyncio only

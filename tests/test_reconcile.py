@@ -247,3 +247,59 @@ def test_slow_rates_are_allowed() -> None:
         return [r async for r in reconcile_orders(query, fresh, now=NOW, per_second=0.5)]
 
     assert [] == anyio.run(run)
+
+
+def test_cmpay_reconcile_refuses_the_test_key_without_an_endpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The public test key with no --endpoint would query production: refused, naming why."""
+
+    def no_network(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the command sent a query")
+
+    monkeypatch.setattr(CmpayClient, "reconcile", no_network)
+    orders = tmp_path / "pending.txt"
+    orders.write_text("CLI1\n")
+
+    code = main(["reconcile", "--public-test-key", "--file", str(orders)])
+
+    err = capsys.readouterr().err
+    assert 2 == code
+    assert "--public-test-key needs --endpoint" in err
+    assert "http://127.0.0.1:8800/ips/cmpayService" in err
+
+
+def test_cmpay_reconcile_names_where_the_merchant_id_comes_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No merchant id: the error names both the option and the environment variable."""
+    monkeypatch.delenv("CMPAY_MERCHANT_ID", raising=False)
+    monkeypatch.setenv("CMPAY_SIGN_KEY", PUBLIC_TEST_KEY)
+    orders = tmp_path / "pending.txt"
+    orders.write_text("CLI1\n")
+
+    code = main(["reconcile", "--file", str(orders)])
+
+    err = capsys.readouterr().err
+    assert 2 == code
+    assert "merchant id is empty: pass --merchant-id or set $CMPAY_MERCHANT_ID" in err
+    assert PUBLIC_TEST_KEY not in err
+
+
+def test_cmpay_reconcile_fails_when_an_order_stays_unanswered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gateway that answers nothing: each order is 'unanswered' and the exit status is 1."""
+    sandbox = Sandbox()
+    with serve_in_thread(sandbox) as url:
+        endpoint = f"{url}/ips/cmpayService"
+    # The server has stopped: every connection to its port is refused.
+    orders = tmp_path / "pending.txt"
+    orders.write_text("CLI1\nCLI2\n")
+
+    code = main(["reconcile", "--endpoint", endpoint, "--public-test-key", "--file", str(orders)])
+
+    out = capsys.readouterr()
+    assert ["CLI1\tunanswered", "CLI2\tunanswered"] == out.out.splitlines()
+    assert 1 == code
+    assert "2 order(s) unanswered" in out.err
