@@ -40,13 +40,18 @@ class _WarnUnclosed(sqlite3.Connection):
     """A connection that warns when collected unclosed, as Python 3.13's own do."""
 
     _closed = False
+    _opened = False  # a connect that failed opened nothing, and 3.13 says nothing of it
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._opened = True
 
     def close(self) -> None:
         self._closed = True
         super().close()
 
     def __del__(self) -> None:
-        if not self._closed:
+        if self._opened and not self._closed:
             warnings.warn(f"unclosed database in {self!r}", ResourceWarning, stacklevel=1)
 
 
