@@ -70,6 +70,8 @@ class PaymentEvent:
 
 #: The answer to a notification that did not verify: never SUCCESS.
 REFUSED = Ack(status_code=400, body=b"FAIL")
+_HANDLED = ack()
+_RETRY_LATER = nack()
 #: The answer when the store failed before the handler ran: the gateway sends it again later.
 UNAVAILABLE = Ack(status_code=503, body=b"FAIL")
 
@@ -102,6 +104,12 @@ class NotificationProcessor:
         #: Seconds any one store call may take, whatever its driver does (the built-in
         #: stores give up sooner, after their own ``timeout``: 5 s for Redis and PostgreSQL).
         self.store_timeout = store_timeout
+        # The library's own stores end every call within their ``call_bound``: when that is
+        # within store_timeout, no cancel scope of the processor's is needed around each
+        # call. Any other store (a subclass included: it may override a call) gets one.
+        bound = getattr(store, "call_bound", None) if _own_store(store) else None
+        self._self_bounded = isinstance(bound, (int, float)) and 0 <= bound <= store_timeout
+        self._never_waits = self._self_bounded and bound == 0
         #: The form of this merchant's order ids (a regular expression the whole orderId
         #: must match): it closes the one field boundary the document leaves open
         #: (docs/guarantees.md). None accepts any order id the document allows.
@@ -128,7 +136,7 @@ class NotificationProcessor:
         except StoreError as exc:
             logger.warning("the store failed, the handler did not run; answered FAIL: %s", exc)
             return UNAVAILABLE
-        return ack() if handled else nack()
+        return _HANDLED if handled else _RETRY_LATER
 
     async def process_result(self, result: OrderQueryResult) -> bool:
         """Feed a reconciliation query's result through the same once-only path.
@@ -152,7 +160,16 @@ class NotificationProcessor:
 
     async def _once(self, event: PaymentEvent) -> bool:
         """Run the handler if this worker wins the key; True once the event is done."""
-        claimed = await self._store("claim", lambda: self.store.claim(event.key, lease=self.lease))
+        if self._self_bounded:  # the common case, without a closure and a frame per call
+            try:
+                claimed = await self.store.claim(event.key, lease=self.lease)
+            except Exception as exc:
+                error = self._failure("claim", exc)
+                raise error from error.__cause__
+        else:
+            claimed = await self._store(
+                "claim", lambda: self.store.claim(event.key, lease=self.lease)
+            )
         if claimed.state is ClaimState.DONE:
             return True
         if claimed.state is ClaimState.IN_PROGRESS or claimed.token is None:
@@ -170,34 +187,48 @@ class NotificationProcessor:
             with anyio.CancelScope(shield=True):
                 await self._release(event.key, token)
             raise
-        # The handler's work is done: record it even if this call is being cancelled.
+        # The handler's work is done: record it even if this call is being cancelled. A store
+        # whose calls never wait (call_bound 0) cannot be cut off, so needs no shield (whose
+        # cost is a fifth of the processor's own time with MemoryStore).
+        if self._never_waits:
+            await self._complete(event.key, token)
+            return True
         with anyio.CancelScope(shield=True):
             await self._complete(event.key, token)
         return True
 
     async def _store(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         """One store call, bounded by ``store_timeout``; every failure is a ``StoreError``."""
-        backend = type(self.store).__name__
-        with anyio.move_on_after(self.store_timeout):
-            try:
+        try:
+            if self._self_bounded:
+                # The store ends every call within its own bound: a cancel scope per call
+                # would only add its cost (most of the processor's own time with MemoryStore).
                 return await call()
-            except StoreError:
-                raise
-            except Exception as exc:  # a store of the application's own, raising its driver's
-                error = driver_failure(
-                    exc,
-                    backend=backend,
-                    operation=operation,
-                    host=None,
-                    timed_out=isinstance(exc, TimeoutError),
-                )
-                raise error from error.__cause__
+            with anyio.move_on_after(self.store_timeout):
+                return await call()
+        except Exception as exc:
+            error = self._failure(operation, exc)
+            raise error from error.__cause__
         # A driver that ignored its own timeout (or a store without one).
+        backend = type(self.store).__name__
         raise StoreTimeoutError(
             f"{backend} did not {operation} within {self.store_timeout} s",
             backend=backend,
             operation=operation,
             maybe_sent=True,
+        )
+
+    def _failure(self, operation: str, exc: Exception) -> StoreError:
+        """``exc`` as the ``StoreError`` it is, or as one (a store of the application's own
+        raising its driver's exception)."""
+        if isinstance(exc, StoreError):
+            return exc
+        return driver_failure(
+            exc,
+            backend=type(self.store).__name__,
+            operation=operation,
+            host=None,
+            timed_out=isinstance(exc, TimeoutError),
         )
 
     async def _release(self, key: str, token: str) -> None:
@@ -209,6 +240,12 @@ class NotificationProcessor:
             )
 
     async def _complete(self, key: str, token: str) -> None:
+        if self._never_waits:  # a store that cannot fail half-way: one call says it all
+            try:
+                if await self.store.complete(key, token):
+                    return
+            except Exception:  # noqa: S110 - the careful path below tries again and reports
+                pass
         failure: StoreError | None = None
         for attempt in (1, 2):
             try:
@@ -241,6 +278,11 @@ class NotificationProcessor:
             key,
             failure,
         )
+
+
+def _own_store(store: Store) -> bool:
+    """Whether ``store`` is exactly one of the library's own store classes."""
+    return type(store).__module__.split(".")[:2] == ["cmpay_async", "stores"]
 
 
 def _event_of(note: PageNotify | OfflineNotify) -> PaymentEvent:

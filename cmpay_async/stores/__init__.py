@@ -15,6 +15,7 @@ with ``driver_failure`` below, which also blanks credentials out of the driver's
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 import re
 import secrets
@@ -72,13 +73,23 @@ def new_token() -> str:
     return secrets.token_hex(16)
 
 
+# The answers that carry no token, shared (they are frozen).
+_DONE = Claimed(ClaimState.DONE)
+_HELD = Claimed(ClaimState.IN_PROGRESS)
+
+
 class MemoryStore:
     """A store in this process's memory: for tests and single-process apps."""
+
+    #: Every call returns without waiting (a lock held only for a dict update), so no call of
+    #: it can be cut off half-way.
+    call_bound = 0.0
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()  # threads and event loops may share it
         self._rows: dict[str, tuple[ClaimState, str, float]] = {}
+        self._tokens = itertools.count(1)
 
     async def claim(self, key: str, *, lease: float) -> Claimed:
         """Own ``key`` for ``lease`` seconds if nobody handled or holds it."""
@@ -88,10 +99,11 @@ class MemoryStore:
             if row is not None:
                 state, _, expires = row
                 if state is ClaimState.DONE:
-                    return Claimed(ClaimState.DONE)
+                    return _DONE
                 if expires > now:
-                    return Claimed(ClaimState.IN_PROGRESS)
-            token = new_token()
+                    return _HELD
+            # Unique within the process is all a token in this process's memory needs.
+            token = f"m{next(self._tokens)}"
             self._rows[key] = (ClaimState.IN_PROGRESS, token, now + lease)
             return Claimed(ClaimState.NEW, token)
 

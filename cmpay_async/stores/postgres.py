@@ -117,6 +117,14 @@ class PostgresStore:
         # Taking a connection creates the table when this store has not yet.
         await self._run("connect", lambda db: None)
 
+    @property
+    def call_bound(self) -> float:
+        """Seconds within which every call of this store ends.
+
+        Connecting, and each statement and the whole call are cut off at twice ``timeout``.
+        """
+        return 2 * self.timeout
+
     def close(self) -> None:
         """Close every connection the store opened."""
         with self._lock:

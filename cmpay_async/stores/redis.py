@@ -116,6 +116,14 @@ class RedisStore:
         self._complete = self._redis.register_script(_COMPLETE)
         self._release = self._redis.register_script(_RELEASE)
 
+    @property
+    def call_bound(self) -> float:
+        """Seconds within which every call of this store ends.
+
+        The whole call is cut off at twice ``timeout``.
+        """
+        return 2 * self.timeout
+
     def close(self) -> None:
         """Close the connection pool."""
         self._redis.close()

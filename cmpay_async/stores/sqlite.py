@@ -80,6 +80,14 @@ class SqliteStore:
             self._connections.append(held)
         return connection
 
+    @property
+    def call_bound(self) -> float:
+        """Seconds within which every call of this store ends.
+
+        A lock is waited for at most ``timeout``; the rest is local file I/O.
+        """
+        return self.timeout
+
     def close(self) -> None:
         """Close the connections this process opened (threads open new ones on next use)."""
         _close_own(self._connections, self._setup)
