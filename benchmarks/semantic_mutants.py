@@ -91,7 +91,7 @@ def _judge(tree: Path, mutant: dict[str, Any], backends: str) -> dict[str, Any]:
     elif code == 0:
         verdict = "SURVIVED"
     else:  # 2-5: the run itself broke (an import error, no tests): not a judgement
-        verdict = "caught (pytest exit %d)" % code
+        verdict = f"caught (pytest exit {code})"
     return {
         "id": mutant["id"],
         "verdict": verdict,
@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                 result = _judge(tree, mutant, args.backends)
             finally:
                 free.append(tree)
-            print(f"{result['verdict']:<22} {result['seconds']:>6.1f} s  {mutant['id']}", flush=True)
+            print(
+                f"{result['verdict']:<22} {result['seconds']:>6.1f} s  {mutant['id']}", flush=True
+            )
             return result
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
