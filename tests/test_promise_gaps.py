@@ -514,3 +514,36 @@ def test_a_forked_child_runs_its_calls_on_a_loop_of_its_own() -> None:
     client.query_order("PARENT")
     assert parent_loop == loops[-1]
     client.close()
+
+
+def test_a_native_cancellation_in_flight_frees_its_slot() -> None:
+    """asyncio only: a task.cancel() is the one cancellation that pierces the shield of a
+    written request. max_connections=1: after the first call is cancelled so, in flight, the
+    second still gets the slot (it would wait out the pool timeout if the slot leaked)."""
+    inner = httpx.ASGITransport(app=Sandbox())
+
+    async def main() -> str:
+        entered = asyncio.Event()
+        calls = 0
+
+        async def held(request: httpx.Request) -> httpx.Response:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                entered.set()
+                await asyncio.sleep(3600)
+            return await inner.handle_async_request(request)
+
+        client = make_client(
+            _AsyncMock(held), max_connections=1, timeouts=Timeouts(pool=5.0, total=30.0)
+        )
+        async with client:
+            first = asyncio.create_task(client.query_order("FIRST"))
+            await entered.wait()
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            second = await client.query_order("SECOND")
+        return second.return_code
+
+    assert "RPM22201" == asyncio.run(main())
