@@ -171,8 +171,8 @@ async def test_two_merchants_sharing_one_store_never_share_an_event() -> None:
     """One store, two merchants, the same order id: each merchant's handler runs."""
     store = MemoryStore()
     first, first_seen = _counting(store)
-    second, second_seen = _counting(store, **{})
-    second.merchant_id = "888009990000002"
+    second, second_seen = _counting(store)
+    second.merchant_id = "888009990000002"  # results are verified upstream; only the key matters
     other = attrs.evolve(_result("SAME", "SUCCESS"), merchant_id="888009990000002")
 
     assert await first.process_result(_result("SAME", "SUCCESS"))

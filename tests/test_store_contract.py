@@ -184,13 +184,9 @@ async def test_a_completed_key_is_done_for_every_later_claim(backend: Backend) -
     assert await store.complete("K", claimed.token) is True
     assert ClaimState.DONE is (await store.claim("K", lease=30)).state
     await backend.outlive_lease()
-    assert (ClaimState.DONE, None) == tuple(vars_of(await store.claim("K", lease=30)))
+    later = await store.claim("K", lease=30)
+    assert (ClaimState.DONE, None) == (later.state, later.token)
     assert await store.complete("K", claimed.token) is False
-
-
-def vars_of(claimed: Any) -> tuple[ClaimState, str | None]:
-    """A claim's answer as (state, token)."""
-    return claimed.state, claimed.token
 
 
 # -- leases ----------------------------------------------------------------------------------
