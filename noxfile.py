@@ -273,3 +273,12 @@ def mutants(session: nox.Session) -> None:
     session.run("mutmut", "export-cicd-stats")
     session.env["MUTMUT_ELAPSED"] = f"{minutes} min {seconds:02d} s ({workers} workers)"
     session.run("python", "benchmarks/mutation_report.py")
+
+
+@nox.session
+def semantic(session: nox.Session) -> None:
+    """Hand-written semantic mutants (tests/semantic_mutants.json), each judged by its test
+    files on asyncio and trio; fails if any survives. `nox -s semantic -- --write` records
+    benchmarks/SEMANTIC.md; `-- ID ...` judges some."""
+    session.install(".", *nox.project.dependency_groups(PYPROJECT, "tests"))
+    session.run("python", "benchmarks/semantic_mutants.py", *session.posargs)

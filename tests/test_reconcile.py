@@ -48,6 +48,17 @@ NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=CST)
         (dt.timedelta(days=40), None, False),  # for a person to look at
         (dt.timedelta(minutes=1), None, True),  # the first tier ends at exactly one minute
         (dt.timedelta(days=31), None, False),  # and the last at exactly 31 days
+        # Each tier boundary: "up to 1 hour" every minute, then every 10 minutes ...
+        (dt.timedelta(minutes=59, seconds=59), dt.timedelta(minutes=5), True),
+        (dt.timedelta(hours=1), dt.timedelta(minutes=5), False),
+        (dt.timedelta(hours=1), dt.timedelta(minutes=10), True),
+        # ... "up to 24 hours" every 10 minutes, then hourly ...
+        (dt.timedelta(hours=23, minutes=59), dt.timedelta(minutes=30), True),
+        (dt.timedelta(days=1), dt.timedelta(minutes=30), False),
+        (dt.timedelta(days=1), dt.timedelta(hours=1), True),
+        # ... "up to 31 days" hourly, then never.
+        (dt.timedelta(days=30, hours=23), None, True),
+        (dt.timedelta(days=30, hours=23), dt.timedelta(minutes=59), False),
     ],
 )
 def test_the_schedule_backs_off_with_age(

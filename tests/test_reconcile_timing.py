@@ -139,3 +139,15 @@ async def test_the_schedule_given_is_the_one_followed() -> None:
     aged = [r async for r in reconcile_orders(gateway, old, now=NOW, schedule=patient)]
 
     assert ([], ["O1"]) == (young, [r.order_id for r in aged])
+
+
+@pytest.mark.anyio
+async def test_pacing_after_a_slow_batch_does_not_catch_up_in_a_burst() -> None:
+    """per_second=1, batches of 8: O1 holds the first batch 20 s; the second batch then starts
+    a query a second from when it can start (20, 21, 22, 23), not all at once to make up for
+    the time the slow batch took."""
+    gateway = Gateway(holds={"O1": 20.0})
+
+    [r async for r in reconcile_orders(gateway, _pending(12), now=NOW, concurrency=2, per_second=1)]
+
+    assert [0, 1, 2, 3, 4, 5, 6, 7, 20, 21, 22, 23] == [round(t) for t in _relative(gateway.starts)]

@@ -7,7 +7,9 @@ it manages its connections, with the database's own tools (sqlite3, psycopg, red
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import os
 import sqlite3
 import sys
 import threading
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psycopg
 import pytest
 import redis
@@ -27,6 +30,7 @@ from cmpay_async.stores.redis import RedisStore
 from cmpay_async.stores.sqlite import SqliteStore, _close_own
 
 from .queues import postgres_server, redis_server
+from .test_store_contract import _in_child
 
 pytestmark = pytest.mark.anyio
 
@@ -516,3 +520,25 @@ def test_sqlite_connections_close_when_the_store_is_collected(tmp_path: Path) ->
 
     with pytest.raises(sqlite3.ProgrammingError):
         connection.execute("SELECT 1")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_postgres_a_forked_childs_close_leaves_the_parents_sessions_alone(
+    pg: PostgresStore, dsn: str
+) -> None:
+    """A child that uses and closes the store it inherited opens sessions of its own and ends
+    only those: the parent's sessions (its open transactions, its statements in flight) live."""
+    anyio.run(pg.migrate)
+    parents = {c.info.backend_pid for c in pg._connections}
+
+    def child() -> None:
+        anyio.run(functools.partial(pg.claim, "CHILD", lease=30))
+        pg.close()
+
+    assert 0 == _in_child(child)
+
+    with psycopg.connect(dsn, autocommit=True) as db:
+        alive = {row[0] for row in db.execute("SELECT pid FROM pg_stat_activity").fetchall()}
+    assert parents
+    assert parents <= alive
+    assert parents == {c.info.backend_pid for c in pg._connections}

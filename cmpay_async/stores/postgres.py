@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from cmpay_async._exceptions import ConfigurationError, StoreError
+from cmpay_async._pools import keep_inherited
 
 from . import Claimed, ClaimState, driver_failure, new_token, run_abandoning
 
@@ -71,6 +72,7 @@ class PostgresStore:
         self._connections: list[Any] = []
         self._lock = threading.Lock()
         self._migrated = False
+        self._pid = os.getpid()
 
     def _connection(self) -> Any:
         connection = self._connection_without_migrating()
@@ -78,7 +80,22 @@ class PostgresStore:
             self._create(connection)
         return connection
 
+    def _forget_inherited(self) -> None:
+        """In a forked child: leave the parent's connections (its sessions) alone for good.
+
+        Closing one, or letting it be collected, would end the parent's session on the server.
+        """
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid != os.getpid():
+                keep_inherited(self._connections)
+                self._connections = []
+                self._local = threading.local()
+                self._pid = os.getpid()
+
     def _connection_without_migrating(self) -> Any:
+        self._forget_inherited()
         connection = getattr(self._local, "connection", None)
         if connection is not None and not connection.closed and _spoke(connection):
             # An idle session the server spoke on has ended (pg_terminate_backend, a
@@ -126,7 +143,8 @@ class PostgresStore:
         return 2 * self.timeout
 
     def close(self) -> None:
-        """Close every connection the store opened."""
+        """Close every connection the store opened (in this process)."""
+        self._forget_inherited()
         with self._lock:
             connections, self._connections = self._connections, []
         for connection in connections:
