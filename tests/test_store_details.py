@@ -542,3 +542,57 @@ def test_postgres_a_forked_childs_close_leaves_the_parents_sessions_alone(
     assert parents
     assert parents <= alive
     assert parents == {c.info.backend_pid for c in pg._connections}
+
+
+def test_sqlite_completions_that_arrive_together_share_one_synced_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: while one completion is being written, the others that arrive wait and
+    are then written together, one transaction (one disk sync) for all of them; each still
+    gets its own answer, and a stale token's answer is False."""
+    from cmpay_async.stores import sqlite as sqlite_module
+
+    store = SqliteStore(tmp_path / "e.db")
+    tokens = [anyio.run(functools.partial(store.claim, f"K{i}", lease=60)).token for i in range(20)]
+    tokens[7] = "stale"
+    batches: list[list[str]] = []
+    first_held = threading.Event()
+    let_go = threading.Event()
+    mark_done = sqlite_module._mark_done
+
+    def recording(db: sqlite3.Connection, batch: list[list[object]]) -> list[bool]:
+        batches.append([str(item[0]) for item in batch])
+        if len(batches) == 1:
+            first_held.set()
+            let_go.wait(10)
+        return mark_done(db, batch)
+
+    monkeypatch.setattr(sqlite_module, "_mark_done", recording)
+    answers: dict[int, bool] = {}
+
+    def complete(i: int) -> None:
+        answers[i] = anyio.run(store.complete, f"K{i}", tokens[i])
+
+    first = threading.Thread(target=complete, args=(0,))
+    first.start()
+    assert first_held.wait(10)
+    others = [threading.Thread(target=complete, args=(i,)) for i in range(1, 20)]
+    for thread in others:
+        thread.start()
+    for _ in range(10_000):  # polled, not timed: until every other completion has joined
+        if len(store._batch) == 19:
+            break
+        threading.Event().wait(0.001)
+    let_go.set()
+    for thread in [first, *others]:
+        thread.join(10)
+
+    assert [["K0"], sorted(f"K{i}" for i in range(1, 20))] == [batches[0], sorted(batches[1])]
+    assert {i: i != 7 for i in range(20)} == answers
+    fresh = SqliteStore(tmp_path / "e.db")
+    states = [
+        anyio.run(functools.partial(fresh.claim, f"K{i}", lease=60)).state for i in (0, 7, 19)
+    ]
+    assert [ClaimState.DONE, ClaimState.IN_PROGRESS, ClaimState.DONE] == states
+    store.close()
+    fresh.close()

@@ -28,6 +28,30 @@ from . import Claimed, ClaimState, driver_failure, new_token
 
 __all__ = ["SqliteStore"]
 
+_PENDING = object()
+#: Seconds a completion waits for others of this process to join its synced transaction.
+_GATHER = 0.005
+
+
+def _mark_done(db: sqlite3.Connection, batch: list[list[object]]) -> list[bool]:
+    """Complete every ``[key, token, _]`` of ``batch`` in ``db``'s open transaction."""
+    done = []
+    for key, token, _ in batch:
+        row = db.execute(
+            "UPDATE cmpay_events SET state = ?, expires = ? "
+            "WHERE key = ? AND token = ? AND state = ?",
+            (ClaimState.DONE.value, math.inf, key, token, ClaimState.IN_PROGRESS.value),
+        )
+        done.append(row.rowcount == 1)
+    return done
+
+
+def _outcome(result: object) -> bool:
+    if isinstance(result, BaseException):
+        raise result
+    return bool(result)
+
+
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -65,6 +89,7 @@ class SqliteStore:
         self._setup = threading.Lock()
         self._local = threading.local()
         self._connections: list[tuple[int, sqlite3.Connection]] = []
+        self._new_batch()
         # A store dropped without close() still closes its connections (Python 3.13 warns
         # about each unclosed one); the finalizer holds the list, not the store.
         weakref.finalize(self, _close_own, self._connections, self._setup)
@@ -92,6 +117,7 @@ class SqliteStore:
         """Close the connections this process opened (threads open new ones on next use)."""
         _close_own(self._connections, self._setup)
         self._local = threading.local()
+        self._commits = None
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
@@ -107,10 +133,16 @@ class SqliteStore:
                     self._ready = True
         return connection
 
-    async def _run(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` in one transaction: the one place sqlite3's errors become ``StoreError``."""
+    async def _run(
+        self, operation: str, work: Callable[[sqlite3.Connection], T], *, durable: bool = True
+    ) -> T:
+        """Run ``work`` in one transaction, synced to disk unless ``durable`` is False."""
+        return await self._call(operation, lambda: self._transaction(work, durable))
+
+    async def _call(self, operation: str, call: Callable[[], T]) -> T:
+        """``call`` in a worker thread: the one place sqlite3's errors become ``StoreError``."""
         try:
-            return await self._run_in_thread(work)
+            return await anyio.to_thread.run_sync(call)
         except StoreError:
             raise
         except (sqlite3.Error, OSError) as exc:
@@ -125,19 +157,32 @@ class SqliteStore:
             )
             raise error from error.__cause__
 
-    async def _run_in_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def run() -> T:
-            connection = self._connection()
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(connection)
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
-            return result
+    def _transaction(
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        durable: bool,
+        connection: sqlite3.Connection | None = None,
+    ) -> T:
+        """``work`` in one ``BEGIN IMMEDIATE`` transaction, synced to disk only if ``durable``.
 
-        return await anyio.to_thread.run_sync(run)
+        Only a completion must survive a crash of the machine. A claim or a release lost in
+        one behaves as a lease that ran out: the next delivery claims the key again, exactly
+        what would happen had the claim been synced and its worker died. In WAL mode a synced
+        commit also syncs every earlier one, so a completion never outlives its claim.
+        """
+        if connection is None:
+            connection = self._connection()
+        if getattr(self._local, "synced", None) != (connection, durable):
+            connection.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+            self._local.synced = (connection, durable)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(connection)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return result
 
     async def claim(self, key: str, *, lease: float) -> Claimed:
         """Own ``key`` for ``lease`` seconds if nobody handled or holds it."""
@@ -160,20 +205,98 @@ class SqliteStore:
             )
             return Claimed(ClaimState.NEW, token)
 
-        return await self._run("claim", work)
+        # Counted from the start: a claim waiting for the lock is a completion to come.
+        self._holding(+1)
+        try:
+            claimed = await self._run("claim", work, durable=False)
+        except BaseException:
+            self._holding(-1)
+            raise
+        if claimed.state is not ClaimState.NEW:
+            self._holding(-1)
+        return claimed
 
     async def complete(self, key: str, token: str) -> bool:
-        """Mark ``key`` handled; False if ``token`` no longer owns it."""
+        """Mark ``key`` handled; False if ``token`` no longer owns it.
 
-        def work(db: sqlite3.Connection) -> bool:
-            done = db.execute(
-                "UPDATE cmpay_events SET state = ?, expires = ? "
-                "WHERE key = ? AND token = ? AND state = ?",
-                (ClaimState.DONE.value, math.inf, key, token, ClaimState.IN_PROGRESS.value),
-            )
-            return done.rowcount == 1
+        Completions that arrive together are written in one synced transaction (group
+        commit): a hundred notifications at once cost a few disk syncs, not a hundred.
+        """
+        return await self._call("complete", lambda: self._group_complete(key, token))
 
-        return await self._run("complete", work)
+    def _new_batch(self) -> None:
+        # Group commit of completions: the batch being gathered, and whether one is written.
+        # Per process: a child forked while its parent wrote a batch must not wait for it.
+        self._batch_pid = os.getpid()
+        self._batch: list[list[object]] = []
+        self._batch_lock = threading.Lock()
+        self._batch_done = threading.Condition(self._batch_lock)
+        self._batch_grew = threading.Condition(self._batch_lock)
+        self._writing = False
+        self._commits: sqlite3.Connection | None = None
+        #: Claims of this process under way or won, not completed or released yet: the
+        #: completions likely to come soon.
+        self._held = 0
+
+    def _holding(self, change: int) -> None:
+        if self._batch_pid != os.getpid():
+            self._new_batch()
+        with self._batch_lock:
+            self._held = max(0, self._held + change)
+
+    def _committer(self) -> sqlite3.Connection:
+        """The one connection that writes batches of completions (one leader at a time): a
+        connection's first synced commit also syncs the directory, so one pays it once."""
+        if self._commits is None:
+            self._commits = self._connect()
+            self._commits.execute("PRAGMA synchronous=FULL")
+            with self._setup:
+                self._connections.append((os.getpid(), self._commits))
+        return self._commits
+
+    def _group_complete(self, key: str, token: str) -> bool:
+        """In a worker thread: join the next batch of completions, or write it (the leader).
+
+        The leader takes the batch only once it holds the write lock, so the completions that
+        arrive while it waits for the lock (claims hold it too) are written with it.
+        """
+        if self._batch_pid != os.getpid():
+            self._new_batch()
+        mine: list[object] = [key, token, _PENDING]
+        with self._batch_lock:
+            self._batch.append(mine)
+            self._batch_grew.notify()
+            while mine[2] is _PENDING and self._writing:
+                self._batch_done.wait()
+            if mine[2] is not _PENDING:
+                return _outcome(mine[2])
+            self._writing = True
+            # Other claims of this process are being handled: give their completions a
+            # moment to join this batch (PostgreSQL's commit_delay), as a sync costs more.
+            deadline = time.monotonic() + _GATHER
+            while len(self._batch) < self._held and (left := deadline - time.monotonic()) > 0:
+                self._batch_grew.wait(left)
+        taken: list[list[object]] = []
+
+        def work(db: sqlite3.Connection) -> list[bool]:
+            with self._batch_lock:
+                taken[:], self._batch = self._batch, []
+            return _mark_done(db, taken)
+
+        try:
+            outcome: list[bool] | BaseException = self._transaction(work, True, self._committer())
+        except BaseException as exc:
+            outcome = exc
+        with self._batch_lock:
+            for i, item in enumerate(taken):
+                item[2] = outcome if isinstance(outcome, BaseException) else outcome[i]
+            self._held = max(0, self._held - len(taken))
+            if mine[2] is _PENDING:  # the lock was never had: this call fails, others wait on
+                self._batch.remove(mine)
+                mine[2] = outcome
+            self._writing = False
+            self._batch_done.notify_all()
+        return _outcome(mine[2])
 
     async def release(self, key: str, token: str) -> None:
         """Give ``key`` up so that a retry can claim it at once."""
@@ -184,4 +307,5 @@ class SqliteStore:
                 (key, token, ClaimState.IN_PROGRESS.value),
             )
 
-        await self._run("release", work)
+        await self._run("release", work, durable=False)
+        self._holding(-1)
