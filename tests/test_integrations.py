@@ -433,3 +433,76 @@ def test_charset_of_reads_the_declared_charset() -> None:
     assert "GBK" == charset_of('application/x-www-form-urlencoded; charset="GBK"')
     assert None is charset_of("application/x-www-form-urlencoded")
     assert None is charset_of(None)
+
+
+# -- docs/integrations.md ----------------------------------------------------------------------
+
+
+def test_docs_integrations_examples(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """docs/integrations.md: each framework's pasted code answers SUCCESS once handled."""
+    from .readme import run_examples
+
+    monkeypatch.setenv("CMPAY_SIGN_KEY", PUBLIC_TEST_KEY)
+    monkeypatch.setenv("CMPAY_MERCHANT_ID", PUBLIC_TEST_MERCHANT)
+    monkeypatch.setenv("CMPAY_EVENTS_DB", str(tmp_path / "events.db"))
+    monkeypatch.setenv("CMPAY_INBOX_DB", str(tmp_path / "inbox.db"))
+    django_ready()
+    ns = run_examples(
+        "integrations-setup",
+        "integrations-starlette",
+        "integrations-fastapi",
+        "integrations-django",
+        "integrations-flask",
+        "integrations-aiohttp",
+        "integrations-redirect",
+        "integrations-sync",
+        "integrations-inbox",
+    )
+    paid = ns["PAID"]
+
+    async def over_asgi(app: Any, order_id: str) -> tuple[bytes, str]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+            notified = await client.post("/cmpay/notify", content=offline(order_id))
+            back = await client.post("/cmpay/return", content=page(order_id + "P"))
+        return notified.content, back.headers["location"]
+
+    assert (b"SUCCESS", "/orders/paid") == anyio.run(over_asgi, ns["app"], "DOC-ST")
+    assert (b"SUCCESS", "/orders/paid") == anyio.run(over_asgi, ns["api"], "DOC-FA")
+
+    flask_client = ns["shop"].test_client()
+    assert b"SUCCESS" == flask_client.post("/cmpay/notify", data=offline("DOC-FL")).data
+
+    from django.test import RequestFactory
+
+    notify, back = (pattern.callback for pattern in ns["urlpatterns"])
+    request = RequestFactory().post(
+        "/cmpay/notify", data=offline("DOC-DJ"), content_type=FORM["content-type"]
+    )
+    assert b"SUCCESS" == notify(request).content
+    request = RequestFactory().get(f"/cmpay/return?{page('DOC-DJP').decode()}")
+    assert "/orders/paid" == back(request)["Location"]
+
+    async def over_aiohttp() -> bytes:
+        from aiohttp.test_utils import TestClient, TestServer
+
+        async with TestClient(TestServer(ns["web_app"])) as client:
+            response = await client.post("/cmpay/notify", data=offline("DOC-AI"))
+            return await response.read()
+
+    assert b"SUCCESS" == asyncio.run(over_aiohttp())
+
+    async def own_redirect() -> str:
+        from starlette.applications import Starlette
+
+        app = Starlette()
+        app.add_route("/", ns["back"], methods=["POST"])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+            response = await client.post("/", content=page("DOC-RD"))
+        return response.headers["location"]
+
+    assert "/orders/DOC-RD" == anyio.run(own_redirect)
+    expected = {"DOC-ST", "DOC-STP", "DOC-FA", "DOC-FAP", "DOC-FL", "DOC-DJ", "DOC-DJP"}
+    expected |= {"DOC-AI", "DOC-RD", "SYNC-1", "LATER-1"}
+    assert expected == set(paid)
