@@ -127,8 +127,14 @@ class SyncBridge:
 
         future = portal.start_task_soon(run)
         future.add_done_callback(lambda _: jobs.put(None))
-        while (job := jobs.get()) is not None:
-            job()
+        try:
+            while (job := jobs.get()) is not None:
+                job()
+        except BaseException:
+            # Interrupted while waiting (KeyboardInterrupt): cancel the task, so that it
+            # releases what it claimed instead of waiting forever for this thread.
+            future.cancel()
+            raise
         if interrupted:
             raise interrupted[0]
         return future.result()

@@ -506,3 +506,27 @@ def test_docs_integrations_examples(monkeypatch: pytest.MonkeyPatch, tmp_path: A
     expected = {"DOC-ST", "DOC-STP", "DOC-FA", "DOC-FAP", "DOC-FL", "DOC-DJ", "DOC-DJP"}
     expected |= {"DOC-AI", "DOC-RD", "SYNC-1", "LATER-1"}
     assert expected == set(paid)
+
+
+def test_django_store_keeps_the_store_contract(tmp_path: Any) -> None:
+    """DjangoStore (in a process of its own: its settings name a database) on both loops."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.servers.django_store_check",
+            str(tmp_path / "shop.db"),
+            "integrations-django-settings",  # docs/integrations.md's settings line
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert (0, "ok") == (done.returncode, done.stdout.strip()), done.stderr[-3000:]

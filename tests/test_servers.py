@@ -1,7 +1,8 @@
 """The framework glue under real servers: each setup handles each payment exactly once.
 
-For each setup (Django under gunicorn sync workers, Flask under gunicorn with threads,
-Starlette and FastAPI under uvicorn with 2 workers, aiohttp under gunicorn with 2 workers),
+For each setup (Django under gunicorn sync workers, and with DjangoStore and an ORM-using
+handler under gunicorn and under uvicorn (ASGI); Flask under gunicorn with threads;
+Starlette and FastAPI under uvicorn with 2 workers; aiohttp under gunicorn with 2 workers),
 25 payments are delivered 6 times each at once: OfflineNotify (UTF-8 twice, GBK without a
 declared charset once) and PageNotify (to the notify URL, and to the return URL as a form
 POST and as a GET). Answers other than SUCCESS are retried as the gateway would. The
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +29,7 @@ import pytest
 from cmpay_async import CharacterSet, Md5Signer
 from cmpay_async.testing import sign_notification
 
-from .queues import batch_ids, worker, worker_env
+from .queues import ROOT, batch_ids, worker, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +50,19 @@ SETUPS = {
     ],
     "starlette-uvicorn": ["uvicorn", "--workers", "2", "tests.servers.starlette_app:app"],
     "fastapi-uvicorn": ["uvicorn", "--workers", "2", "tests.servers.starlette_app:fastapi_app"],
+    # DjangoStore on the project's database, and a handler using the ORM.
+    "django-orm-gunicorn-sync": [
+        "gunicorn",
+        "-w",
+        "2",
+        "tests.servers.django_orm_app:application",
+    ],
+    "django-orm-uvicorn-asgi": [
+        "uvicorn",
+        "--workers",
+        "2",
+        "tests.servers.django_orm_app:asgi_application",
+    ],
     "aiohttp-gunicorn": [
         "gunicorn",
         "-w",
@@ -79,7 +95,15 @@ def _server(setup: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "unused",
         CMPAY_EVENTS_DB=str(tmp_path / "events.db"),
         CMPAY_HANDLED_DB=str(handled),
+        CMPAY_DJANGO_DB=str(tmp_path / "django.db"),
     )
+    if "django-orm" in setup:
+        subprocess.run(
+            [sys.executable, "-c", "from tests.servers.django_orm_app import migrate; migrate()"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+        )
     with worker(command, env, tmp_path / "server.log"):
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
