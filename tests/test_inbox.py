@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from cmpay_async import Md5Signer, OrderQueryResult, PaymentEvent, SignType
+from cmpay_async import Md5Signer, OrderQueryResult, PaymentEvent, SignType, verify_notification
 from cmpay_async.inbox import Inbox, InboxBackend, backoff
 from cmpay_async.inbox.postgres import PostgresInbox
 from cmpay_async.inbox.sqlite import SqliteInbox
@@ -122,9 +122,10 @@ async def test_accepts_durably_then_drains_once(
     runs = Runs()
     inbox = inbox_for(backend, runs)
 
+    first = paid("I1")
     answers = [
         await inbox.process(body)
-        for body in (paid("I1"), paid("I1", "PageNotify"), paid("I1"), paid("I2"))
+        for body in (first, paid("I1", "PageNotify"), paid("I1"), paid("I2"))
     ]
 
     assert [b"SUCCESS"] * 4 == [a.body for a in answers]
@@ -133,8 +134,11 @@ async def test_accepts_durably_then_drains_once(
     report = await inbox.drain()
     assert (2, 0) == (report.handled, report.failed)
     assert ["I1", "I2"] == sorted(runs.orders)
-    assert "OfflineNotify" == runs.events[0].source
-    assert 1250 == runs.events[0].amount
+    event = next(e for e in runs.events if e.order_id == "I1")
+    assert "OfflineNotify" == event.source
+    assert 1250 == event.amount
+    # The handler gets the first delivery's notification as it verified, fields and all.
+    assert verify_notification(first, verifier=Md5Signer(PUBLIC_TEST_KEY)) == event.notification
     assert (0, 0) == ((await inbox.drain()).handled, await inbox.pending())
     assert b"SUCCESS" == (await inbox.process(paid("I1"))).body  # handled: still SUCCESS
     assert 0 == await inbox.pending()
@@ -289,3 +293,16 @@ async def test_the_framework_glue_takes_an_inbox(tmp_path: Path) -> None:
 def test_backoff_doubles_up_to_an_hour() -> None:
     """5 s, 10 s, 20 s ... at most an hour."""
     assert [5.0, 10.0, 20.0, 3600.0] == [backoff(n) for n in (1, 2, 3, 20)]
+
+
+def test_pending_events_and_reports_survive_pickling() -> None:
+    """What failures() and drain() return crosses a process pool intact."""
+    import pickle
+
+    from cmpay_async.inbox import DrainReport, Pending
+
+    pending = Pending(key="k", source="OfflineNotify", data="{}", attempts=2, last_error="x")
+    report = DrainReport(handled=3, failed=1)
+
+    assert pending == pickle.loads(pickle.dumps(pending))
+    assert report == pickle.loads(pickle.dumps(report))

@@ -530,3 +530,88 @@ def test_django_store_keeps_the_store_contract(tmp_path: Any) -> None:
     )
 
     assert (0, "ok") == (done.returncode, done.stdout.strip()), done.stderr[-3000:]
+
+
+def test_process_sync_re_raises_an_interrupt_and_releases_the_claim() -> None:
+    """A KeyboardInterrupt in the handler reaches the caller; the next delivery runs it."""
+    calls: list[str] = []
+
+    def handler(event: PaymentEvent) -> None:
+        calls.append(event.order_id)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    processor = processor_for(handler)
+
+    with pytest.raises(KeyboardInterrupt):
+        processor.process_sync(offline("K1"))
+    assert b"SUCCESS" == processor.process_sync(offline("K1")).body
+    assert ["K1", "K1"] == calls
+
+
+def test_process_result_sync_feeds_reconciliation_through_the_same_path() -> None:
+    """A paid query result from sync code is handled once, with its notification after it."""
+    from cmpay_async import OrderQueryResult, SignType
+
+    handled = Handled()
+    processor = processor_for(handled)
+    result = OrderQueryResult(
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        return_code="000000",
+        message="SUCCESS",
+        sign_type=SignType.MD5,
+        type="OrderQuery",
+        version="2.0.0",
+        order_id="Q2",
+        status="SUCCESS",
+        pay_no="P9",
+        amount=1250,
+        amount_items=None,
+        bank_abbr="",
+        mobile="",
+        pay_date=None,
+        order_date=None,
+        fee=None,
+        reserved1="",
+        reserved2="",
+    )
+
+    assert processor.process_result_sync(result)
+    assert b"SUCCESS" == processor.process_sync(offline("Q2")).body
+    assert ["Q2"] == handled.runs
+
+
+def test_process_sync_works_in_a_forked_child_after_the_parent_used_it() -> None:
+    """gunicorn --preload: the child makes its own loop thread (the parent's is not there)."""
+    from .test_lifecycle import _in_child
+
+    handled = Handled()
+    processor = processor_for(handled)
+    assert b"SUCCESS" == processor.process_sync(offline("P1")).body  # the parent's loop runs
+
+    def child() -> None:
+        answer = processor.process_sync(offline("P2"))
+        assert b"SUCCESS" == answer.body
+        assert ["P1", "P2"] == handled.runs
+
+    assert 0 == _in_child(child)
+    assert b"SUCCESS" == processor.process_sync(offline("P3")).body  # the parent's still runs
+    assert ["P1", "P3"] == handled.runs
+
+
+def test_receipts_survive_pickling() -> None:
+    """A Receipt (answer, notification, error) crosses a process pool intact."""
+    import pickle
+
+    processor = processor_for(Handled())
+    refused = processor.receive_sync(FORGED)
+    accepted = processor.receive_sync(offline("PK1"))
+
+    for receipt in (refused, accepted):
+        copy = pickle.loads(pickle.dumps(receipt))
+        assert (receipt.ack, receipt.notification, receipt.handled) == (
+            copy.ack,
+            copy.notification,
+            copy.handled,
+        )
+    assert str(refused.error) == str(pickle.loads(pickle.dumps(refused)).error)
