@@ -121,7 +121,6 @@ class NotificationProcessor:
         #: one runs in a worker thread under ``process``, in the caller's thread under
         #: ``process_sync``; never where an event loop runs).
         self.handler = handler
-        self._handler_is_async = is_async_handler(handler)
         #: Seconds a worker owns an event; keep it above your handler's longest run.
         self.lease = lease
         #: Seconds any one store call may take, whatever its driver does (the built-in
@@ -224,6 +223,11 @@ class NotificationProcessor:
         with anyio.CancelScope(shield=True):
             await self._complete(event.key, token)
         return True
+
+    @property
+    def _handler_is_async(self) -> bool:
+        # Asked at each call: a handler replaced after construction is honoured.
+        return is_async_handler(self.handler)
 
     async def _call_handler(self, event: PaymentEvent) -> None:
         await call_handler(self.handler, event, is_async=self._handler_is_async)
