@@ -101,7 +101,7 @@ def _backend() -> InboxBackend:
     if dsn:
         from cmpay_async.inbox.postgres import PostgresInbox
 
-        return PostgresInbox(dsn)
+        return PostgresInbox(dsn, table=os.environ.get("CMPAY_INBOX_TABLE", "cmpay_inbox"))
     from cmpay_async.inbox.sqlite import SqliteInbox
 
     return SqliteInbox(os.environ.get("CMPAY_INBOX_DB", "cmpay-inbox.db"))

@@ -1,10 +1,11 @@
 """The inbox with a real Celery worker: 200 payments, two workers killed, a purged queue.
 
 The web side (this process, eight threads) accepts each payment's PageNotify and
-OfflineNotify into a SqliteInbox and nudges ``cmpay.drain``; the Celery recipe's worker
-(prefork, with its beat sweep every second) drains. A pool process is SIGKILLed twice in
-the middle of a handler, and the queue is purged with half the nudges in it: every payment
-must still be handled exactly once.
+OfflineNotify into the inbox (SQLite, and PostgreSQL) and nudges ``cmpay.drain``; the
+Celery recipe's worker (prefork, with its beat sweep every second) drains. A pool process
+is SIGKILLed twice in the middle of a handler, and the queue is purged with half the nudges
+in it, and again with the killed task given back to it: every payment must still be
+handled exactly once.
 """
 
 from __future__ import annotations
@@ -13,21 +14,32 @@ import os
 import signal
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 import redis
 
 from cmpay_async import Md5Signer
 from cmpay_async.inbox import Inbox
+from cmpay_async.inbox.postgres import PostgresInbox
 from cmpay_async.inbox.sqlite import SqliteInbox
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
 
-from .queues import batch_ids, new_queue, redis_server, wait_until, worker, worker_env
+from .queues import (
+    batch_ids,
+    new_queue,
+    postgres_server,
+    redis_server,
+    wait_until,
+    worker,
+    worker_env,
+)
 from .test_recipes import _celery
 
 pytestmark = pytest.mark.integration
@@ -62,8 +74,27 @@ def _deliveries(order_id: str) -> list[bytes]:
     ]
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The inbox's backend, as the recipe's environment names it."""
+    if request.param == "sqlite":
+        yield {"CMPAY_INBOX_DB": str(tmp_path / "inbox.db")}
+        return
+    with postgres_server() as dsn:
+        table = f"cmpay_inbox_{uuid.uuid4().hex[:8]}"
+        yield {"CMPAY_INBOX_DSN": dsn, "CMPAY_INBOX_TABLE": table}
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _inbox_backend(settings: dict[str, str]) -> Any:
+    if "CMPAY_INBOX_DSN" in settings:
+        return PostgresInbox(settings["CMPAY_INBOX_DSN"], table=settings["CMPAY_INBOX_TABLE"])
+    return SqliteInbox(settings["CMPAY_INBOX_DB"])
+
+
 def test_celery_inbox_handles_each_payment_once_through_kills_and_a_purge(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, backend: dict[str, str]
 ) -> None:
     """200 payments x 3 deliveries: each handled once, though workers die and tasks vanish."""
     queue = new_queue()
@@ -76,7 +107,7 @@ def test_celery_inbox_handles_each_payment_once_through_kills_and_a_purge(
         redis_url,
         "http://127.0.0.1:9",
         queue,
-        CMPAY_INBOX_DB=str(tmp_path / "inbox.db"),
+        **backend,
         CMPAY_HANDLED_DB=str(handled_db),
         CMPAY_PAYMENT_HANDLER="tests.inbox_handler:record",
         CMPAY_SLOW_ORDERS=",".join(slow),
@@ -86,7 +117,7 @@ def test_celery_inbox_handles_each_payment_once_through_kills_and_a_purge(
         CMPAY_VISIBILITY_TIMEOUT="5",
     )
     inbox = Inbox(
-        backend=SqliteInbox(tmp_path / "inbox.db"),
+        backend=_inbox_backend(backend),
         verifier=Md5Signer(PUBLIC_TEST_KEY),
         merchant_id=PUBLIC_TEST_MERCHANT,
         handler=lambda event: None,  # the web side never drains
