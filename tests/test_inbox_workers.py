@@ -75,26 +75,24 @@ def _deliveries(order_id: str) -> list[bytes]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The inbox's backend, as the recipe's environment names it."""
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[dict[str, str], Any]]:
+    """The inbox's backend, as the recipe's environment names it, and the web side's."""
     if request.param == "sqlite":
-        yield {"CMPAY_INBOX_DB": str(tmp_path / "inbox.db")}
+        sqlite = SqliteInbox(tmp_path / "inbox.db")
+        yield {"CMPAY_INBOX_DB": str(tmp_path / "inbox.db")}, sqlite
+        sqlite.close()
         return
     with postgres_server() as dsn:
         table = f"cmpay_inbox_{uuid.uuid4().hex[:8]}"
-        yield {"CMPAY_INBOX_DSN": dsn, "CMPAY_INBOX_TABLE": table}
+        postgres = PostgresInbox(dsn, table=table)
+        yield {"CMPAY_INBOX_DSN": dsn, "CMPAY_INBOX_TABLE": table}, postgres
+        postgres.close()
         with psycopg.connect(dsn, autocommit=True) as db:
             db.execute(f"DROP TABLE IF EXISTS {table}")
 
 
-def _inbox_backend(settings: dict[str, str]) -> Any:
-    if "CMPAY_INBOX_DSN" in settings:
-        return PostgresInbox(settings["CMPAY_INBOX_DSN"], table=settings["CMPAY_INBOX_TABLE"])
-    return SqliteInbox(settings["CMPAY_INBOX_DB"])
-
-
 def test_celery_inbox_handles_each_payment_once_through_kills_and_a_purge(
-    redis_url: str, tmp_path: Path, backend: dict[str, str]
+    redis_url: str, tmp_path: Path, backend: tuple[dict[str, str], Any]
 ) -> None:
     """200 payments x 3 deliveries: each handled once, though workers die and tasks vanish."""
     queue = new_queue()
@@ -107,7 +105,7 @@ def test_celery_inbox_handles_each_payment_once_through_kills_and_a_purge(
         redis_url,
         "http://127.0.0.1:9",
         queue,
-        **backend,
+        **backend[0],
         CMPAY_HANDLED_DB=str(handled_db),
         CMPAY_PAYMENT_HANDLER="tests.inbox_handler:record",
         CMPAY_SLOW_ORDERS=",".join(slow),
@@ -117,7 +115,7 @@ def test_celery_inbox_handles_each_payment_once_through_kills_and_a_purge(
         CMPAY_VISIBILITY_TIMEOUT="5",
     )
     inbox = Inbox(
-        backend=_inbox_backend(backend),
+        backend=backend[1],
         verifier=Md5Signer(PUBLIC_TEST_KEY),
         merchant_id=PUBLIC_TEST_MERCHANT,
         handler=lambda event: None,  # the web side never drains
