@@ -87,8 +87,16 @@ class SyncBridge:
                     ready.set_result(portal)
                     await portal.sleep_until_stopped()
 
+            def run_loop() -> None:
+                try:
+                    anyio.run(serve)
+                except BaseException as exc:  # never left waiting for a loop that did not start
+                    if not ready.done():
+                        ready.set_exception(exc)
+                    raise
+
             # A daemon: an idle loop must not keep the interpreter from exiting.
-            thread = threading.Thread(target=anyio.run, args=(serve,), name=self._name, daemon=True)
+            thread = threading.Thread(target=run_loop, name=self._name, daemon=True)
             thread.start()
             self._portal = ready.result()
             self._generation = generation

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -366,7 +367,7 @@ def test_django_sync_views() -> None:
     back = return_view(processor, success_url=SUCCESS_URL, failure_url=FAILURE_URL)
     assert notify.csrf_exempt
     assert back.csrf_exempt
-    assert not asyncio.iscoroutinefunction(notify)
+    assert not inspect.iscoroutinefunction(notify)
     factory = RequestFactory()
     views = {"/cmpay/notify": notify, "/cmpay/return": back}
 
@@ -400,8 +401,8 @@ async def test_django_async_views(anyio_backend: str) -> None:
     processor = processor_for(handler)
     notify = notify_view(processor)
     back = return_view(processor, success_url=SUCCESS_URL, failure_url=FAILURE_URL)
-    assert asyncio.iscoroutinefunction(notify)
-    assert asyncio.iscoroutinefunction(back)
+    assert inspect.iscoroutinefunction(notify)
+    assert inspect.iscoroutinefunction(back)
     factory = AsyncRequestFactory()
     views = {"/cmpay/notify": notify, "/cmpay/return": back}
 
