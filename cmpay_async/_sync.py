@@ -10,6 +10,10 @@ back to the calling thread, which runs it while no event loop runs there. So a D
 handler runs in the request's own thread, with its database connection and transaction,
 and Django's async-safety check (``SynchronousOnlyOperation``) has nothing to object to.
 Calls from many threads at once share the loop; each waits only for its own work.
+
+Under gevent's monkey-patching threads are greenlets of one OS thread, which would share
+that thread's event loop with every request: blocking calls are refused there with a
+``ConfigurationError`` (use sync or gthread workers, or an ASGI server and ``await``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import queue
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -29,7 +34,7 @@ import anyio.lowlevel
 from ._exceptions import ConfigurationError
 from ._pools import fork_generation, keep_inherited
 
-__all__ = ["SyncBridge", "hand_to_caller", "refuse_inside_a_loop"]
+__all__ = ["SyncBridge", "hand_to_caller", "refuse_inside_a_loop", "refuse_under_gevent"]
 
 T = TypeVar("T")
 
@@ -45,6 +50,7 @@ class CallerInterrupted(Exception):
 
 def refuse_inside_a_loop(what: str, instead: str) -> None:
     """Raise ``ConfigurationError`` when called where an event loop runs in this thread."""
+    refuse_under_gevent(what)
     try:
         anyio.lowlevel.current_token()
     except RuntimeError:
@@ -56,6 +62,17 @@ def refuse_inside_a_loop(what: str, instead: str) -> None:
         f"{what} was called from inside a running event loop, where waiting would block that "
         f"loop: use {instead} instead"
     )
+
+
+def refuse_under_gevent(what: str) -> None:
+    """Raise ``ConfigurationError`` when gevent has monkey-patched threads into greenlets."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        raise ConfigurationError(
+            f"{what} cannot run under gevent's monkey-patching (its loop thread would be a "
+            "greenlet sharing this thread's event loop with every request): serve the app "
+            "with sync or gthread workers, or from an ASGI server with await"
+        )
 
 
 def hand_to_caller() -> Callable[[Callable[[], Any]], Awaitable[Any]] | None:

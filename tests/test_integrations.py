@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -512,7 +513,6 @@ def test_docs_integrations_examples(monkeypatch: pytest.MonkeyPatch, tmp_path: A
 def test_django_store_keeps_the_store_contract(tmp_path: Any) -> None:
     """DjangoStore (in a process of its own: its settings name a database) on both loops."""
     import subprocess
-    import sys
     from pathlib import Path
 
     root = Path(__file__).parent.parent
@@ -616,3 +616,18 @@ def test_receipts_survive_pickling() -> None:
             copy.handled,
         )
     assert str(refused.error) == str(pickle.loads(pickle.dumps(refused)).error)
+
+
+def test_process_sync_refuses_under_gevents_monkey_patching(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where gevent made threads greenlets, a ConfigurationError says so (no handler runs)."""
+    import types
+
+    monkey = types.SimpleNamespace(is_module_patched=lambda name: name == "threading")
+    monkeypatch.setitem(sys.modules, "gevent.monkey", monkey)
+    handled = Handled()
+
+    with pytest.raises(ConfigurationError, match="cannot run under gevent's monkey-patching"):
+        processor_for(handled).process_sync(offline("GV1"))
+    assert [] == handled.runs

@@ -80,10 +80,14 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+#: Not a supported setup: process_sync refuses under gevent's monkey-patching.
+GEVENT = ["gunicorn", "-w", "2", "-k", "gevent", "tests.servers.flask_app:app"]
+
+
 @contextmanager
 def _server(setup: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     port = _free_port()
-    command = list(SETUPS[setup])
+    command = list(GEVENT if setup == "gevent" else SETUPS[setup])
     if command[0] == "gunicorn":
         command[1:1] = ["-b", f"127.0.0.1:{port}"]
     else:
@@ -144,6 +148,8 @@ def _send(client: httpx.Client, method: str, path: str, body: bytes) -> tuple[in
 
 
 def _runs(db: Path) -> dict[str, int]:
+    if not db.exists():
+        return {}
     with sqlite3.connect(db, timeout=30) as conn:
         return dict(conn.execute("SELECT order_id, count(*) FROM runs GROUP BY order_id"))
 
@@ -182,3 +188,20 @@ def test_each_payment_is_handled_once_under_a_real_server(setup: str, tmp_path: 
     redirects = [loc for _, (status, _, loc) in answers if status == 303]
     assert 2 * PAYMENTS == len(redirects)
     assert all(urlsplit(loc).path == "/paid" for loc in redirects)
+
+
+def test_under_gevent_the_blocking_processor_refuses_clearly(tmp_path: Path) -> None:
+    """gunicorn -k gevent: every delivery is refused (never SUCCESS), with a clear error."""
+    pytest.importorskip("gevent")
+    ids = batch_ids("GEV", 5)
+    with (
+        _server("gevent", tmp_path) as (url, handled),
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        answers = [_send(client, *delivery) for oid in ids for delivery in _deliveries(oid)]
+        runs = _runs(handled)
+
+    assert {} == runs
+    assert all(body != b"SUCCESS" and status >= 500 for status, body, _ in answers)
+    log = (tmp_path / "server.log").read_text()
+    assert "process_sync cannot run under gevent's monkey-patching" in log
