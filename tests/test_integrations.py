@@ -631,3 +631,32 @@ def test_process_sync_refuses_under_gevents_monkey_patching(
     with pytest.raises(ConfigurationError, match="cannot run under gevent's monkey-patching"):
         processor_for(handled).process_sync(offline("GV1"))
     assert [] == handled.runs
+
+
+@pytest.mark.anyio
+async def test_the_glue_never_answers_success_when_the_store_fails_or_the_handler_raises() -> None:
+    """A store that fails: 503 FAIL; a handler that raises: FAIL (the gateway retries both)."""
+    from starlette.applications import Starlette
+
+    from cmpay_async import StoreError
+    from cmpay_async.integrations.starlette import notify_endpoint
+
+    class BrokenStore(MemoryStore):
+        async def claim(self, key: str, *, lease: float) -> Any:
+            raise StoreError("down", backend="BrokenStore", operation="claim", maybe_sent=False)
+
+    def raising(event: PaymentEvent) -> None:
+        raise LookupError("the shop's database is down")
+
+    broken = processor_for(Handled())
+    broken.store = BrokenStore()
+    app = Starlette()
+    app.add_route("/broken", notify_endpoint(broken), methods=["POST"])
+    app.add_route("/raising", notify_endpoint(processor_for(raising)), methods=["POST"])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+        store_failed = await client.post("/broken", content=offline("X1"))
+        handler_failed = await client.post("/raising", content=offline("X2"))
+
+    assert (503, b"FAIL") == (store_failed.status_code, store_failed.content)
+    assert (200, b"FAIL") == (handler_failed.status_code, handler_failed.content)
