@@ -69,7 +69,7 @@ from ._models import (
 )
 from ._notify import Ack, ack, nack, verify_notification
 from ._observe import RequestEnd, RequestStart
-from ._processor import NotificationProcessor, PaymentEvent, event_key
+from ._processor import NotificationProcessor, PaymentEvent, Receipt, event_key
 from ._protocol import PreparedRequest, build_payment_request, parse_payment_response
 from ._reconcile import DEFAULT_SCHEDULE, PendingOrder
 from ._schema import REGISTRY, Field, Kind, Schema, schema_for
@@ -125,6 +125,7 @@ __all__ = [
     "Placement",
     "PreparedRequest",
     "Problem",
+    "Receipt",
     "RefundResult",
     "RemoteProtocolError",
     "RequestEnd",

@@ -23,12 +23,14 @@ completes it if it had, in a shielded, bounded step.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import Awaitable, Callable, Collection
 from typing import Literal, TypeVar
 
 import anyio
+import anyio.to_thread
 import attrs
 
 from ._codec import Payload
@@ -37,9 +39,10 @@ from ._exceptions import CmpayError, ConfigurationError, StoreError, StoreTimeou
 from ._models import OfflineNotify, OrderQueryResult, PageNotify
 from ._notify import Ack, ack, nack, verify_notification
 from ._signing import Verifier
+from ._sync import SyncBridge, hand_to_caller, refuse_inside_a_loop
 from .stores import ClaimState, Store, driver_failure
 
-__all__ = ["NotificationProcessor", "PaymentEvent", "event_key"]
+__all__ = ["NotificationProcessor", "PaymentEvent", "Receipt", "event_key"]
 
 logger = logging.getLogger("cmpay_async")
 
@@ -75,6 +78,24 @@ _RETRY_LATER = nack()
 #: The answer when the store failed before the handler ran: the gateway sends it again later.
 UNAVAILABLE = Ack(status_code=503, body=b"FAIL")
 
+#: The loop thread that runs every processor's blocking calls in this process.
+BRIDGE = SyncBridge("cmpay-processor")
+
+Handler = Callable[[PaymentEvent], Awaitable[object]] | Callable[[PaymentEvent], object]
+
+
+@attrs.frozen(kw_only=True)
+class Receipt:
+    """What became of one notification: the answer, and what it said when it verified."""
+
+    ack: Ack
+    #: The verified notification; None when it was refused.
+    notification: PageNotify | OfflineNotify | None = None
+    #: Whether the payment's event is handled (now or before): the ack is then SUCCESS.
+    handled: bool = False
+    #: Why it was refused (None when it verified).
+    error: CmpayError | None = None
+
 
 class NotificationProcessor:
     """Ties verification, a store and the merchant's handler together."""
@@ -85,7 +106,7 @@ class NotificationProcessor:
         verifier: Verifier,
         merchant_id: str,
         store: Store,
-        handler: Callable[[PaymentEvent], Awaitable[object]],
+        handler: Handler,
         lease: float = 60.0,
         store_timeout: float = 30.0,
         order_id_pattern: str | re.Pattern[str] | None = None,
@@ -98,6 +119,9 @@ class NotificationProcessor:
         self.verifier = verifier
         self.merchant_id = merchant_id
         self.store = store
+        #: Your code, run once per payment outcome: ``async def`` or a plain function (a plain
+        #: one runs in a worker thread under ``process``, in the caller's thread under
+        #: ``process_sync``; never where an event loop runs).
         self.handler = handler
         #: Seconds a worker owns an event; keep it above your handler's longest run.
         self.lease = lease
@@ -119,6 +143,10 @@ class NotificationProcessor:
 
     async def process(self, payload: Payload, *, charset: str | None = None) -> Ack:
         """Verify a notification and handle it once; return the answer for the gateway."""
+        return (await self.receive(payload, charset=charset)).ack
+
+    async def receive(self, payload: Payload, *, charset: str | None = None) -> Receipt:
+        """``process``, also telling what the notification said (for the buyer's redirect)."""
         try:
             note = verify_notification(
                 payload,
@@ -130,13 +158,36 @@ class NotificationProcessor:
             )
         except CmpayError as exc:
             logger.warning("refused a notification: %s", exc)
-            return REFUSED
+            return Receipt(ack=REFUSED, error=exc)
         try:
             handled = await self._once(_event_of(note))
         except StoreError as exc:
             logger.warning("the store failed, the handler did not run; answered FAIL: %s", exc)
-            return UNAVAILABLE
-        return _HANDLED if handled else _RETRY_LATER
+            return Receipt(ack=UNAVAILABLE, notification=note)
+        return Receipt(
+            ack=_HANDLED if handled else _RETRY_LATER, notification=note, handled=handled
+        )
+
+    def process_sync(self, payload: Payload, *, charset: str | None = None) -> Ack:
+        """``process`` for code that cannot await (WSGI views, task-queue jobs); thread-safe.
+
+        A plain-function handler runs in the calling thread. Refused with
+        ``ConfigurationError`` where an event loop runs: ``await processor.process(...)``.
+        """
+        return self.receive_sync(payload, charset=charset).ack
+
+    def receive_sync(self, payload: Payload, *, charset: str | None = None) -> Receipt:
+        """``receive`` for code that cannot await; see ``process_sync``."""
+        refuse_inside_a_loop("process_sync", "await processor.process(...)")
+        return BRIDGE.call(self._receive_positional, payload, charset)
+
+    async def _receive_positional(self, payload: Payload, charset: str | None) -> Receipt:
+        return await self.receive(payload, charset=charset)
+
+    def process_result_sync(self, result: OrderQueryResult) -> bool:
+        """``process_result`` for code that cannot await; see ``process_sync``."""
+        refuse_inside_a_loop("process_result_sync", "await processor.process_result(...)")
+        return BRIDGE.call(self.process_result, result)
 
     async def process_result(self, result: OrderQueryResult) -> bool:
         """Feed a reconciliation query's result through the same once-only path.
@@ -176,7 +227,7 @@ class NotificationProcessor:
             return False  # another worker has it: the gateway will ask again
         token = claimed.token
         try:
-            await self.handler(event)
+            await self._call_handler(event)
         except Exception:
             logger.exception("the payment handler failed for %s; released for a retry", event.key)
             await self._release(event.key, token)
@@ -196,6 +247,14 @@ class NotificationProcessor:
         with anyio.CancelScope(shield=True):
             await self._complete(event.key, token)
         return True
+
+    @property
+    def _handler_is_async(self) -> bool:
+        # Asked at each call: a handler replaced after construction is honoured.
+        return is_async_handler(self.handler)
+
+    async def _call_handler(self, event: PaymentEvent) -> None:
+        await call_handler(self.handler, event, is_async=self._handler_is_async)
 
     async def _store(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         """One store call, bounded by ``store_timeout``; every failure is a ``StoreError``."""
@@ -283,6 +342,34 @@ class NotificationProcessor:
 def _own_store(store: Store) -> bool:
     """Whether ``store`` is exactly one of the library's own store classes."""
     return type(store).__module__.split(".")[:2] == ["cmpay_async", "stores"]
+
+
+async def call_handler(handler: Handler, event: PaymentEvent, *, is_async: bool) -> None:
+    """Run the merchant's handler: awaited if async, else off the loop's thread."""
+    if is_async:
+        await handler(event)  # type: ignore[misc]
+        return
+    handoff = hand_to_caller()
+    if handoff is not None:
+        result = await handoff(lambda: handler(event))
+    else:
+        # Never on the loop's thread: a blocking handler would stall it, and Django's ORM
+        # refuses to run where a loop runs.
+        result = await anyio.to_thread.run_sync(handler, event)
+    if inspect.isawaitable(result):  # a plain function returning a coroutine
+        await result
+
+
+def is_async_handler(handler: object) -> bool:
+    """Whether ``handler`` is an ``async def`` (or an object with an async ``__call__``)."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - an instance with async __call__
+    )
+
+
+def event_of(note: PageNotify | OfflineNotify) -> PaymentEvent:
+    """The payment event a verified notification announces."""
+    return _event_of(note)
 
 
 def _event_of(note: PageNotify | OfflineNotify) -> PaymentEvent:

@@ -1,20 +1,29 @@
 """Celery: sync tasks through BlockingCmpayClient, one client per worker process.
 
-Run: ``celery -A recipes.celery_app worker --pool=prefork --concurrency=2 -Q cmpay``.
-Tasks are acknowledged late and given back to the queue when their worker dies, so a job
-can run twice: ``place_order`` makes that safe (the second run reports the order instead of
-failing with RPM22208 or creating another one).
+Run: ``celery -A recipes.celery_app worker --pool=prefork --concurrency=2 -Q cmpay -B``
+(``-B``: the periodic sweep; or run ``celery beat`` on its own). Tasks are acknowledged late
+and given back to the queue when their worker dies, so a job can run twice: ``place_order``
+makes that safe (the second run reports the order instead of failing with RPM22208 or
+creating another one).
+
+Notifications go through an inbox (``cmpay_async.inbox``): the web handler calls
+``accept(body)``, which verifies the body, records the payment's event durably and answers
+``SUCCESS``, then nudges the ``cmpay.drain`` task; the task, and a sweep every
+``CMPAY_SWEEP_SECONDS``, run ``handle_payment`` once per event. A lost or purged task, or a
+worker killed mid-handler, costs a delay until the next sweep, never a payment.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from cmpay_async import BlockingCmpayClient, Order
+from cmpay_async import Ack, BlockingCmpayClient, Md5Signer, Order, PaymentEvent
+from cmpay_async.inbox import Inbox, InboxBackend
 
 from .settings import QUEUE, REDIS_URL, client_settings
 
@@ -33,6 +42,14 @@ app.conf.update(
         "visibility_timeout": int(os.environ.get("CMPAY_VISIBILITY_TIMEOUT", "3600"))
     },
     broker_connection_retry_on_startup=True,
+    # The sweep: drains whatever the queue lost (a purge, a worker killed mid-task).
+    beat_schedule={
+        "cmpay-sweep": {
+            "task": "cmpay.drain",
+            "schedule": float(os.environ.get("CMPAY_SWEEP_SECONDS", "60")),
+            "options": {"queue": QUEUE},
+        }
+    },
 )
 
 _client: BlockingCmpayClient | None = None
@@ -65,12 +82,61 @@ def pay(order: dict[str, Any], ip_address: str) -> dict[str, Any]:
     return client().place_order(Order.from_dict(order), ip_address=ip_address).to_dict()
 
 
-@app.task(name="cmpay.notification")
-def handle_notification(body: str) -> dict[str, Any]:
-    """Verify a notification's raw body (queued by the web handler) and return it typed."""
-    note = client().verify_notification(body.encode("utf-8"))
-    # Here: record note.pay_no once (a unique key), after checking note.amount.
-    return note.to_dict()
+def handle_payment(event: PaymentEvent) -> None:
+    """Your code: runs once per payment outcome, in a worker; raise to be retried later."""
+    # Here: check event.amount against the order, then mark it paid in your database.
+
+
+def _handler() -> Any:
+    """``handle_payment``, or the ``module:function`` named by CMPAY_PAYMENT_HANDLER."""
+    named = os.environ.get("CMPAY_PAYMENT_HANDLER")
+    if not named:
+        return handle_payment
+    module, _, function = named.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def _backend() -> InboxBackend:
+    dsn = os.environ.get("CMPAY_INBOX_DSN")
+    if dsn:
+        from cmpay_async.inbox.postgres import PostgresInbox
+
+        return PostgresInbox(dsn, table=os.environ.get("CMPAY_INBOX_TABLE", "cmpay_inbox"))
+    from cmpay_async.inbox.sqlite import SqliteInbox
+
+    return SqliteInbox(os.environ.get("CMPAY_INBOX_DB", "cmpay-inbox.db"))
+
+
+_inbox: Inbox | None = None
+
+
+def inbox() -> Inbox:
+    """This process's inbox (the web app's and each worker's: one backend, shared)."""
+    global _inbox
+    if _inbox is None:
+        _inbox = Inbox(
+            backend=_backend(),
+            verifier=Md5Signer(os.environ["CMPAY_SIGN_KEY"]),
+            merchant_id=os.environ["CMPAY_MERCHANT_ID"],
+            handler=_handler(),
+            lease=float(os.environ.get("CMPAY_INBOX_LEASE", "60")),
+        )
+    return _inbox
+
+
+def accept(body: bytes, *, charset: str | None = None) -> Ack:
+    """In the web handler: record the notification durably, nudge a drain, answer."""
+    answer = inbox().process_sync(body, charset=charset)
+    if answer.body == b"SUCCESS":
+        drain.delay()  # only a nudge: if it is lost, the sweep drains the event
+    return answer
+
+
+@app.task(name="cmpay.drain")
+def drain() -> dict[str, int]:
+    """Run the handler for every due event in the inbox (the nudge and the sweep)."""
+    report = inbox().drain_sync()
+    return {"handled": report.handled, "failed": report.failed}
 
 
 @app.task(name="cmpay.reconcile")

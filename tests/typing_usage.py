@@ -107,3 +107,32 @@ def lifecycle_settings() -> cmpay_async.CmpayClient:
         timeouts=cmpay_async.Timeouts(total=20.0, pool=2.0),
         on_in_doubt=remember,
     )
+
+
+def receive_without_await(body: bytes) -> bytes:
+    """A plain-function handler, the blocking processor, the inbox and the framework glue."""
+    from cmpay_async.inbox import DrainReport, Inbox
+    from cmpay_async.inbox.sqlite import SqliteInbox
+    from cmpay_async.integrations.flask import notify_view
+    from cmpay_async.stores import MemoryStore
+
+    def handler(event: cmpay_async.PaymentEvent) -> None:
+        assert event.amount is not None
+
+    processor = cmpay_async.NotificationProcessor(
+        verifier=Md5Signer("k-not-the-merchants-key"),
+        merchant_id="M",
+        store=MemoryStore(),
+        handler=handler,
+    )
+    receipt: cmpay_async.Receipt = processor.receive_sync(body, charset="GBK")
+    inbox = Inbox(
+        backend=SqliteInbox("inbox.db"),
+        verifier=Md5Signer("k-not-the-merchants-key"),
+        merchant_id="M",
+        handler=handler,
+    )
+    report: DrainReport = inbox.drain_sync(limit=10)
+    view: object = notify_view(inbox)
+    assert report.handled >= 0, view
+    return receipt.ack.body + processor.process_sync(body).body

@@ -76,6 +76,8 @@ def _close_own(connections: list[tuple[int, sqlite3.Connection]], lock: threadin
 class SqliteStore:
     """A store in an SQLite file (made with its table on first use)."""
 
+    _commits: sqlite3.Connection | None
+
     def __init__(
         self, path: str | Path, *, clock: Callable[[], float] = time.time, timeout: float = 30.0
     ) -> None:
@@ -233,7 +235,7 @@ class SqliteStore:
         self._batch_done = threading.Condition(self._batch_lock)
         self._batch_grew = threading.Condition(self._batch_lock)
         self._writing = False
-        self._commits: sqlite3.Connection | None = None
+        self._commits = None
         #: Claims of this process under way or won, not completed or released yet: the
         #: completions likely to come soon.
         self._held = 0
