@@ -70,7 +70,7 @@ def headings(path: Path) -> list[str]:
 
 
 def _pages() -> list[Path]:
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
     return [p for p in pages if str(p.relative_to(ROOT)) not in INCLUDES]
 
 
