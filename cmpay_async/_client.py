@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import math
 import random
@@ -680,25 +681,20 @@ class CmpayClient:
     ) -> PageNotify | OfflineNotify:
         """``verify_notification`` with this client's verifier, merchant id and extra bank
         codes: the safe default. ``order_id_pattern`` declares the form of your order ids."""
+        verify = functools.partial(
+            verify_notification,
+            payload,
+            verifier=self._verifier,
+            merchant_id=self.merchant_id,
+            charset=charset,
+            order_id_pattern=order_id_pattern,
+            extra_bank_codes=self.extra_bank_codes,
+        )
         if self._tracing is None:
-            return verify_notification(
-                payload,
-                verifier=self._verifier,
-                merchant_id=self.merchant_id,
-                charset=charset,
-                order_id_pattern=order_id_pattern,
-                extra_bank_codes=self.extra_bank_codes,
-            )
+            return verify()
         with self._tracing.span("cmpay.verify_notification") as span:
             try:
-                note = verify_notification(
-                    payload,
-                    verifier=self._verifier,
-                    merchant_id=self.merchant_id,
-                    charset=charset,
-                    order_id_pattern=order_id_pattern,
-                    extra_bank_codes=self.extra_bank_codes,
-                )
+                note = verify()
             except CmpayError as exc:
                 self._tracing.finish(span, exc)
                 raise

@@ -43,7 +43,7 @@ from ._models import (
     unchecked,
 )
 from ._schema import AMT_ITEM_PARTS, REGISTRY, Field, Kind, Schema
-from ._validate import check_plan, date_problem
+from ._validate import check_plan, date_problem, inline_tests
 
 __all__ = [
     "MAX_PAYLOAD",
@@ -913,7 +913,6 @@ def _reader_code(schema: Schema, model: type) -> tuple[str, dict[str, Any]]:
 
 
 #: A pattern that only excludes one character (orderId's ``[^*]+``).
-_EXCLUDING = re.compile(r"\[\^\\?([^\]\\])\]\+")
 
 
 #: amtItem of a payment all in cash: ``CNY_AMT=`` and ``#CMY_AMT=0#...#POT_CHG_AMT=0``.
@@ -934,19 +933,7 @@ def _field_code(f: Field, i: int, ns: dict[str, Any], refuse: str) -> list[str]:
             f"if {var} is None:",
             f"    _not_member(text, {allowed!r}, {f.wire!r})",
         ]
-    tests = []
-    if f.max_length is not None:
-        tests.append(f"len(text) <= {f.max_length}")
-    if f.choices is not None:
-        ns[f"choices{i}"] = frozenset(f.choices)
-        tests.append(f"text in choices{i}")
-    if f.pattern is not None:
-        excluded = _EXCLUDING.fullmatch(f.pattern)
-        if excluded is not None:  # "[^x]+": the text is not empty, so x not in it is the rule
-            tests.append(f"{excluded.group(1)!r} not in text")
-        else:
-            ns[f"pattern{i}"] = re.compile(f.pattern).fullmatch
-            tests.append(f"pattern{i}(text) is not None")
+    tests = inline_tests(f, "text", ns, i)
     kind = f.kind
     if kind is Kind.NUMBER:
         tests.append("text.isdigit() and text.isascii() and (text[0] != '0' or len(text) == 1)")

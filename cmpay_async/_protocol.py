@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -11,7 +10,6 @@ import attrs
 
 from ._appendix import BANK_CODES, CONTEXT_HINTS, SUCCESS_CODES, explain_return_code
 from ._codec import (
-    _EXCLUDING,
     content_type,
     decode_payload,
     encode_fields,
@@ -38,7 +36,7 @@ from ._models import ORDER_NOT_FOUND, Order, OrderQueryResult, PaymentResponse, 
 from ._redact import redact_untrusted
 from ._schema import Field, Kind, Schema, schema_for
 from ._signing import Signer, Verifier, source_of
-from ._validate import Check, check_plan
+from ._validate import Check, check_plan, inline_tests
 
 __all__ = [
     "PreparedRequest",
@@ -327,19 +325,7 @@ def _text_rules(field: Field, i: int, ns: dict[str, Any]) -> str:
     compiled check decides)."""
     if field.kind in (Kind.URL, Kind.IPV4, Kind.DATE, Kind.DATETIME, Kind.AMT_ITEM):
         return "False"
-    rules = []
-    if field.max_length is not None:
-        rules.append(f"len(t{i}) <= {field.max_length}")
-    if field.choices is not None:
-        ns[f"choices{i}"] = frozenset(field.choices)
-        rules.append(f"t{i} in choices{i}")
-    if field.pattern is not None:
-        excluded = _EXCLUDING.fullmatch(field.pattern)
-        if excluded is not None:  # "[^x]+" of a non-empty text
-            rules.append(f"{excluded.group(1)!r} not in t{i}")
-        else:
-            ns[f"pattern{i}"] = re.compile(field.pattern).fullmatch
-            rules.append(f"pattern{i}(t{i}) is not None")
+    rules = inline_tests(field, f"t{i}", ns, i)
     if field.kind is Kind.BANK:
         rules.append(f"(t{i} in _BANK_CODES or t{i} in extra_bank_codes)")
     body = " and ".join(rules) or "True"

@@ -11,12 +11,13 @@ import datetime as dt
 import functools
 import re
 from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 from ._appendix import BANK_CODES
 from ._exceptions import Problem
 from ._schema import Field, Kind, Schema
 
-__all__ = ["check_fields", "check_plan", "date_problem"]
+__all__ = ["check_fields", "check_plan", "date_problem", "inline_tests"]
 
 Check = Callable[[str, Collection[str]], "Problem | None"]
 
@@ -107,6 +108,30 @@ def _compile(field: Field) -> Check:
 
 _MEMO = 256
 _UNKNOWN = object()
+
+
+#: A pattern that only excludes one character ("[^*]+"): inlined as a membership test.
+_EXCLUDING = re.compile(r"\[\^\\?([^\]\\])\]\+")
+
+
+def inline_tests(field: Field, var: str, ns: dict[str, Any], i: int) -> list[str]:
+    """Python expressions, all true of a non-empty ``var`` exactly when it keeps ``field``'s
+    length, vocabulary and pattern: the generated readers and converters inline them (and
+    leave everything else to the compiled check). Names they need go into ``ns``."""
+    tests = []
+    if field.max_length is not None:
+        tests.append(f"len({var}) <= {field.max_length}")
+    if field.choices is not None:
+        ns[f"choices{i}"] = frozenset(field.choices)
+        tests.append(f"{var} in choices{i}")
+    if field.pattern is not None:
+        excluded = _EXCLUDING.fullmatch(field.pattern)
+        if excluded is not None:  # "[^x]+": the text is not empty, so x not in it is the rule
+            tests.append(f"{excluded.group(1)!r} not in {var}")
+        else:
+            ns[f"pattern{i}"] = re.compile(field.pattern).fullmatch
+            tests.append(f"pattern{i}({var}) is not None")
+    return tests
 
 
 def _kind_rule(field: Field) -> Check | None:
