@@ -596,3 +596,34 @@ def test_sqlite_completions_that_arrive_together_share_one_synced_transaction(
     assert [ClaimState.DONE, ClaimState.IN_PROGRESS, ClaimState.DONE] == states
     store.close()
     fresh.close()
+
+
+def test_sqlite_a_new_file_written_by_another_connection_still_becomes_wal(
+    tmp_path: Path,
+) -> None:
+    """Switching a new file to WAL takes no busy wait: while another connection writes it,
+    the switch fails at once with "database is locked" (two store objects or processes
+    opening a new file together). The store tries again within its timeout instead of
+    failing the claim."""
+    path = tmp_path / "e.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE other (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO other VALUES (1)")
+    store = SqliteStore(path, timeout=10)
+    claimed: list[ClaimState] = []
+
+    def claim() -> None:
+        claimed.append(anyio.run(functools.partial(store.claim, "K", lease=60)).state)
+
+    thread = threading.Thread(target=claim)
+    thread.start()
+    thread.join(0.3)  # the claim is still waiting for the writer (it used to fail at once)
+    writer.execute("COMMIT")
+    writer.close()
+    thread.join(10)
+
+    assert [ClaimState.NEW] == claimed
+    with contextlib.closing(sqlite3.connect(path)) as check:
+        assert "wal" == check.execute("PRAGMA journal_mode").fetchone()[0]
+    store.close()

@@ -125,15 +125,32 @@ class SqliteStore:
         connection = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
-        if not self._ready:
-            # One thread sets the file up: switching to WAL while another connection of this
-            # process is doing the same fails at once with "database is locked".
-            with self._setup:
-                if not self._ready:
-                    connection.execute("PRAGMA journal_mode=WAL")
-                    connection.execute(_SCHEMA)
-                    self._ready = True
+        try:
+            if not self._ready:
+                # One thread of this store object sets the file up.
+                with self._setup:
+                    if not self._ready:
+                        self._use_wal(connection)
+                        connection.execute(_SCHEMA)
+                        self._ready = True
+        except BaseException:
+            connection.close()  # never handed out: nobody else would close it
+            raise
         return connection
+
+    def _use_wal(self, connection: sqlite3.Connection) -> None:
+        """Put the file in WAL mode unless it is: the switch takes no busy wait (another
+        connection writing makes it fail at once with "database is locked", as when two
+        store objects or processes open a new file together), so it is tried again, within
+        ``timeout``, until this or another connection has made it."""
+        deadline = time.monotonic() + self.timeout
+        while connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     async def _run(
         self, operation: str, work: Callable[[sqlite3.Connection], T], *, durable: bool = True
