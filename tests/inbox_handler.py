@@ -8,6 +8,7 @@ kill that worker mid-handler.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -23,6 +24,7 @@ def record(event: PaymentEvent) -> None:
         if not marker.exists():  # only the first run is slow: the retry completes
             marker.write_text(str(os.getpid()))
             time.sleep(30)  # killed here by the test
-    with sqlite3.connect(os.environ["CMPAY_HANDLED_DB"], timeout=30) as db:
+    # closing(): a connection's own "with" commits but does not close it.
+    with contextlib.closing(sqlite3.connect(os.environ["CMPAY_HANDLED_DB"], timeout=30)) as db, db:
         db.execute("CREATE TABLE IF NOT EXISTS runs (order_id TEXT, pid INTEGER)")
         db.execute("INSERT INTO runs VALUES (?, ?)", (event.order_id, os.getpid()))

@@ -10,6 +10,7 @@ handled exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -57,7 +58,7 @@ def redis_url() -> Iterator[str]:
 def _runs(db: Path) -> dict[str, int]:
     if not db.exists():
         return {}
-    with sqlite3.connect(db, timeout=30) as conn:
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
         try:
             rows = conn.execute("SELECT order_id, count(*) FROM runs GROUP BY order_id")
             return dict(rows.fetchall())

@@ -12,6 +12,7 @@ payment must get a SUCCESS; forged bodies never.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sqlite3
 import subprocess
@@ -150,7 +151,7 @@ def _send(client: httpx.Client, method: str, path: str, body: bytes) -> tuple[in
 def _runs(db: Path) -> dict[str, int]:
     if not db.exists():
         return {}
-    with sqlite3.connect(db, timeout=30) as conn:
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
         return dict(conn.execute("SELECT order_id, count(*) FROM runs GROUP BY order_id"))
 
 
