@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
-from benchmarks.soak import check_ledger, parse, plot, read_ledger, read_paid, write_report
+from benchmarks.soak import (
+    check_ledger,
+    parse,
+    plot,
+    read_ledger,
+    read_paid,
+    unrecorded_orders,
+    write_report,
+)
+from cmpay_async.testing import sign_notification
+
+from .test_promise_gaps import Faulty, _counting
 
 
 def _write(path: Path, text: str) -> Path:
@@ -74,3 +86,18 @@ def test_quick_mode_defaults_and_node_minimum() -> None:
     assert full.orders == 100_000
     with pytest.raises(SystemExit):
         parse(["--nodes", "2"])
+
+
+@pytest.mark.anyio
+async def test_unrecorded_completions_are_read_from_the_processors_own_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The order id of a handler run the store could not record, from the real ERROR line."""
+    processor, seen = _counting(Faulty(complete=2))
+    with caplog.at_level(logging.ERROR, logger="cmpay_async"):
+        await processor.process(sign_notification(order_id="SK7", amount=5))
+        await processor.process(sign_notification(order_id="SK8", amount=5))
+    assert 2 == len(seen)
+    logs = [f"{r.levelname} {r.getMessage()}" for r in caplog.records]
+    assert ["SK7"] == unrecorded_orders(["\n".join(logs)])
+    assert [] == unrecorded_orders(["the handler for x ran fine"])
