@@ -935,9 +935,29 @@ class Soak:
         point["attempts_per_s"] = round((point["attempts"] - previous.get("attempts", 0)) / dt_, 2)
         point["retries_per_s"] = round((point["retries"] - previous.get("retries", 0)) / dt_, 2)
         point["outstanding"] = max(0, point["paid"] - len(handled))
+        if len(self.series) % 5 == 0:
+            point["pg_sessions"] = self.pg_sessions()
         point["placing_done"] = all(d.get("placing_done") for d in drivers)
         self.series.append(point)
         return point
+
+    def pg_sessions(self) -> int | None:
+        """How many client sessions the private PostgreSQL has (None when it cannot say)."""
+        psql = shutil.which("psql")
+        if psql is None:
+            return None
+        query = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        command = [psql, "-h", SERVICES_IP, "-U", "postgres", "-d", "postgres", "-Atc", query]
+        try:
+            done = subprocess.run(
+                self.net.exec(self.net.services, *command),
+                capture_output=True,
+                text=True,
+                timeout=3,
+            )
+        except subprocess.TimeoutExpired:
+            return None
+        return int(done.stdout) if done.returncode == 0 and done.stdout.strip().isdigit() else None
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -1053,6 +1073,15 @@ class Soak:
                 if duration
                 else None,
                 "peak_handled_per_s": max((s["handled_per_s"] for s in self.series), default=0),
+            },
+            "pg_sessions": {
+                "first": next(
+                    (s["pg_sessions"] for s in self.series if s.get("pg_sessions")), None
+                ),
+                "last": next(
+                    (s["pg_sessions"] for s in reversed(self.series) if s.get("pg_sessions")), None
+                ),
+                "peak": max((s.get("pg_sessions") or 0 for s in self.series), default=0),
             },
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
             "series": self.series,
