@@ -95,6 +95,20 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 
+@nox.session
+def soak(session: nox.Session) -> None:
+    """The quick soak (root: network namespaces; about 3 minutes; not in CI's sessions).
+
+    Three merchant nodes share a private PostgreSQL and Redis, faults are injected, and every
+    paid order must be handled exactly once; report in soak-out/ (docs/scale.md). Arguments
+    replace the default `--quick --out soak-out`: `nox -s soak -- --quick --store redis`,
+    or `nox -s soak -- --out DIR` for the full run (100,000 payments, over an hour).
+    """
+    session.install(".", *nox.project.dependency_groups(PYPROJECT, "bench"))
+    args = session.posargs or ["--quick", "--out", "soak-out"]
+    session.run("python", "-m", "benchmarks.soak", *args)
+
+
 #: The Mermaid the docs site serves itself (no CDN): the npm registry's package, pinned by
 #: version and by the SHA-512 of the file taken from it.
 MERMAID_VERSION = "11.17.2"

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -409,6 +410,41 @@ async def test_postgres_sessions_terminated_between_deliveries(postgres_dsn: str
         store.close()
         _drop(postgres_dsn, store.table)
     assert ["P1", "P2"] == [e.order_id for e in handler.events]
+
+
+def _sessions(dsn: str, application: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as db:
+        row = db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (application,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_postgres_sessions_of_ended_threads_are_closed(postgres_dsn: str) -> None:
+    """Each worker thread has its own session; once the thread ends, its session is closed.
+
+    The soak found sessions piling up: an event loop's worker threads end (idle, or with the
+    loop), each later thread opened a session, and the ended threads' sessions stayed open
+    until the process exited, towards the server's max_connections.
+    """
+    application = f"cmpay-threads-{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(
+        f"{postgres_dsn}?application_name={application}", table=_table(), timeout=SHORT
+    )
+    try:
+        for n in range(4):
+            # A loop per thread: its worker thread (and so the session's owner) ends with it.
+            thread = threading.Thread(
+                target=anyio.run, args=(partial(store.claim, f"T{n}", lease=60),)
+            )
+            thread.start()
+            thread.join(GUARD)
+        assert 1 == _sessions(postgres_dsn, application)
+    finally:
+        store.close()
+        _drop(postgres_dsn, store.table)
+    assert 0 == _sessions(postgres_dsn, application)
 
 
 async def test_postgres_sessions_terminated_while_the_handler_runs(postgres_dsn: str) -> None:

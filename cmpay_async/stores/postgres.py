@@ -70,6 +70,8 @@ class PostgresStore:
         self.timeout = timeout
         self._local = threading.local()
         self._connections: list[Any] = []
+        #: The thread each connection belongs to, by ``id`` of the connection.
+        self._owners: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
         self._migrated = False
         self._pid = os.getpid()
@@ -91,6 +93,7 @@ class PostgresStore:
             if self._pid != os.getpid():
                 keep_inherited(self._connections)
                 self._connections = []
+                self._owners = {}
                 self._local = threading.local()
                 self._pid = os.getpid()
 
@@ -101,8 +104,9 @@ class PostgresStore:
             # An idle session the server spoke on has ended (pg_terminate_backend, a
             # restart): replaced before use instead of failing the next statement.
             connection.close()
-            with self._lock, contextlib.suppress(ValueError):  # close() may have run
+            with self._lock, contextlib.suppress(ValueError, KeyError):  # close() may have run
                 self._connections.remove(connection)
+                del self._owners[id(connection)]
         if connection is None or connection.closed:
             connection = self._psycopg.connect(
                 self._dsn,
@@ -112,7 +116,17 @@ class PostgresStore:
             )
             self._local.connection = connection
             with self._lock:
+                # The sessions of threads that have ended (a loop's idle worker threads end
+                # after seconds) would stay open until the process exits: close them now.
+                ended = [c for c in self._connections if not self._owners[id(c)].is_alive()]
+                for old in ended:
+                    self._connections.remove(old)
+                    del self._owners[id(old)]
                 self._connections.append(connection)
+                self._owners[id(connection)] = threading.current_thread()
+            for old in ended:
+                with contextlib.suppress(Exception):  # already broken: nothing to end
+                    old.close()
         return connection
 
     def _create(self, connection: Any) -> None:
@@ -147,6 +161,7 @@ class PostgresStore:
         self._forget_inherited()
         with self._lock:
             connections, self._connections = self._connections, []
+            self._owners = {}
         for connection in connections:
             connection.close()
 
