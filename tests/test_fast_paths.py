@@ -162,7 +162,8 @@ def test_the_reader_agrees_with_typed_values_on_valid_and_broken_fields() -> Non
     that break a rule or sit on its edge: the same model or the same error, word for word."""
     rng = random.Random(26)
     agreed = refused = 0
-    for i in range(fuzz_examples(3000)):
+    count = fuzz_examples(3000)
+    for i in range(count):
         fields = random_notification(rng, f"{20261206000000 + i}")
         if i % 3:
             fields = mutated(rng, fields)
@@ -175,8 +176,9 @@ def test_the_reader_agrees_with_typed_values_on_valid_and_broken_fields() -> Non
             refused += 1
         else:
             agreed += 1
-    assert agreed > 500
-    assert refused > 500
+    # Both sides well represented (a sixth each), at any fuzz divisor (mutation runs use 20).
+    assert agreed > count // 6
+    assert refused > count // 6
 
 
 @settings(max_examples=fuzz_examples(300), deadline=None)
