@@ -58,7 +58,6 @@ def test_a_torn_ledger_line_is_not_counted(tmp_path: Path) -> None:
 
 def test_report_and_plots_are_written(tmp_path: Path) -> None:
     """report.json round-trips; the three plots are PNG files."""
-    pytest.importorskip("matplotlib")
     series = [
         {"t": float(t), "handled_per_s": t % 3, "attempts_per_s": 2, "retries_per_s": 1}
         | {"outstanding": 5 - t}
