@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from cmpay_async import CmpayClient, Md5Signer, Order, RetryPolicy
+from cmpay_async import CmpayClient, Md5Signer, Order, OrderQueryResult, RetryPolicy, SignType
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -109,4 +109,28 @@ def sandbox_client(gateway: str, shop: str, **kw: Any) -> CmpayClient:
         callback_url=f"{shop}/return",
         notify_url=f"{shop}/notify",
         **kw,
+    )
+
+
+def query_result(order_id: str, status: str = "SUCCESS", amount: int = 5) -> OrderQueryResult:
+    """A verified OrderQuery answer of the public test merchant, as reconciliation gets it."""
+    return OrderQueryResult(
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        return_code="000000",
+        message=status,
+        sign_type=SignType.MD5,
+        type="OrderQuery",
+        version="2.0.0",
+        order_id=order_id,
+        status=status,
+        pay_no="P9",
+        amount=amount,
+        amount_items=None,
+        bank_abbr="",
+        mobile="",
+        pay_date=None,
+        order_date=None,
+        fee=None,
+        reserved1="",
+        reserved2="",
     )

@@ -14,12 +14,13 @@ import httpx
 import psycopg
 import pytest
 
-from cmpay_async import Md5Signer, OrderQueryResult, PaymentEvent, SignType, verify_notification
+from cmpay_async import Md5Signer, PaymentEvent, verify_notification
 from cmpay_async.inbox import Inbox, InboxBackend, backoff
 from cmpay_async.inbox.postgres import PostgresInbox
 from cmpay_async.inbox.sqlite import SqliteInbox
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
 
+from .helpers import query_result
 from .queues import postgres_server
 
 pytestmark = pytest.mark.anyio
@@ -206,26 +207,7 @@ async def test_reconciliation_results_are_recorded_and_drained(
     _, backend = clock_and_backend
     runs = Runs()
     inbox = inbox_for(backend, runs)
-    result = OrderQueryResult(
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        return_code="000000",
-        message="SUCCESS",
-        sign_type=SignType.MD5,
-        type="OrderQuery",
-        version="2.0.0",
-        order_id="Q1",
-        status="SUCCESS",
-        pay_no="P9",
-        amount=5,
-        amount_items=None,
-        bank_abbr="",
-        mobile="",
-        pay_date=None,
-        order_date=None,
-        fee=None,
-        reserved1="",
-        reserved2="",
-    )
+    result = query_result("Q1")
 
     assert await inbox.process_result(result)
     assert b"SUCCESS" == (await inbox.process(paid("Q1"))).body

@@ -25,6 +25,8 @@ from cmpay_async import (
 from cmpay_async.stores import MemoryStore
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
 
+from .helpers import query_result
+
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 SUCCESS_URL, FAILURE_URL = "/paid", "/not-paid"
 
@@ -552,30 +554,10 @@ def test_process_sync_re_raises_an_interrupt_and_releases_the_claim() -> None:
 
 def test_process_result_sync_feeds_reconciliation_through_the_same_path() -> None:
     """A paid query result from sync code is handled once, with its notification after it."""
-    from cmpay_async import OrderQueryResult, SignType
 
     handled = Handled()
     processor = processor_for(handled)
-    result = OrderQueryResult(
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        return_code="000000",
-        message="SUCCESS",
-        sign_type=SignType.MD5,
-        type="OrderQuery",
-        version="2.0.0",
-        order_id="Q2",
-        status="SUCCESS",
-        pay_no="P9",
-        amount=1250,
-        amount_items=None,
-        bank_abbr="",
-        mobile="",
-        pay_date=None,
-        order_date=None,
-        fee=None,
-        reserved1="",
-        reserved2="",
-    )
+    result = query_result("Q2", amount=1250)
 
     assert processor.process_result_sync(result)
     assert b"SUCCESS" == processor.process_sync(offline("Q2")).body

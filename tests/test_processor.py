@@ -16,9 +16,7 @@ import pytest
 from cmpay_async import (
     Md5Signer,
     NotificationProcessor,
-    OrderQueryResult,
     PaymentEvent,
-    SignType,
     event_key,
 )
 from cmpay_async.stores import Claimed, ClaimState, MemoryStore, Store
@@ -27,6 +25,7 @@ from cmpay_async.stores.redis import RedisStore
 from cmpay_async.stores.sqlite import SqliteStore
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
 
+from .helpers import query_result
 from .queues import postgres_server, redis_server
 
 pytestmark = pytest.mark.anyio
@@ -226,29 +225,6 @@ async def test_only_the_owner_completes_or_releases(clock_and_store: tuple[Clock
     assert Claimed(ClaimState.DONE) == await store.claim("k", lease=60)
 
 
-def _result(order_id: str, status: str) -> OrderQueryResult:
-    return OrderQueryResult(
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        return_code="000000",
-        message=status,
-        sign_type=SignType.MD5,
-        type="OrderQuery",
-        version="2.0.0",
-        order_id=order_id,
-        status=status,
-        pay_no="P9",
-        amount=5,
-        amount_items=None,
-        bank_abbr="",
-        mobile="",
-        pay_date=None,
-        order_date=None,
-        fee=None,
-        reserved1="",
-        reserved2="",
-    )
-
-
 async def test_reconciliation_and_a_late_notification_are_one_event(
     clock_and_store: tuple[Clock, Store],
 ) -> None:
@@ -257,8 +233,8 @@ async def test_reconciliation_and_a_late_notification_are_one_event(
     seen: list[PaymentEvent] = []
     processor = _processor(store, seen)
 
-    assert await processor.process_result(_result("A4", "SUCCESS"))
-    assert not await processor.process_result(_result("A5", "PENDING"))
+    assert await processor.process_result(query_result("A4"))
+    assert not await processor.process_result(query_result("A5", "PENDING"))
     answer = await processor.process(sign_notification(order_id="A4", amount=5))
 
     assert b"SUCCESS" == answer.body

@@ -23,7 +23,7 @@ from cmpay_async import (
 from cmpay_async.stores import Claimed, ClaimState, MemoryStore
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
 
-from .test_processor import _result
+from .helpers import query_result
 
 pytestmark = pytest.mark.anyio
 
@@ -87,7 +87,7 @@ async def test_a_notification_event_carries_the_verified_notification(
 async def test_a_reconciliation_event_carries_the_query_result() -> None:
     """source "reconciliation", the query result itself, its payNo; no notification."""
     seen: list[PaymentEvent] = []
-    result = _result("EV2", "SUCCESS")
+    result = query_result("EV2", "SUCCESS")
 
     assert await _processor(MemoryStore(), seen).process_result(result)
 

@@ -45,10 +45,9 @@ from cmpay_async._validate import date_problem
 from cmpay_async.stores import Claimed, MemoryStore
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox, sign_notification
 
-from .helpers import _AsyncMock, make_client, valid_order
+from .helpers import _AsyncMock, make_client, query_result, valid_order
 from .test_lifecycle import _in_child
 from .test_observe import exporter  # noqa: F401 - a fixture
-from .test_processor import _result
 
 pytestmark = pytest.mark.anyio
 
@@ -150,9 +149,9 @@ async def test_a_failed_payment_found_by_reconciliation_is_one_event_too() -> No
     """A FAILED query result is an event (paid False), handled once; PENDING is not one."""
     processor, seen = _counting(MemoryStore())
 
-    assert await processor.process_result(_result("FR1", "FAILED")) is True
-    assert await processor.process_result(_result("FR1", "FAILED")) is True
-    assert await processor.process_result(_result("FR2", "PENDING")) is False
+    assert await processor.process_result(query_result("FR1", "FAILED")) is True
+    assert await processor.process_result(query_result("FR1", "FAILED")) is True
+    assert await processor.process_result(query_result("FR2", "PENDING")) is False
 
     assert [("FR1", False)] == [(e.order_id, e.paid) for e in seen]
 
@@ -161,8 +160,8 @@ async def test_success_and_failure_of_one_order_are_two_events() -> None:
     """The key holds the outcome: a FAILED and a SUCCESS of one order each run the handler."""
     processor, seen = _counting(MemoryStore())
 
-    await processor.process_result(_result("FR3", "FAILED"))
-    await processor.process_result(_result("FR3", "SUCCESS"))
+    await processor.process_result(query_result("FR3", "FAILED"))
+    await processor.process_result(query_result("FR3", "SUCCESS"))
 
     assert [False, True] == [e.paid for e in seen]
 
@@ -173,9 +172,9 @@ async def test_two_merchants_sharing_one_store_never_share_an_event() -> None:
     first, first_seen = _counting(store)
     second, second_seen = _counting(store)
     second.merchant_id = "888009990000002"  # results are verified upstream; only the key matters
-    other = attrs.evolve(_result("SAME", "SUCCESS"), merchant_id="888009990000002")
+    other = attrs.evolve(query_result("SAME", "SUCCESS"), merchant_id="888009990000002")
 
-    assert await first.process_result(_result("SAME", "SUCCESS"))
+    assert await first.process_result(query_result("SAME", "SUCCESS"))
     assert await second.process_result(other)
 
     assert (1, 1) == (len(first_seen), len(second_seen))

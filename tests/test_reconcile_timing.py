@@ -17,7 +17,7 @@ import trio.testing
 from cmpay_async import CmpayError, OrderQueryResult, PendingOrder
 from cmpay_async._reconcile import reconcile_orders
 
-from .test_processor import _result
+from .helpers import query_result
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -49,7 +49,7 @@ class Gateway:
             await trio.sleep(self.holds.get(order_id, 0))
             if order_id in self.fail:
                 raise CmpayError("gateway down")
-            return _result(order_id, "SUCCESS")
+            return query_result(order_id, "SUCCESS")
         finally:
             self.inside -= 1
 

@@ -320,14 +320,14 @@ async def test_a_hung_or_gone_store_raises_a_store_error(kind: str, place: str) 
 
 async def test_process_result_raises_the_store_error() -> None:
     """A reconciliation result whose claim fails raises StoreError (a CmpayError), not False."""
-    from .test_processor import _result
+    from .helpers import query_result
 
     handler = Runs()
     with gone_port() as port:
         store = _redis_at(port)
         try:
             with anyio.fail_after(GUARD), pytest.raises(StoreError):
-                await _processor(store, handler).process_result(_result("F2", "SUCCESS"))
+                await _processor(store, handler).process_result(query_result("F2", "SUCCESS"))
         finally:
             store.close()
     assert [] == handler.events
@@ -602,9 +602,9 @@ async def test_a_complete_that_fails_once_is_tried_again() -> None:
 
 
 def _paid(order_id: str) -> Any:
-    from .test_processor import _result
+    from .helpers import query_result
 
-    return _result(order_id, "SUCCESS")
+    return query_result(order_id, "SUCCESS")
 
 
 @pytest.mark.parametrize("store_timeout", [0, -1, 30.5])
