@@ -16,14 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from ._client import PRODUCTION_ENDPOINT
-from ._codec import decode_payload, escaped_readings
+from ._codec import decode_payload
 from ._exceptions import CmpayError, ConfigurationError
-from ._sandbox import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
-from ._schema import REGISTRY, Schema
+from ._schema import REGISTRY
 from ._signing import Md5Signer, RsaSigner, RsaVerifier, Signer, Verifier, inner_digest, source_of
+from ._sigsearch import Candidate, Unsearchable, schema_named, search
+from ._testkeys import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
 from ._version import __version__
 
 __all__ = ["main"]
@@ -303,15 +302,8 @@ def _body(args: argparse.Namespace) -> bytes:
     return str(args.body).strip().encode("utf-8")
 
 
-def _schema(name: str) -> Schema:
-    schema = REGISTRY.get(name)
-    if schema is None:
-        raise ConfigurationError(f"unknown message {name!r}; known: {', '.join(REGISTRY)}")
-    return schema
-
-
 def _cmd_sign(args: argparse.Namespace) -> int:
-    schema = _schema(args.message)
+    schema = schema_named(args.message)
     raw = _body(args)
     fields = decode_payload(raw, form=not args.field)
     signer = _signer(args)
@@ -341,106 +333,17 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decodings(raw: bytes) -> list[tuple[str, dict[str, str]]]:
-    """The ways a body may have been read: each a label and its fields."""
-    out: list[tuple[str, dict[str, str]]] = []
-    for label, form, charset in (
-        ("form-decoded UTF-8", True, "utf-8"),
-        ("form-decoded GBK", True, "gbk"),
-        ("raw k=v (answer style)", False, "utf-8"),
-    ):
-        try:
-            out.append((label, decode_payload(raw, form=form, charset=charset)))
-        except CmpayError:
-            continue
-    return out
-
-
-#: Encodings a sender may have hashed the source in; CMPay's own is UTF-8.
-_SOURCE_ENCODINGS = ("utf-8", "gbk", "gb2312")
-
-
-@attrs.frozen
-class _Candidate:
-    """One way of reading the body: a field order, a decoding and the source's bytes."""
-
-    schema: Schema
-    how: str
-    encoding: str
-    source: str
-    data: bytes
-
-
-def _candidates(raw: bytes, schemas: list[Schema]) -> list[_Candidate]:
-    """Every reading of the body, the likeliest first; one per distinct signed bytes."""
-    out: list[_Candidate] = []
-    seen: set[tuple[str, bytes]] = set()
-    for encoding in _SOURCE_ENCODINGS:
-        for schema in schemas:
-            for label, fields in _decodings(raw):
-                readings = escaped_readings(schema, fields)
-                for index, reading in enumerate(readings):
-                    source = source_of(schema, reading)
-                    try:
-                        data = source.encode(encoding)
-                    except UnicodeEncodeError:
-                        continue
-                    if (schema.name, data) in seen:
-                        continue
-                    seen.add((schema.name, data))
-                    last = index == len(readings) - 1
-                    how = label if last else f"{label}, Chinese fields decoded"
-                    out.append(_Candidate(schema, how, encoding, source, data))
-    return out
-
-
-def _matches(verifier: Verifier, candidate: _Candidate, signature: str) -> bool:
-    if isinstance(verifier, Md5Signer):
-        return verifier.sign_bytes(candidate.data) == signature.lower()
-    if isinstance(verifier, RsaVerifier):
-        try:
-            verifier.verify_bytes(candidate.data, signature)
-        except CmpayError:
-            return False
-        return True
-    try:
-        verifier.verify(candidate.source, signature)
-    except CmpayError:
-        return False
-    return candidate.encoding == "utf-8"
-
-
-def _ordered_schemas(message: str | None, fields: dict[str, str]) -> list[Schema]:
-    """The message asked for, else every one, those whose ``type`` fits the body first."""
-    if message:
-        return [_schema(message)]
-    kind = fields.get("type", "")
-    answer = "returnCode" in fields
-
-    def rank(schema: Schema) -> tuple[bool, bool]:
-        is_answer = schema.name.endswith("Response")
-        return (schema.wire_type != kind, is_answer != answer)
-
-    return sorted(REGISTRY.values(), key=rank)
-
-
 def _cmd_verify(args: argparse.Namespace) -> int:
     raw = _body(args)
     verifier = _verifier(args)
-    decodings = _decodings(raw)
-    if not decodings:
-        print("the body cannot be decoded as UTF-8 or GBK form data")
+    try:
+        found = search(raw, verifier, args.message)
+    except Unsearchable as exc:
+        print(exc)
         return 1
-    fields = decodings[0][1]
-    signature = fields.get("hmac", "")
-    if not signature:
-        print("the body has no hmac field")
-        return 1
-    candidates = _candidates(raw, _ordered_schemas(args.message, fields))
-    matched = [c for c in candidates if _matches(verifier, c, signature)]
-    if not matched:
-        return _no_match(args, verifier, candidates, signature)
-    best, rest = matched[0], matched[1:]
+    if not found.matched:
+        return _no_match(args, verifier, found.candidates, found.signature)
+    best, rest = found.matched[0], found.matched[1:]
     print(f"MATCH: field order of {best.schema.name}, {best.how}, source as {best.encoding}")
     print(f"  source: {best.source}")
     if best.encoding != "utf-8":
@@ -456,7 +359,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _no_match(
-    args: argparse.Namespace, verifier: Verifier, candidates: list[_Candidate], signature: str
+    args: argparse.Namespace,
+    verifier: Verifier,
+    candidates: Sequence[Candidate],
+    signature: str,
 ) -> int:
     print(f"NO MATCH: hmac {signature} fits none of {len(candidates)} readings tried")
     print("(field orders x decodings x source encodings UTF-8, GBK, GB2312).")
