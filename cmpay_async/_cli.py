@@ -14,7 +14,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from ._client import PRODUCTION_ENDPOINT
 from ._codec import decode_payload
@@ -89,7 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
+    _add_demo(commands)
+    _add_sandbox(commands)
+    _add_signature_commands(commands)
+    _add_reconcile(commands)
+    return parser
 
+
+#: What ``add_subparsers`` returns: the parser's subcommands.
+_Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
+
+
+def _add_demo(commands: _Commands) -> None:
     demo = commands.add_parser(
         "demo", help="run the whole payment flow on loopback and print a timeline"
     )
@@ -106,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the event loop to run the client and the shop on (trio needs `pip install trio`)",
     )
 
+
+def _add_sandbox(commands: _Commands) -> None:
     sandbox = commands.add_parser("sandbox", help="serve the sandbox gateway over HTTP")
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
     sandbox.add_argument("--port", type=int, default=8800, help="port (default 8800, 0 = free)")
@@ -128,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
         help="real seconds per gateway minute for the retry schedule (default 1)",
     )
 
+
+def _add_signature_commands(commands: _Commands) -> None:
     names = ", ".join(REGISTRY)
     sign = commands.add_parser(
         "sign",
@@ -149,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_body_options(verify)
     _add_key_options(verify, rsa="public")
+
+
+def _add_reconcile(commands: _Commands) -> None:
     reconcile = commands.add_parser(
         "reconcile",
         help="ask the gateway about pending orders and print one line per order",
@@ -186,7 +204,6 @@ def _parser() -> argparse.ArgumentParser:
     keys = reconcile.add_argument_group("key (never given on the command line)")
     keys.add_argument("--key-file", type=Path, help="file holding the MD5 signKey")
     _add_md5_key_options(keys)
-    return parser
 
 
 def _cmd_reconcile(args: argparse.Namespace) -> int:
@@ -213,20 +230,8 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         pending.append(
             PendingOrder(order_id=parts[0], created_at=created or now - dt.timedelta(minutes=2))
         )
-    if args.public_test_key and args.endpoint is None:
-        # The production gateway knows no order signed with the public test key: every query
-        # would fail, and reported as "unanswered" it would read like a network problem.
-        raise ConfigurationError(
-            "--public-test-key needs --endpoint: the production gateway does not accept the "
-            f"public test key (the sandbox's endpoint is {_SANDBOX_ENDPOINT})"
-        )
-    merchant_id = args.merchant_id or (PUBLIC_TEST_MERCHANT if args.public_test_key else "")
-    if not merchant_id:
-        raise ConfigurationError(
-            "merchant id is empty: pass --merchant-id or set $CMPAY_MERCHANT_ID"
-        )
     client = CmpayClient(
-        merchant_id=merchant_id,
+        merchant_id=_reconcile_merchant(args),
         signer=Md5Signer(_md5_key(args)),
         endpoint=args.endpoint or PRODUCTION_ENDPOINT,
         allow_insecure_http=args.allow_insecure_http,
@@ -258,6 +263,23 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         print(f"cmpay: {unanswered} order(s) unanswered; run again later", file=sys.stderr)
         return 1
     return 0
+
+
+def _reconcile_merchant(args: argparse.Namespace) -> str:
+    """The merchant id to reconcile as; ``ConfigurationError`` when there is none to use."""
+    if args.public_test_key and args.endpoint is None:
+        # The production gateway knows no order signed with the public test key: every query
+        # would fail, and reported as "unanswered" it would read like a network problem.
+        raise ConfigurationError(
+            "--public-test-key needs --endpoint: the production gateway does not accept the "
+            f"public test key (the sandbox's endpoint is {_SANDBOX_ENDPOINT})"
+        )
+    merchant_id: str = args.merchant_id or (PUBLIC_TEST_MERCHANT if args.public_test_key else "")
+    if not merchant_id:
+        raise ConfigurationError(
+            "merchant id is empty: pass --merchant-id or set $CMPAY_MERCHANT_ID"
+        )
+    return merchant_id
 
 
 def _md5_key(args: argparse.Namespace) -> str:
