@@ -14,7 +14,8 @@ from urllib.parse import quote
 
 import attrs
 
-from ._codec import MAX_PAYLOAD, Payload, _split, decode_payload, encode_form, reader, wire_fields
+from ._binding import reader, wire_fields
+from ._codec import MAX_PAYLOAD, Payload, _split, decode_payload, encode_form
 from ._enums import CharacterSet
 from ._exceptions import (
     CmpayError,
@@ -25,9 +26,9 @@ from ._exceptions import (
     ValidationError,
 )
 from ._models import OfflineNotify, PageNotify
-from ._protocol import verify_fields
 from ._schema import REGISTRY, VERSION, Schema
 from ._signing import Signer, Verifier, source_of
+from ._verify import verify_fields
 
 __all__ = [
     "Ack",

@@ -28,15 +28,16 @@ from anyio.abc import TaskGroup
 
 from ._appendix import RETURN_CODES, SUCCESS_CODES
 from ._asgi import Receive, Request, Scope, Send, read_request, respond
-from ._codec import decode_payload, encode_answer, wire_fields
+from ._binding import wire_fields
+from ._codec import decode_payload, encode_answer
 from ._enums import CharacterSet
 from ._exceptions import ConfigurationError, DecodeError, Problem, SignatureError
 from ._models import CHINA_TZ, AmountItems
 from ._notify import build_notification, encode_notification
-from ._protocol import verify_fields
 from ._schema import REGISTRY, Schema
 from ._signing import Md5Signer, RsaSigner, Signer, Verifier, source_of
 from ._validate import check_fields
+from ._verify import verify_fields
 
 __all__ = [
     "OFFLINE_GAPS_MINUTES",

@@ -60,12 +60,15 @@ class Store(Protocol):
 
     async def claim(self, key: str, *, lease: float) -> Claimed:
         """Own ``key`` for ``lease`` seconds if nobody handled or holds it."""
+        ...
 
     async def complete(self, key: str, token: str) -> bool:
         """Mark ``key`` handled; False if ``token`` no longer owns it (its lease ran out)."""
+        ...
 
     async def release(self, key: str, token: str) -> None:
         """Give ``key`` up (the handler failed), so that a retry can claim it at once."""
+        ...
 
 
 def new_token() -> str:
