@@ -68,6 +68,7 @@ from ._schema import REGISTRY, Field, Kind, Schema, schema_for
 from ._signing import Md5Signer, RsaSigner, RsaVerifier, Signer, Verifier, signing_source
 from ._values import parse_amount_items, parse_date, parse_datetime, parse_pay_url
 from ._version import __version__
+from .stores import MemoryStore, Store
 
 __all__ = [
     "BANK_CODES",
@@ -100,6 +101,7 @@ __all__ = [
     "InDoubt",
     "Kind",
     "Md5Signer",
+    "MemoryStore",
     "Model",
     "Notification",
     "NotificationProcessor",
@@ -132,6 +134,7 @@ __all__ = [
     "SignTypeMismatchError",
     "SignatureError",
     "Signer",
+    "Store",
     "StoreError",
     "StoreTimeoutError",
     "Timeouts",

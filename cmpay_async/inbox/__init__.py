@@ -41,7 +41,7 @@ from cmpay_async._processor import (
 )
 from cmpay_async._signing import Verifier
 from cmpay_async._sync import refuse_inside_a_loop
-from cmpay_async.stores import Claimed, scrub
+from cmpay_async.stores._contract import Claimed, scrub
 
 __all__ = ["DrainReport", "Inbox", "InboxBackend", "Pending"]
 

@@ -17,7 +17,13 @@ from collections.abc import Callable
 from typing import TypeVar, cast
 
 from cmpay_async._exceptions import ConfigurationError, StoreError
-from cmpay_async.stores import Claimed, ClaimState, driver_failure, new_token, run_abandoning
+from cmpay_async.stores._contract import (
+    Claimed,
+    ClaimState,
+    driver_failure,
+    new_token,
+    run_abandoning,
+)
 
 __all__ = ["DjangoStore"]
 
