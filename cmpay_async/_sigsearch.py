@@ -12,10 +12,11 @@ from collections.abc import Sequence
 
 import attrs
 
-from ._codec import decode_payload, escaped_readings
+from ._codec import decode_payload
 from ._exceptions import CmpayError, ConfigurationError
 from ._schema import REGISTRY, Schema
 from ._signing import Md5Signer, RsaVerifier, Verifier, source_of
+from ._verify import escaped_readings
 
 __all__ = [
     "SOURCE_ENCODINGS",

@@ -38,7 +38,7 @@ from cmpay_async import (
     StoreError,
     Timeouts,
     TransportError,
-    _codec,
+    _values,
     parse_date,
 )
 from cmpay_async._redact import redact
@@ -442,7 +442,7 @@ def test_the_date_memo_is_bounded() -> None:
         parse_date(text)
 
     assert date_problem.cache_info().currsize < len(dates)
-    assert _codec._date.cache_info().currsize < len(dates)
+    assert _values._date.cache_info().currsize < len(dates)
 
 
 # -- the sandbox's rules ------------------------------------------------------------------------

@@ -13,15 +13,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from cmpay_async._appendix import RETURN_CODES, SUCCESS_CODES
-from cmpay_async._codec import decode_payload, encode_answer, wire_fields
+from cmpay_async._binding import wire_fields
+from cmpay_async._codec import decode_payload, encode_answer
 from cmpay_async._enums import CharacterSet
 from cmpay_async._exceptions import DecodeError, Problem, SignatureError
 from cmpay_async._models import CHINA_TZ, AmountItems
 from cmpay_async._notify import build_notification, encode_notification
-from cmpay_async._protocol import verify_fields
 from cmpay_async._schema import REGISTRY, Schema
 from cmpay_async._signing import source_of
 from cmpay_async._validate import check_fields
+from cmpay_async._verify import verify_fields
 
 from ._faults import Faults
 from ._records import Merchant, SandboxOrder, mask
