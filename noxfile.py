@@ -271,7 +271,9 @@ def mutants(session: nox.Session) -> None:
         workers,
         *session.posargs,
         env={
-            "CMPAY_FUZZ_DIVISOR": "20",
+            # The shift fuzzer's 100,000 payloads through mutmut's trampolines: a twentieth
+            # of them outlived the 30 s limit in the stats run.
+            "CMPAY_FUZZ_DIVISOR": "100",
             "CMPAY_ANYIO_BACKENDS": "asyncio",
             # A mutant that makes a test hang (a sandbox thread that died, a loop that never
             # ends) fails that test after 30 s instead of holding a worker until mutmut's
