@@ -174,7 +174,7 @@ def test_the_reader_agrees_with_typed_values_on_valid_and_broken_fields() -> Non
             refused += 1
         else:
             agreed += 1
-    # Both sides well represented (a sixth each), at any fuzz divisor (mutation runs use 20).
+    # Both sides well represented (a sixth each), at any fuzz divisor (nox -s mutants uses 100).
     assert agreed > count // 6
     assert refused > count // 6
 
