@@ -15,7 +15,7 @@ import pytest
 from cmpay_async import CmpayClient
 from cmpay_async.testing import Sandbox
 
-from .helpers import make_client
+from .support.helpers import make_client
 
 
 @pytest.fixture(autouse=True)
