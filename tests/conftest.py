@@ -1,4 +1,9 @@
-"""Shared fixtures: every async test runs on asyncio and on trio (anyio's pytest plugin)."""
+"""Shared fixtures: every async test runs on asyncio and on trio (anyio's pytest plugin).
+
+Also the services on 127.0.0.1 (``redis_url``, ``postgres_dsn``): one per test module that
+asks, skipped when absent (a failure under CMPAY_REQUIRE_SERVICES=1, as in CI). Fixtures of
+one area live in its own conftest.py (tests/client/conftest.py: the sandbox over TCP).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from cmpay_async import CmpayClient
 from cmpay_async.testing import Sandbox
 
 from .support.helpers import make_client
+from .support.queues import postgres_server, redis_server
 
 
 @pytest.fixture(autouse=True)
@@ -102,3 +108,17 @@ async def client(sandbox: Sandbox) -> AsyncIterator[CmpayClient]:
     """A client wired to the sandbox in-process."""
     async with make_client(httpx.ASGITransport(app=sandbox)) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A Redis that answers (the machine's, or a private one)."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def postgres_dsn() -> Iterator[str]:
+    """The shared PostgreSQL (skip, or fail in CI, when it does not answer)."""
+    with postgres_server() as dsn:
+        yield dsn

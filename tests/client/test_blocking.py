@@ -7,7 +7,6 @@ import datetime as dt
 import inspect
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -26,11 +25,10 @@ from cmpay_async import (
     PendingOrder,
     SignatureError,
 )
-from cmpay_async._serve import serve_in_thread
 from cmpay_async.testing import PUBLIC_TEST_KEY, Sandbox, sign_notification
 from tests.support.helpers import sandbox_client
 
-from .test_lifecycle import _in_child, gateway_process  # noqa: F401 - a fixture
+from .test_lifecycle import _in_child
 
 SHOP = "http://127.0.0.1:9"
 INSIDE_A_LOOP = (
@@ -39,14 +37,6 @@ INSIDE_A_LOOP = (
     "(BlockingCmpayClient.client is one, configured alike)"
 )
 CLOSED = "this BlockingCmpayClient is closed; create a new one"
-
-
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[tuple[Sandbox, str]]:
-    """A sandbox served over loopback TCP in a thread."""
-    sandbox = Sandbox()
-    with serve_in_thread(sandbox) as url:
-        yield sandbox, url
 
 
 def blocking(url: str, **kw: object) -> BlockingCmpayClient:
@@ -189,7 +179,7 @@ def test_many_threads_share_one_facade(gateway: tuple[Sandbox, str]) -> None:
     assert ids <= {oid for _, oid in sandbox.orders}
 
 
-def test_a_forked_child_gets_its_own_loop(gateway_process: str) -> None:  # noqa: F811
+def test_a_forked_child_gets_its_own_loop(gateway_process: str) -> None:
     """After fork the child makes its own loop; the parent keeps working."""
     client = blocking(gateway_process)
     client.create_payment(order("PARENT"), ip_address="127.0.0.1")

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import pytest
@@ -52,13 +52,21 @@ class InFlight:
                 self.count -= 1
 
 
+class CountedGateway(NamedTuple):
+    """A sandbox, its loopback URL, and the count of requests it is still handling."""
+
+    sandbox: Sandbox
+    url: str
+    in_flight: InFlight
+
+
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[tuple[Sandbox, str, InFlight]]:
+def counted_gateway() -> Iterator[CountedGateway]:
     """A sandbox over loopback TCP whose in-flight requests can be counted."""
     sandbox = Sandbox()
     counted = InFlight(sandbox)
     with serve_in_thread(counted) as url:
-        yield sandbox, url, counted
+        yield CountedGateway(sandbox, url, counted)
 
 
 async def _typical_call_seconds(client: CmpayClient, tag: str) -> float:
@@ -73,10 +81,10 @@ async def _typical_call_seconds(client: CmpayClient, tag: str) -> float:
 
 
 async def test_no_order_is_lost_to_a_cancellation(
-    gateway: tuple[Sandbox, str, InFlight], anyio_backend: str
+    counted_gateway: CountedGateway, anyio_backend: str
 ) -> None:
     """Every order at the sandbox was returned, raised with maybe_sent, or reported in doubt."""
-    sandbox, url, in_flight = gateway
+    sandbox, url, in_flight = counted_gateway
     tag = uuid.uuid4().hex[:8]
     doubts: list[InDoubt] = []
     returned: set[str] = set()

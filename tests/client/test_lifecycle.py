@@ -10,13 +10,12 @@ import asyncio
 import gc
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -32,19 +31,10 @@ from cmpay_async import (
     Order,
     PaymentResponse,
 )
-from cmpay_async._serve import serve_in_thread
 from cmpay_async.testing import Sandbox
 from tests.support.helpers import make_client, sandbox_client, valid_order
 
 SHOP = "http://127.0.0.1:9"  # never called: these orders are not paid
-
-
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[tuple[Sandbox, str]]:
-    """A sandbox served over loopback TCP in a thread."""
-    sandbox = Sandbox()
-    with serve_in_thread(sandbox) as url:
-        yield sandbox, url
 
 
 def _ids(prefix: str, n: int) -> list[str]:
@@ -177,39 +167,6 @@ def test_a_callers_http_client_stays_in_its_first_loop(gateway: tuple[Sandbox, s
 
 
 # -- fork -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def gateway_process() -> Iterator[str]:
-    """The sandbox in a process of its own, so that forking this one copies no server thread."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cmpay_async", "sandbox", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        url = ""
-        for line in process.stdout:
-            if "endpoint" in line:
-                url = line.split(":", 1)[1].split()[0].removesuffix("/ips/cmpayService")
-                break
-        deadline = time.monotonic() + 30
-        while True:  # wait until it accepts connections
-            try:
-                httpx.get(f"{url}/_sandbox/orders", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def _orders_at(url: str) -> set[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -52,13 +52,22 @@ def test_requests_reproduce_the_vectors(message: str, amount: int | None) -> Non
     assert b"requestId=2011%2F3%2F9+1" in request.body
 
 
+class SandboxAndShop(NamedTuple):
+    """The sandbox and the scripted merchant, each with the loopback URL it is served at."""
+
+    sandbox: Sandbox
+    url: str
+    merchant: ScriptedMerchant
+    shop: str
+
+
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[tuple[Sandbox, str, ScriptedMerchant, str]]:
+def sandbox_and_shop() -> Iterator[SandboxAndShop]:
     """A sandbox and a merchant on loopback TCP, shared by this module's tests."""
     sandbox = Sandbox(clock=SandboxClock(0.001))
     merchant = ScriptedMerchant(b"SUCCESS")
     with serve_in_thread(sandbox) as url, serve_in_thread(merchant, lifespan="off") as shop:
-        yield sandbox, url, merchant, shop
+        yield SandboxAndShop(sandbox, url, merchant, shop)
 
 
 @pytest.fixture
@@ -78,9 +87,9 @@ async def pay(url: str, session_id: str, *, page: str = "/ips/FormTrans3") -> di
     return dict(re.findall(r'name="([^"]+)" value="([^"]*)"', done.text))
 
 
-async def test_pay_query_refund_query(gateway: Any, uid: str) -> None:
+async def test_pay_query_refund_query(sandbox_and_shop: Any, uid: str) -> None:
     """Pay, query paid, refund part, refuse a refund over the rest, query again."""
-    sandbox, url, _, shop = gateway
+    sandbox, url, _, shop = sandbox_and_shop
     async with sandbox_client(url, shop) as client:
         payment = await client.create_payment(
             Order(amount=1000, order_id=f"FLOW1-{uid}", product_name="T"), ip_address="127.0.0.1"
@@ -109,9 +118,9 @@ async def test_pay_query_refund_query(gateway: Any, uid: str) -> None:
     assert OrderState.PAID is after.state
 
 
-async def test_query_of_unknown_order_is_not_found(gateway: Any, uid: str) -> None:
+async def test_query_of_unknown_order_is_not_found(sandbox_and_shop: Any, uid: str) -> None:
     """RPM22201 comes back as a verified NOT_FOUND result, not an exception."""
-    _, url, _, shop = gateway
+    _, url, _, shop = sandbox_and_shop
     async with sandbox_client(url, shop) as client:
         result = await client.query_order("NO-SUCH-ORDER")
 
@@ -120,9 +129,9 @@ async def test_query_of_unknown_order_is_not_found(gateway: Any, uid: str) -> No
     assert "RPM22201" == result.return_code
 
 
-async def test_refund_amount_is_checked_locally(gateway: Any, uid: str) -> None:
+async def test_refund_amount_is_checked_locally(sandbox_and_shop: Any, uid: str) -> None:
     """Zero, negative, float and bool refund amounts never leave the process."""
-    sandbox, url, _, shop = gateway
+    sandbox, url, _, shop = sandbox_and_shop
     seen = sandbox.requests_seen
     async with sandbox_client(url, shop) as client:
         for amount in (0, -5, 1.5, True):
@@ -132,9 +141,9 @@ async def test_refund_amount_is_checked_locally(gateway: Any, uid: str) -> None:
     assert seen == sandbox.requests_seen
 
 
-async def test_refund_of_unknown_or_unpaid_order(gateway: Any, uid: str) -> None:
+async def test_refund_of_unknown_or_unpaid_order(sandbox_and_shop: Any, uid: str) -> None:
     """Refunding an order that does not exist, or is not paid, is a gateway error."""
-    _, url, _, shop = gateway
+    _, url, _, shop = sandbox_and_shop
     async with sandbox_client(url, shop) as client:
         await client.create_payment(
             Order(amount=100, order_id=f"UNPAID1-{uid}", product_name="T"), ip_address="127.0.0.1"
@@ -145,9 +154,9 @@ async def test_refund_of_unknown_or_unpaid_order(gateway: Any, uid: str) -> None
             await client.refund(f"UNPAID1-{uid}", 1)
 
 
-async def test_wap_payment_reaches_pagenotify(gateway: Any, uid: str) -> None:
+async def test_wap_payment_reaches_pagenotify(sandbox_and_shop: Any, uid: str) -> None:
     """A WAP order opens the mobile cashier and ends in a signed PageNotify."""
-    _, url, merchant, shop = gateway
+    _, url, merchant, shop = sandbox_and_shop
     async with sandbox_client(url, shop) as client:
         payment = await client.create_payment(
             Order(amount=250, order_id=f"WAP1-{uid}", product_name="手机"),
@@ -166,9 +175,9 @@ async def test_wap_payment_reaches_pagenotify(gateway: Any, uid: str) -> None:
     assert merchant.page_notes[-1].paid
 
 
-async def test_ambiguous_timeout_recipe_does_not_duplicate(gateway: Any, uid: str) -> None:
+async def test_ambiguous_timeout_recipe_does_not_duplicate(sandbox_and_shop: Any, uid: str) -> None:
     """The gateway processes the order but the answer is cut: the recipe learns it exists."""
-    sandbox, url, _, shop = gateway
+    sandbox, url, _, shop = sandbox_and_shop
     place_order = run_examples("recover")["place_order"]
     sandbox.drop_next()
     before = sandbox.requests_seen
@@ -185,9 +194,11 @@ async def test_ambiguous_timeout_recipe_does_not_duplicate(gateway: Any, uid: st
     assert before + 3 == sandbox.requests_seen  # create (cut), query, the test's own query
 
 
-async def test_recipe_recreates_an_order_that_never_arrived(gateway: Any, uid: str) -> None:
+async def test_recipe_recreates_an_order_that_never_arrived(
+    sandbox_and_shop: Any, uid: str
+) -> None:
     """If the query says NOT_FOUND, the recipe creates the order (once)."""
-    _, url, _, shop = gateway
+    _, url, _, shop = sandbox_and_shop
     place_order = run_examples("recover")["place_order"]
 
     class LoseFirstRequest(httpx.AsyncBaseTransport):
@@ -213,9 +224,9 @@ async def test_recipe_recreates_an_order_that_never_arrived(gateway: Any, uid: s
     assert outcome.pay_url.session_id
 
 
-async def test_delayed_answer_times_out_as_maybe_sent(gateway: Any, uid: str) -> None:
+async def test_delayed_answer_times_out_as_maybe_sent(sandbox_and_shop: Any, uid: str) -> None:
     """A gateway slower than the read timeout gives a TimeoutError that says maybe_sent."""
-    sandbox, url, _, shop = gateway
+    sandbox, url, _, shop = sandbox_and_shop
     sandbox.delay_next(0.5)  # five times the read timeout: a margin, not a speed claim
     async with sandbox_client(url, shop, timeouts=Timeouts(read=0.1)) as client:
         with pytest.raises(TimeoutError) as info:

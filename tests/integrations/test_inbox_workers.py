@@ -35,7 +35,6 @@ from tests.support.queues import (
     batch_ids,
     new_queue,
     postgres_server,
-    redis_server,
     wait_until,
     worker,
     worker_env,
@@ -46,13 +45,6 @@ from .test_recipes import _celery
 pytestmark = pytest.mark.integration
 
 PAYMENTS = 200
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A Redis that answers (the machine's, or a private one)."""
-    with redis_server() as url:
-        yield url
 
 
 def _runs(db: Path) -> dict[str, int]:

@@ -14,7 +14,7 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import pytest
@@ -28,7 +28,6 @@ from tests.support.queues import (
     children,
     new_queue,
     orders_at,
-    redis_server,
     serve_sandbox,
     wait_until,
     worker,
@@ -42,19 +41,20 @@ JOBS = 200
 IP = "127.0.0.1"
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A Redis that answers (the machine's, or a private one)."""
-    with redis_server() as url:
-        yield url
+class HeldGateway(NamedTuple):
+    """A sandbox, the wrapper that can hold its answers, and the loopback URL it is served at."""
+
+    sandbox: Sandbox
+    held: HeldAnswers
+    url: str
 
 
 @pytest.fixture
-def gateway() -> Iterator[tuple[Sandbox, HeldAnswers, str]]:
+def held_gateway() -> Iterator[HeldGateway]:
     """A fresh sandbox over loopback TCP, its answers holdable."""
     sandbox, held = serve_sandbox()
     with serve_in_thread(held) as url:
-        yield sandbox, held, url
+        yield HeldGateway(sandbox, held, url)
 
 
 def _orders(ids: list[str]) -> list[dict[str, Any]]:
@@ -116,10 +116,10 @@ def _celery_worker(env: dict[str, str], tmp_path: Path) -> Any:
 
 
 def test_celery_prefork_places_200_payments(
-    redis_url: str, gateway: tuple[Sandbox, HeldAnswers, str], tmp_path: Path
+    redis_url: str, held_gateway: HeldGateway, tmp_path: Path
 ) -> None:
     """200 jobs through a prefork worker: 200 orders, each once; the side jobs work too."""
-    sandbox, _, url = gateway
+    sandbox, _, url = held_gateway
     queue = new_queue()
     env = worker_env(redis_url, url, queue)
     ids = batch_ids("CEL", JOBS)
@@ -134,10 +134,10 @@ def test_celery_prefork_places_200_payments(
 
 
 def test_celery_loses_nothing_when_a_pool_process_is_killed(
-    redis_url: str, gateway: tuple[Sandbox, HeldAnswers, str], tmp_path: Path
+    redis_url: str, held_gateway: HeldGateway, tmp_path: Path
 ) -> None:
     """SIGKILL of the pool processes mid-batch: the jobs run again; 0 lost, 0 twice."""
-    sandbox, held, url = gateway
+    sandbox, held, url = held_gateway
     queue = new_queue()
     env = worker_env(redis_url, url, queue, CMPAY_VISIBILITY_TIMEOUT="5")
     ids = batch_ids("CELK", JOBS)
@@ -195,11 +195,9 @@ def _arq_worker(env: dict[str, str], tmp_path: Path, name: str) -> Any:
     return worker(["arq", "recipes.arq_worker.WorkerSettings"], env, tmp_path / f"{name}.log")
 
 
-def test_arq_places_200_payments(
-    redis_url: str, gateway: tuple[Sandbox, HeldAnswers, str], tmp_path: Path
-) -> None:
+def test_arq_places_200_payments(redis_url: str, held_gateway: HeldGateway, tmp_path: Path) -> None:
     """200 jobs through an arq worker: 200 orders, each once; the side jobs work too."""
-    sandbox, _, url = gateway
+    sandbox, _, url = held_gateway
     queue = new_queue()
     env = worker_env(redis_url, url, queue)
     ids = batch_ids("ARQ", JOBS)
@@ -211,10 +209,10 @@ def test_arq_places_200_payments(
 
 
 def test_arq_loses_nothing_when_its_worker_is_killed(
-    redis_url: str, gateway: tuple[Sandbox, HeldAnswers, str], tmp_path: Path
+    redis_url: str, held_gateway: HeldGateway, tmp_path: Path
 ) -> None:
     """SIGKILL of the arq worker mid-batch; a second worker re-runs its jobs after the timeout."""
-    sandbox, held, url = gateway
+    sandbox, held, url = held_gateway
     queue = new_queue()
     env = worker_env(redis_url, url, queue, CMPAY_JOB_TIMEOUT="3")
     ids = batch_ids("ARQK", JOBS)
@@ -272,10 +270,10 @@ async def _taskiq_jobs(redis_url: str, queue: str, ids: list[str]) -> list[dict[
 
 
 def test_taskiq_places_200_payments(
-    redis_url: str, gateway: tuple[Sandbox, HeldAnswers, str], tmp_path: Path
+    redis_url: str, held_gateway: HeldGateway, tmp_path: Path
 ) -> None:
     """200 jobs through a taskiq worker: 200 orders, each once; the side jobs work too."""
-    sandbox, _, url = gateway
+    sandbox, _, url = held_gateway
     queue = new_queue()
     env = worker_env(redis_url, url, queue)
     ids = batch_ids("TIQ", JOBS)
@@ -291,12 +289,12 @@ def test_taskiq_places_200_payments(
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_anyio_worker_places_200_payments(
-    gateway: tuple[Sandbox, HeldAnswers, str], monkeypatch: pytest.MonkeyPatch, backend: str
+    held_gateway: HeldGateway, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
     """The broker-less recipe: ten tasks, one client, a memory stream of jobs."""
     from recipes.anyio_worker import Job, run_worker
 
-    sandbox, _, url = gateway
+    sandbox, _, url = held_gateway
     for key, value in worker_env("redis://unused", url, "unused").items():
         if key.startswith(("CMPAY_", "SHOP_")):
             monkeypatch.setenv(key, value)

@@ -20,7 +20,6 @@ from cmpay_async.inbox.postgres import PostgresInbox
 from cmpay_async.inbox.sqlite import SqliteInbox
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
 from tests.support.helpers import query_result
-from tests.support.queues import postgres_server
 
 pytestmark = pytest.mark.anyio
 
@@ -50,13 +49,6 @@ class PostgresClock(Clock):
                     "WHERE state = 'pending'"
                 )
         super().__setattr__(name, value)
-
-
-@pytest.fixture(scope="module")
-def postgres_dsn() -> Iterator[str]:
-    """A PostgreSQL that answers."""
-    with postgres_server() as dsn:
-        yield dsn
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

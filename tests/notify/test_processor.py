@@ -25,7 +25,6 @@ from cmpay_async.stores.redis import RedisStore
 from cmpay_async.stores.sqlite import SqliteStore
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
 from tests.support.helpers import query_result
-from tests.support.queues import postgres_server, redis_server
 
 pytestmark = pytest.mark.anyio
 
@@ -58,13 +57,6 @@ class RedisClock(Clock):
         super().__setattr__(name, value)
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A Redis that answers (the machine's, or a private one)."""
-    with redis_server() as url:
-        yield url
-
-
 class PostgresClock(Clock):
     """PostgreSQL keeps its own time: moving the clock ends every lease in the table."""
 
@@ -80,13 +72,6 @@ class PostgresClock(Clock):
                     "WHERE state = 'in_progress'"
                 )
         super().__setattr__(name, value)
-
-
-@pytest.fixture(scope="module")
-def postgres_dsn() -> Iterator[str]:
-    """A PostgreSQL that answers."""
-    with postgres_server() as dsn:
-        yield dsn
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])

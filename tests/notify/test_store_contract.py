@@ -37,7 +37,6 @@ from cmpay_async.stores.postgres import PostgresStore
 from cmpay_async.stores.redis import RedisStore
 from cmpay_async.stores.sqlite import SqliteStore
 from tests.conftest import BACKENDS
-from tests.support.queues import postgres_server, redis_server
 
 pytestmark = pytest.mark.anyio
 
@@ -100,20 +99,6 @@ class Backend:
         for store in self.made:
             if hasattr(store, "close"):
                 store.close()
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A Redis that answers."""
-    with redis_server() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def postgres_dsn() -> Iterator[str]:
-    """A PostgreSQL that answers."""
-    with postgres_server() as dsn:
-        yield dsn
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])

@@ -28,7 +28,6 @@ from cmpay_async.stores import ClaimState, MemoryStore, new_token
 from cmpay_async.stores.postgres import PostgresStore
 from cmpay_async.stores.redis import RedisStore
 from cmpay_async.stores.sqlite import SqliteStore, _close_own
-from tests.support.queues import postgres_server, redis_server
 
 from .test_store_contract import _in_child
 
@@ -163,11 +162,10 @@ def test_sqlite_closes_only_this_process_connections(tmp_path: Path) -> None:
 # -- PostgreSQL -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def dsn() -> Iterator[str]:
-    """A PostgreSQL that answers."""
-    with postgres_server() as found:
-        yield found
+@pytest.fixture
+def dsn(postgres_dsn: str) -> str:
+    """The shared PostgreSQL (conftest's ``postgres_dsn``), under this module's short name."""
+    return postgres_dsn
 
 
 @pytest.fixture
@@ -278,13 +276,6 @@ def test_a_store_without_its_driver_says_what_to_install(
 
 
 # -- Redis ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A Redis that answers."""
-    with redis_server() as url:
-        yield url
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ from cmpay_async.stores.postgres import PostgresStore
 from cmpay_async.stores.redis import RedisStore
 from cmpay_async.stores.sqlite import SqliteStore
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
-from tests.support.queues import _answers_ping, postgres_server, redis_server, unavailable
+from tests.support.queues import _answers_ping, redis_server, unavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -186,13 +186,6 @@ def private_redis(
     finally:
         process.kill()
         process.wait(timeout=GUARD)
-
-
-@pytest.fixture(scope="module")
-def postgres_dsn() -> Iterator[str]:
-    """The shared PostgreSQL (skip, or fail in CI, when it does not answer)."""
-    with postgres_server() as dsn:
-        yield dsn
 
 
 def _table() -> str:
