@@ -14,10 +14,11 @@ from urllib.parse import urlencode
 import pytest
 
 from cmpay_async._cli import main
-from tests.support.helpers import MD5_VECTORS, NOTIFY_BODY, TEST_KEY, reference_hmac
+from tests.support.helpers import MD5_VECTORS, NOTIFY_BODY, TEST_KEY, load_vectors, reference_hmac
 
 VECTORS = MD5_VECTORS["vectors"]
 ROOT = Path(__file__).parents[2]
+DIRECT_PAY_ORDER = load_vectors("field_orders.json")["orders"]["DirectPayConfirm"]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -270,12 +271,8 @@ def _chinese_request(sign_encoding: str) -> tuple[str, str]:
         "periodUnit": "02",
         "productName": "咖啡",
     }
-    # The document's DirectPayConfirm order (section 7.1), the fields present here.
-    order = [
-        "characterSet", "callbackUrl", "notifyUrl", "ipAddress", "merchantId", "requestId",
-        "signType", "type", "version", "amount", "currency", "orderDate", "orderId",
-        "period", "periodUnit", "productName",
-    ]  # fmt: skip
+    # The document's DirectPayConfirm order (section 7.1, kept as data), the fields present here.
+    order = [name for name in DIRECT_PAY_ORDER if name in fields]
     source = "".join(fields[name] for name in order)
     fields["hmac"] = reference_hmac(source.encode(sign_encoding))
     return urlencode(fields), source

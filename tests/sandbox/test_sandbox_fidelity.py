@@ -1,8 +1,9 @@
 """The sandbox against PROTOCOL.md and the vendor's demos, checked by a reference verifier.
 
-The reference verifier below is written from PROTOCOL.md alone (its field orders copied as
-literals, the double HMAC-MD5 with Python's ``hmac``), not from the library, so a sandbox
-that drifts from the protocol fails here even if the library drifts with it.
+The reference verifier below is written from PROTOCOL.md alone (its field orders from the
+document's table kept as data in tests/vectors/field_orders.json, the double HMAC-MD5 with
+Python's ``hmac``), not from the library, so a sandbox that drifts from the protocol fails
+here even if the library drifts with it.
 """
 
 from __future__ import annotations
@@ -24,53 +25,15 @@ from cmpay_async.testing import (
     SandboxClock,
     sign_notification,
 )
-from tests.support.helpers import make_client, reference_hmac
+from tests.support.helpers import load_vectors, make_client, reference_hmac
 
 pytestmark = pytest.mark.anyio
 
-#: PROTOCOL.md section 3, "PageNotify and OfflineNotify".
-NOTIFY_ORDER = [
-    "merchantId",
-    "payNo",
-    "returnCode",
-    "message",
-    "signType",
-    "type",
-    "version",
-    "amount",
-    "amtItem",
-    "bankAbbr",
-    "mobile",
-    "orderId",
-    "payDate",
-    "accountDate",
-    "reserved1",
-    "reserved2",
-    "status",
-    "orderDate",
-    "fee",
-]
-#: PROTOCOL.md section 3, "OrderQuery answer".
-QUERY_ANSWER_ORDER = [
-    "merchantId",
-    "payNo",
-    "returnCode",
-    "message",
-    "signType",
-    "type",
-    "version",
-    "amount",
-    "amtItem",
-    "bankAbbr",
-    "mobile",
-    "orderId",
-    "payDate",
-    "reserved1",
-    "reserved2",
-    "status",
-    "orderDate",
-    "fee",
-]
+#: PROTOCOL.md section 3's table "fields, in order", as data: the orders of an OfflineNotify
+#: and of an OrderQuery answer.
+ORDERS = load_vectors("field_orders.json")["orders"]
+NOTIFY_ORDER = ORDERS["OfflineNotify"]
+QUERY_ANSWER_ORDER = ORDERS["OrderQueryResponse"]
 
 CODECS = {"00": "gbk", "01": "gb2312", "02": "utf-8"}
 HTTP_NAMES = {"00": "GBK", "01": "GB2312", "02": "UTF-8"}
