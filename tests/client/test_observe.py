@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import httpx
@@ -43,13 +43,20 @@ ORDER = Order(
 )
 
 
+class Tracing(NamedTuple):
+    """A tracer provider and the exporter its finished spans land in."""
+
+    provider: TracerProvider
+    spans: InMemorySpanExporter
+
+
 @pytest.fixture
-def exporter() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+def exporter() -> Iterator[Tracing]:
     """A tracer provider whose finished spans land in memory."""
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
-    yield provider, spans
+    yield Tracing(provider, spans)
     provider.shutdown()
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -101,8 +101,17 @@ def chromium() -> Iterator[Any]:
         browser.close()
 
 
+class World(NamedTuple):
+    """The sandbox's URL, the shop's URL, the shop, and a client of the sandbox."""
+
+    gateway: str
+    shop_url: str
+    shop: Shop
+    client: BlockingCmpayClient
+
+
 @pytest.fixture(scope="module")
-def world() -> Iterator[tuple[str, str, Shop, BlockingCmpayClient]]:
+def world() -> Iterator[World]:
     """The sandbox gateway and the shop, both over TCP, and a client of the sandbox."""
     shop = Shop()
     sandbox = Sandbox(clock=SandboxClock(0.001))
@@ -115,7 +124,7 @@ def world() -> Iterator[tuple[str, str, Shop, BlockingCmpayClient]]:
             notify_url=f"{shop_url}/notify",
         )
         with client:
-            yield gateway, shop_url, shop, client
+            yield World(gateway, shop_url, shop, client)
 
 
 _CALLER = ThreadPoolExecutor(1, thread_name_prefix="shop-backend")

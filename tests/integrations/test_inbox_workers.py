@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import psycopg
@@ -67,18 +67,25 @@ def _deliveries(order_id: str) -> list[bytes]:
     ]
 
 
+class InboxUnderTest(NamedTuple):
+    """The inbox as the recipe's environment names it, and the web side's own."""
+
+    env: dict[str, str]
+    inbox: Any
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[dict[str, str], Any]]:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InboxUnderTest]:
     """The inbox's backend, as the recipe's environment names it, and the web side's."""
     if request.param == "sqlite":
         sqlite = SqliteInbox(tmp_path / "inbox.db")
-        yield {"CMPAY_INBOX_DB": str(tmp_path / "inbox.db")}, sqlite
+        yield InboxUnderTest({"CMPAY_INBOX_DB": str(tmp_path / "inbox.db")}, sqlite)
         sqlite.close()
         return
     with postgres_server() as dsn:
         table = f"cmpay_inbox_{uuid.uuid4().hex[:8]}"
         postgres = PostgresInbox(dsn, table=table)
-        yield {"CMPAY_INBOX_DSN": dsn, "CMPAY_INBOX_TABLE": table}, postgres
+        yield InboxUnderTest({"CMPAY_INBOX_DSN": dsn, "CMPAY_INBOX_TABLE": table}, postgres)
         postgres.close()
         with psycopg.connect(dsn, autocommit=True) as db:
             db.execute(f"DROP TABLE IF EXISTS {table}")

@@ -6,7 +6,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import anyio.to_thread
@@ -51,21 +51,26 @@ class PostgresClock(Clock):
         super().__setattr__(name, value)
 
 
+class ClockAndBackend(NamedTuple):
+    """A hand-moved clock and the inbox backend that reads it."""
+
+    clock: Clock
+    backend: InboxBackend
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-def clock_and_backend(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[Clock, InboxBackend]]:
+def clock_and_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClockAndBackend]:
     """Each backend, on a hand-moved clock."""
     if request.param == "sqlite":
         clock = Clock()
         sqlite = SqliteInbox(tmp_path / "inbox.db", clock=clock)
-        yield clock, sqlite
+        yield ClockAndBackend(clock, sqlite)
         sqlite.close()
         return
     backend = PostgresInbox(
         request.getfixturevalue("postgres_dsn"), table=f"cmpay_inbox_{uuid.uuid4().hex[:8]}"
     )
-    yield PostgresClock(backend), backend
+    yield ClockAndBackend(PostgresClock(backend), backend)
     backend.close()
     with psycopg.connect(backend._dsn, autocommit=True) as db:
         db.execute(f"DROP TABLE IF EXISTS {backend.table}")

@@ -7,7 +7,7 @@ import multiprocessing
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import psycopg
@@ -74,29 +74,34 @@ class PostgresClock(Clock):
         super().__setattr__(name, value)
 
 
+class ClockAndStore(NamedTuple):
+    """A hand-moved clock and the store that reads it."""
+
+    clock: Clock
+    store: Store
+
+
 @pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
-def clock_and_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[Clock, Store]]:
+def clock_and_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClockAndStore]:
     """Each store, on a hand-moved clock."""
     if request.param == "memory":
         clock = Clock()
-        yield clock, MemoryStore(clock=clock)
+        yield ClockAndStore(clock, MemoryStore(clock=clock))
     elif request.param == "sqlite":
         clock = Clock()
-        yield clock, SqliteStore(tmp_path / "events.db", clock=clock)
+        yield ClockAndStore(clock, SqliteStore(tmp_path / "events.db", clock=clock))
     elif request.param == "postgres":
         store = PostgresStore(
             request.getfixturevalue("postgres_dsn"), table=f"cmpay_test_{uuid.uuid4().hex[:8]}"
         )
-        yield PostgresClock(store), store
+        yield ClockAndStore(PostgresClock(store), store)
         store.close()
         with psycopg.connect(store._dsn, autocommit=True) as db:
             db.execute(f"DROP TABLE IF EXISTS {store.table}")
     else:
         prefix = f"cmpay-test:{uuid.uuid4().hex[:8]}:"
         store = RedisStore(request.getfixturevalue("redis_url"), prefix=prefix)
-        yield RedisClock(store, prefix), store
+        yield ClockAndStore(RedisClock(store, prefix), store)
         for key in store._redis.scan_iter(f"{prefix}*"):
             store._redis.delete(key)
         store.close()

@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import psycopg
@@ -278,13 +278,21 @@ def test_a_store_without_its_driver_says_what_to_install(
 # -- Redis ----------------------------------------------------------------------------------------
 
 
+class RedisUnderTest(NamedTuple):
+    """A RedisStore, a plain redis-py client of the same server, and the store's key prefix."""
+
+    store: RedisStore
+    client: redis.Redis
+    prefix: str
+
+
 @pytest.fixture
-def rs(redis_url: str) -> Iterator[tuple[RedisStore, redis.Redis, str]]:
+def rs(redis_url: str) -> Iterator[RedisUnderTest]:
     """A store under a prefix of its own, its keys deleted afterwards."""
     prefix = f"cmpay-detail:{uuid.uuid4().hex[:8]}:"
     store = RedisStore(redis_url, prefix=prefix, done_ttl=1234)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield store, client, prefix
+    yield RedisUnderTest(store, client, prefix)
     for key in client.scan_iter(f"{prefix}*"):
         client.delete(key)
     client.close()

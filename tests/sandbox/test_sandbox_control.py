@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -62,8 +62,15 @@ class Shop:
         await send({"type": "http.response.body", "body": b"SUCCESS"})
 
 
+class SandboxProcess(NamedTuple):
+    """The URL of a `cmpay sandbox` process and the file its output goes to."""
+
+    url: str
+    log: Path
+
+
 @pytest.fixture
-def sandbox_process(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def sandbox_process(tmp_path: Path) -> Iterator[SandboxProcess]:
     """`cmpay sandbox` in its own process, a fault armed from its command line."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -77,7 +84,7 @@ def sandbox_process(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     try:
         wait_until(lambda: "armed       : fail_next" in log.read_text(), 30, "the sandbox")
         wait_until(lambda: _listening(port), 30, "the sandbox's port")
-        yield url, log
+        yield SandboxProcess(url, log)
     finally:
         process.terminate()
         process.wait(timeout=20)
