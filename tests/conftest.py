@@ -12,7 +12,7 @@ import sqlite3
 import sys
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 import pytest
@@ -22,6 +22,10 @@ from cmpay_async.testing import Sandbox
 
 from .support.helpers import make_client
 from .support.queues import postgres_server, redis_server
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 @pytest.fixture(autouse=True)
@@ -122,3 +126,24 @@ def postgres_dsn() -> Iterator[str]:
     """The shared PostgreSQL (skip, or fail in CI, when it does not answer)."""
     with postgres_server() as dsn:
         yield dsn
+
+
+class Tracing(NamedTuple):
+    """A tracer provider and the exporter its finished spans land in."""
+
+    provider: TracerProvider
+    spans: InMemorySpanExporter
+
+
+@pytest.fixture
+def exporter() -> Iterator[Tracing]:
+    """A tracer provider whose finished spans land in memory (OpenTelemetry's SDK)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    yield Tracing(provider, spans)
+    provider.shutdown()

@@ -26,9 +26,8 @@ from cmpay_async import (
     SignatureError,
 )
 from cmpay_async.testing import PUBLIC_TEST_KEY, Sandbox, sign_notification
+from tests.support.forking import in_child
 from tests.support.helpers import sandbox_client
-
-from .test_lifecycle import _in_child
 
 SHOP = "http://127.0.0.1:9"
 INSIDE_A_LOOP = (
@@ -189,7 +188,7 @@ def test_a_forked_child_gets_its_own_loop(gateway_process: str) -> None:
         assert placed.created
         client.close()
 
-    assert 0 == _in_child(child)
+    assert 0 == in_child(child)
     client.create_payment(order("PARENT"), ip_address="127.0.0.1")
     client.close()
 

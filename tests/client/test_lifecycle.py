@@ -10,9 +10,7 @@ import asyncio
 import gc
 import json
 import os
-import sys
 import threading
-import time
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable
@@ -32,6 +30,7 @@ from cmpay_async import (
     PaymentResponse,
 )
 from cmpay_async.testing import Sandbox
+from tests.support import forking
 from tests.support.helpers import make_client, sandbox_client, valid_order
 
 SHOP = "http://127.0.0.1:9"  # never called: these orders are not paid
@@ -173,34 +172,6 @@ def _orders_at(url: str) -> set[str]:
     return {o["order_id"] for o in json.loads(httpx.get(f"{url}/_sandbox/orders").text)}
 
 
-def _in_child(work: Callable[[], None]) -> int:
-    """Run ``work`` in a forked child; return its exit status (0: no exception)."""
-    with warnings.catch_warnings():
-        # Python 3.12+ warns that forking a threaded process may deadlock; the portal thread
-        # is idle (waiting on its loop) while we fork, which is the case this test is about.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child, which reports by its exit status
-        code = 1
-        try:
-            work()
-            code = 0
-        except BaseException as exc:
-            print(f"child failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + 60
-    while True:  # a child that hangs fails the test instead of hanging the suite
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            return -9
-        time.sleep(0.05)
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_forked_child_and_its_parent_both_keep_working(gateway_process: str) -> None:
     """A client used before fork works in the child, and the parent's live pool is untouched.
@@ -220,7 +191,7 @@ def test_forked_child_and_its_parent_both_keep_working(gateway_process: str) -> 
     with anyio.from_thread.start_blocking_portal() as portal:
         for order_id in before:
             portal.call(_pay, client, order_id)
-        assert 0 == _in_child(child)
+        assert 0 == forking.in_child(child)
         for order_id in after:
             portal.call(_pay, client, order_id)
         portal.call(client.aclose)
@@ -257,7 +228,6 @@ async def test_a_closed_client_dropped_mid_run_leaves_nothing_to_finalise() -> N
     """Closing a client also ends its loop guard: dropping the client later, while the loop
     still runs, makes trio warn about no unfinished async generator."""
     import gc
-    import warnings
 
     from cmpay_async.testing import Sandbox
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import anyio
 import httpx
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
@@ -41,23 +39,6 @@ ORDER = Order(
     callback_url="https://shop.example/return",
     notify_url="https://shop.example/notify",
 )
-
-
-class Tracing(NamedTuple):
-    """A tracer provider and the exporter its finished spans land in."""
-
-    provider: TracerProvider
-    spans: InMemorySpanExporter
-
-
-@pytest.fixture
-def exporter() -> Iterator[Tracing]:
-    """A tracer provider whose finished spans land in memory."""
-    spans = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    yield Tracing(provider, spans)
-    provider.shutdown()
 
 
 class FailFirst(httpx.AsyncBaseTransport):

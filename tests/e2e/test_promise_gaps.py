@@ -44,8 +44,7 @@ from cmpay_async._redact import redact
 from cmpay_async._validate import date_problem
 from cmpay_async.stores import Claimed, MemoryStore
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox, sign_notification
-from tests.client.test_lifecycle import _in_child
-from tests.client.test_observe import exporter  # noqa: F401 - a fixture
+from tests.support.forking import in_child
 from tests.support.helpers import _AsyncMock, make_client, query_result, valid_order
 
 pytestmark = pytest.mark.anyio
@@ -281,7 +280,7 @@ async def test_a_call_cancelled_while_queueing_for_a_slot_is_not_in_doubt() -> N
 
 
 async def test_a_span_records_a_failure_and_a_cancellation(
-    exporter: tuple[TracerProvider, InMemorySpanExporter],  # noqa: F811
+    exporter: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
     """A dropped answer: outcome error, maybe_sent True, status ERROR. A call cancelled while
     it queued for a slot: outcome cancelled. An unsigned refusal is an error, not a
@@ -310,7 +309,7 @@ async def test_a_span_records_a_failure_and_a_cancellation(
 
 
 async def test_a_span_of_a_cancelled_call_says_cancelled(
-    exporter: tuple[TracerProvider, InMemorySpanExporter],  # noqa: F811
+    exporter: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
     """max_connections=1, the slot held: the second call, cancelled while it waits, ends its
     span with outcome cancelled."""
@@ -508,7 +507,7 @@ def test_a_forked_child_runs_its_calls_on_a_loop_of_its_own() -> None:
         if loops[-1] == parent_loop:
             raise AssertionError("the child ran on its parent's loop")
 
-    assert 0 == _in_child(child)
+    assert 0 == in_child(child)
     client.query_order("PARENT")
     assert parent_loop == loops[-1]
     client.close()

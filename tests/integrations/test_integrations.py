@@ -565,7 +565,7 @@ def test_process_result_sync_feeds_reconciliation_through_the_same_path() -> Non
 
 def test_process_sync_works_in_a_forked_child_after_the_parent_used_it() -> None:
     """gunicorn --preload: the child makes its own loop thread (the parent's is not there)."""
-    from tests.client.test_lifecycle import _in_child
+    from tests.support.forking import in_child
 
     handled = Handled()
     processor = processor_for(handled)
@@ -576,7 +576,7 @@ def test_process_sync_works_in_a_forked_child_after_the_parent_used_it() -> None
         assert b"SUCCESS" == answer.body
         assert ["P1", "P2"] == handled.runs
 
-    assert 0 == _in_child(child)
+    assert 0 == in_child(child)
     assert b"SUCCESS" == processor.process_sync(offline("P3")).body  # the parent's still runs
     assert ["P1", "P3"] == handled.runs
 

@@ -19,10 +19,8 @@ states are asserted, never timings.
 from __future__ import annotations
 
 import os
-import sys
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from cmpay_async.stores.postgres import PostgresStore
 from cmpay_async.stores.redis import RedisStore
 from cmpay_async.stores.sqlite import SqliteStore
 from tests.conftest import BACKENDS
+from tests.support.forking import in_child
 
 pytestmark = pytest.mark.anyio
 
@@ -297,32 +296,6 @@ async def test_a_new_store_object_sees_the_same_state(backend: Backend) -> None:
         assert (ClaimState.NEW, ClaimState.NEW) == seen
 
 
-def _in_child(work: Callable[[], None]) -> int:
-    """Run ``work`` in a forked child; its exit status (0: no exception)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # forking with worker threads
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child, which reports by its exit status
-        code = 1
-        try:
-            work()
-            code = 0
-        except BaseException as exc:
-            print(f"child failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + 60
-    while True:  # a child that hangs fails the test instead of hanging the suite
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            return -9
-        time.sleep(0.05)
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.parametrize("loop", BACKENDS)
 def test_a_forked_child_shares_the_state_and_the_parent_keeps_working(
@@ -356,7 +329,7 @@ def test_a_forked_child_shares_the_state_and_the_parent_keeps_working(
         if hasattr(store, "close"):
             store.close()
 
-    assert 0 == _in_child(child)
+    assert 0 == in_child(child)
 
     async def after() -> tuple[ClaimState, bool, ClaimState]:
         child_key = (await store.claim("CHILD", lease=30)).state

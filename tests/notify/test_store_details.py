@@ -28,8 +28,7 @@ from cmpay_async.stores import ClaimState, MemoryStore, new_token
 from cmpay_async.stores.postgres import PostgresStore
 from cmpay_async.stores.redis import RedisStore
 from cmpay_async.stores.sqlite import SqliteStore, _close_own
-
-from .test_store_contract import _in_child
+from tests.support.forking import in_child
 
 pytestmark = pytest.mark.anyio
 
@@ -534,7 +533,7 @@ def test_postgres_a_forked_childs_close_leaves_the_parents_sessions_alone(
         anyio.run(functools.partial(pg.claim, "CHILD", lease=30))
         pg.close()
 
-    assert 0 == _in_child(child)
+    assert 0 == in_child(child)
 
     with psycopg.connect(dsn, autocommit=True) as db:
         alive = {row[0] for row in db.execute("SELECT pid FROM pg_stat_activity").fetchall()}
