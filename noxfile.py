@@ -83,9 +83,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def mypy(session: nox.Session) -> None:
-    """mypy --strict over the package and a file that uses the public API as a user would."""
+    """mypy --strict over the package and a file that uses the public API as a user would, then
+    pyright in standard mode over the same ([tool.pyright] in pyproject.toml)."""
     session.install(".", *nox.project.dependency_groups(PYPROJECT, "typing"))
     session.run("mypy", "cmpay_async", "tests/typing_usage.py", "recipes")
+    session.run("pyright")
 
 
 @nox.session

@@ -10,15 +10,7 @@ from ._client import (
     RetryPolicy,
     Timeouts,
 )
-from ._codec import (
-    content_type,
-    decode_payload,
-    encode_form,
-    parse_amount_items,
-    parse_date,
-    parse_datetime,
-    parse_pay_url,
-)
+from ._codec import content_type, decode_payload, encode_form
 from ._enums import (
     Channel,
     CharacterSet,
@@ -74,7 +66,9 @@ from ._protocol import PreparedRequest, build_payment_request, parse_payment_res
 from ._reconcile import DEFAULT_SCHEDULE, PendingOrder
 from ._schema import REGISTRY, Field, Kind, Schema, schema_for
 from ._signing import Md5Signer, RsaSigner, RsaVerifier, Signer, Verifier, signing_source
+from ._values import parse_amount_items, parse_date, parse_datetime, parse_pay_url
 from ._version import __version__
+from .stores import MemoryStore, Store
 
 __all__ = [
     "BANK_CODES",
@@ -107,6 +101,7 @@ __all__ = [
     "InDoubt",
     "Kind",
     "Md5Signer",
+    "MemoryStore",
     "Model",
     "Notification",
     "NotificationProcessor",
@@ -139,6 +134,7 @@ __all__ = [
     "SignTypeMismatchError",
     "SignatureError",
     "Signer",
+    "Store",
     "StoreError",
     "StoreTimeoutError",
     "Timeouts",

@@ -14,16 +14,15 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import attrs
+from typing import Any, TypeAlias
 
 from ._client import PRODUCTION_ENDPOINT
-from ._codec import decode_payload, escaped_readings
+from ._codec import decode_payload
 from ._exceptions import CmpayError, ConfigurationError
-from ._sandbox import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
-from ._schema import REGISTRY, Schema
+from ._schema import REGISTRY
 from ._signing import Md5Signer, RsaSigner, RsaVerifier, Signer, Verifier, inner_digest, source_of
+from ._sigsearch import Candidate, Unsearchable, schema_named, search
+from ._testkeys import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
 from ._version import __version__
 
 __all__ = ["main"]
@@ -90,7 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
+    _add_demo(commands)
+    _add_sandbox(commands)
+    _add_signature_commands(commands)
+    _add_reconcile(commands)
+    return parser
 
+
+#: What ``add_subparsers`` returns: the parser's subcommands.
+_Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
+
+
+def _add_demo(commands: _Commands) -> None:
     demo = commands.add_parser(
         "demo", help="run the whole payment flow on loopback and print a timeline"
     )
@@ -107,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the event loop to run the client and the shop on (trio needs `pip install trio`)",
     )
 
+
+def _add_sandbox(commands: _Commands) -> None:
     sandbox = commands.add_parser("sandbox", help="serve the sandbox gateway over HTTP")
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
     sandbox.add_argument("--port", type=int, default=8800, help="port (default 8800, 0 = free)")
@@ -129,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
         help="real seconds per gateway minute for the retry schedule (default 1)",
     )
 
+
+def _add_signature_commands(commands: _Commands) -> None:
     names = ", ".join(REGISTRY)
     sign = commands.add_parser(
         "sign",
@@ -150,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_body_options(verify)
     _add_key_options(verify, rsa="public")
+
+
+def _add_reconcile(commands: _Commands) -> None:
     reconcile = commands.add_parser(
         "reconcile",
         help="ask the gateway about pending orders and print one line per order",
@@ -187,7 +204,6 @@ def _parser() -> argparse.ArgumentParser:
     keys = reconcile.add_argument_group("key (never given on the command line)")
     keys.add_argument("--key-file", type=Path, help="file holding the MD5 signKey")
     _add_md5_key_options(keys)
-    return parser
 
 
 def _cmd_reconcile(args: argparse.Namespace) -> int:
@@ -214,20 +230,8 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         pending.append(
             PendingOrder(order_id=parts[0], created_at=created or now - dt.timedelta(minutes=2))
         )
-    if args.public_test_key and args.endpoint is None:
-        # The production gateway knows no order signed with the public test key: every query
-        # would fail, and reported as "unanswered" it would read like a network problem.
-        raise ConfigurationError(
-            "--public-test-key needs --endpoint: the production gateway does not accept the "
-            f"public test key (the sandbox's endpoint is {_SANDBOX_ENDPOINT})"
-        )
-    merchant_id = args.merchant_id or (PUBLIC_TEST_MERCHANT if args.public_test_key else "")
-    if not merchant_id:
-        raise ConfigurationError(
-            "merchant id is empty: pass --merchant-id or set $CMPAY_MERCHANT_ID"
-        )
     client = CmpayClient(
-        merchant_id=merchant_id,
+        merchant_id=_reconcile_merchant(args),
         signer=Md5Signer(_md5_key(args)),
         endpoint=args.endpoint or PRODUCTION_ENDPOINT,
         allow_insecure_http=args.allow_insecure_http,
@@ -259,6 +263,23 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         print(f"cmpay: {unanswered} order(s) unanswered; run again later", file=sys.stderr)
         return 1
     return 0
+
+
+def _reconcile_merchant(args: argparse.Namespace) -> str:
+    """The merchant id to reconcile as; ``ConfigurationError`` when there is none to use."""
+    if args.public_test_key and args.endpoint is None:
+        # The production gateway knows no order signed with the public test key: every query
+        # would fail, and reported as "unanswered" it would read like a network problem.
+        raise ConfigurationError(
+            "--public-test-key needs --endpoint: the production gateway does not accept the "
+            f"public test key (the sandbox's endpoint is {_SANDBOX_ENDPOINT})"
+        )
+    merchant_id: str = args.merchant_id or (PUBLIC_TEST_MERCHANT if args.public_test_key else "")
+    if not merchant_id:
+        raise ConfigurationError(
+            "merchant id is empty: pass --merchant-id or set $CMPAY_MERCHANT_ID"
+        )
+    return merchant_id
 
 
 def _md5_key(args: argparse.Namespace) -> str:
@@ -303,15 +324,8 @@ def _body(args: argparse.Namespace) -> bytes:
     return str(args.body).strip().encode("utf-8")
 
 
-def _schema(name: str) -> Schema:
-    schema = REGISTRY.get(name)
-    if schema is None:
-        raise ConfigurationError(f"unknown message {name!r}; known: {', '.join(REGISTRY)}")
-    return schema
-
-
 def _cmd_sign(args: argparse.Namespace) -> int:
-    schema = _schema(args.message)
+    schema = schema_named(args.message)
     raw = _body(args)
     fields = decode_payload(raw, form=not args.field)
     signer = _signer(args)
@@ -341,106 +355,17 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decodings(raw: bytes) -> list[tuple[str, dict[str, str]]]:
-    """The ways a body may have been read: each a label and its fields."""
-    out: list[tuple[str, dict[str, str]]] = []
-    for label, form, charset in (
-        ("form-decoded UTF-8", True, "utf-8"),
-        ("form-decoded GBK", True, "gbk"),
-        ("raw k=v (answer style)", False, "utf-8"),
-    ):
-        try:
-            out.append((label, decode_payload(raw, form=form, charset=charset)))
-        except CmpayError:
-            continue
-    return out
-
-
-#: Encodings a sender may have hashed the source in; CMPay's own is UTF-8.
-_SOURCE_ENCODINGS = ("utf-8", "gbk", "gb2312")
-
-
-@attrs.frozen
-class _Candidate:
-    """One way of reading the body: a field order, a decoding and the source's bytes."""
-
-    schema: Schema
-    how: str
-    encoding: str
-    source: str
-    data: bytes
-
-
-def _candidates(raw: bytes, schemas: list[Schema]) -> list[_Candidate]:
-    """Every reading of the body, the likeliest first; one per distinct signed bytes."""
-    out: list[_Candidate] = []
-    seen: set[tuple[str, bytes]] = set()
-    for encoding in _SOURCE_ENCODINGS:
-        for schema in schemas:
-            for label, fields in _decodings(raw):
-                readings = escaped_readings(schema, fields)
-                for index, reading in enumerate(readings):
-                    source = source_of(schema, reading)
-                    try:
-                        data = source.encode(encoding)
-                    except UnicodeEncodeError:
-                        continue
-                    if (schema.name, data) in seen:
-                        continue
-                    seen.add((schema.name, data))
-                    last = index == len(readings) - 1
-                    how = label if last else f"{label}, Chinese fields decoded"
-                    out.append(_Candidate(schema, how, encoding, source, data))
-    return out
-
-
-def _matches(verifier: Verifier, candidate: _Candidate, signature: str) -> bool:
-    if isinstance(verifier, Md5Signer):
-        return verifier.sign_bytes(candidate.data) == signature.lower()
-    if isinstance(verifier, RsaVerifier):
-        try:
-            verifier.verify_bytes(candidate.data, signature)
-        except CmpayError:
-            return False
-        return True
-    try:
-        verifier.verify(candidate.source, signature)
-    except CmpayError:
-        return False
-    return candidate.encoding == "utf-8"
-
-
-def _ordered_schemas(message: str | None, fields: dict[str, str]) -> list[Schema]:
-    """The message asked for, else every one, those whose ``type`` fits the body first."""
-    if message:
-        return [_schema(message)]
-    kind = fields.get("type", "")
-    answer = "returnCode" in fields
-
-    def rank(schema: Schema) -> tuple[bool, bool]:
-        is_answer = schema.name.endswith("Response")
-        return (schema.wire_type != kind, is_answer != answer)
-
-    return sorted(REGISTRY.values(), key=rank)
-
-
 def _cmd_verify(args: argparse.Namespace) -> int:
     raw = _body(args)
     verifier = _verifier(args)
-    decodings = _decodings(raw)
-    if not decodings:
-        print("the body cannot be decoded as UTF-8 or GBK form data")
+    try:
+        found = search(raw, verifier, args.message)
+    except Unsearchable as exc:
+        print(exc)
         return 1
-    fields = decodings[0][1]
-    signature = fields.get("hmac", "")
-    if not signature:
-        print("the body has no hmac field")
-        return 1
-    candidates = _candidates(raw, _ordered_schemas(args.message, fields))
-    matched = [c for c in candidates if _matches(verifier, c, signature)]
-    if not matched:
-        return _no_match(args, verifier, candidates, signature)
-    best, rest = matched[0], matched[1:]
+    if not found.matched:
+        return _no_match(args, verifier, found.candidates, found.signature)
+    best, rest = found.matched[0], found.matched[1:]
     print(f"MATCH: field order of {best.schema.name}, {best.how}, source as {best.encoding}")
     print(f"  source: {best.source}")
     if best.encoding != "utf-8":
@@ -456,7 +381,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _no_match(
-    args: argparse.Namespace, verifier: Verifier, candidates: list[_Candidate], signature: str
+    args: argparse.Namespace,
+    verifier: Verifier,
+    candidates: Sequence[Candidate],
+    signature: str,
 ) -> int:
     print(f"NO MATCH: hmac {signature} fits none of {len(candidates)} readings tried")
     print("(field orders x decodings x source encodings UTF-8, GBK, GB2312).")

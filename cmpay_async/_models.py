@@ -2,7 +2,7 @@
 
 The models declare typed attributes (so that type checkers see them), but their names must be
 the registry's ``attr`` names: every conversion to and from the wire iterates the registry, and
-``_codec`` refuses at import a model attribute the registry does not know.
+``_binding`` refuses at import a model attribute the registry does not know.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from . import _serial
 from ._appendix import SUCCESS_CODES
 from ._enums import CouponsFlag, Currency, OrderState, PaymentStatus, PeriodUnit, SignType
 from ._exceptions import Problem, ValidationError
+from ._serial import CHINA_TZ
 
 __all__ = [
     "CHINA_TZ",
@@ -39,9 +40,6 @@ __all__ = [
     "RefundResult",
     "yuan_to_fen",
 ]
-
-#: China Standard Time, the gateway's clock (no daylight saving).
-CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")
 
 
 def yuan_to_fen(yuan: Decimal | str | int) -> int:
@@ -185,7 +183,7 @@ class FrozenMapping(Mapping[str, int]):
         return (FrozenMapping, (self._data,))
 
 
-def _frozen_mapping(value: object) -> object:
+def _frozen_mapping(value: object) -> Any:
     # Anything but a mapping is left for the type check to name.
     if isinstance(value, Mapping) and not isinstance(value, FrozenMapping):
         return FrozenMapping(value)

@@ -14,7 +14,8 @@ from urllib.parse import quote
 
 import attrs
 
-from ._codec import MAX_PAYLOAD, Payload, _split, decode_payload, encode_form, reader, wire_fields
+from ._binding import reader, wire_fields
+from ._codec import MAX_PAYLOAD, Payload, _split, decode_payload, encode_form
 from ._enums import CharacterSet
 from ._exceptions import (
     CmpayError,
@@ -25,9 +26,9 @@ from ._exceptions import (
     ValidationError,
 )
 from ._models import OfflineNotify, PageNotify
-from ._protocol import verify_fields
 from ._schema import REGISTRY, VERSION, Schema
 from ._signing import Signer, Verifier, source_of
+from ._verify import verify_fields
 
 __all__ = [
     "Ack",
@@ -121,7 +122,7 @@ def _verified(fields: dict[str, str], verifier: Verifier) -> tuple[Schema, dict[
                 f"{kind[:20]!r} is not PageNotify or OfflineNotify", field="type"
             )
         plan = _PLANS[kind] = _plan(REGISTRY[kind])
-    schema, escaped, signed_values, signature_wire, _ = plan
+    schema, escaped, signed_values, signature_wire = plan
     # The usual notification, inline: the verifier's own signType, a signature, and no
     # Chinese field still escaped (one reading). Anything else: verify_fields, which names it.
     signature = fields.get(signature_wire)
@@ -143,15 +144,14 @@ def _verified(fields: dict[str, str], verifier: Verifier) -> tuple[Schema, dict[
 
 
 #: Per notification type: its schema, its Chinese-capable fields, the getter of its signed
-#: values in order, the signature's field name and the reader of its model.
-_Plan = tuple[
-    Schema,
-    tuple[str, ...],
-    Callable[[Mapping[str, str]], tuple[str, ...]],
-    str,
-    Callable[[Mapping[str, str], Collection[str]], "PageNotify | OfflineNotify"],
-]
+#: values in order and the signature's field name.
+_Plan = tuple[Schema, tuple[str, ...], Callable[[Mapping[str, str]], tuple[str, ...]], str]
 _PLANS: dict[str, _Plan] = {}
+
+#: Per notification type: the reader of its model, built on first use once a notification
+#: of that type verified (so that nothing unverified reaches the model binding).
+_READERS: dict[str, Callable[[Mapping[str, str], Collection[str]], PageNotify | OfflineNotify]]
+_READERS = {}
 
 
 def _plan(schema: Schema) -> _Plan:
@@ -160,7 +160,6 @@ def _plan(schema: Schema) -> _Plan:
         tuple(f.wire for f in schema.fields if f.utf8_escaped),
         operator.itemgetter(*schema.signed_names),
         schema.signature_field.wire,
-        reader(schema, _MODELS[schema.name]),
     )
 
 
@@ -176,7 +175,9 @@ def _typed(
         raise UnexpectedMessageError(f"is not {VERSION}", field="version")
     if merchant_id is not None and verified.get("merchantId") != merchant_id:
         raise UnexpectedMessageError("is not this merchant's id", field="merchantId")
-    read = _PLANS[schema.name][4]
+    read = _READERS.get(schema.name)
+    if read is None:
+        read = _READERS[schema.name] = reader(schema, _MODELS[schema.name])
     # Every field's grammar, in schema order, then the model built from the proved values.
     note = read(verified, extra_bank_codes)
     if order_id_pattern is not None and not re.fullmatch(order_id_pattern, note.order_id):

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import attrs
 
 from ._exceptions import CmpayError, ConfigurationError, GatewayError
+from ._version import __version__
 
 __all__ = ["Outcome", "RequestEnd", "RequestStart", "Tracing", "call_hook", "outcome_of"]
 
@@ -92,8 +93,6 @@ class Tracing:
             raise ConfigurationError(
                 "tracing needs OpenTelemetry: pip install 'cmpay-async[otel]'"
             ) from None
-        from . import __version__
-
         self._trace = trace
         self._context = context
         provider = tracer_provider or trace.get_tracer_provider()

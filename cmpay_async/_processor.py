@@ -14,11 +14,13 @@ The store can fail. Every store call is bounded (``store_timeout``, besides the 
 timeouts) and every failure is a ``StoreError``. A claim that fails means the handler does
 not run: the answer is HTTP 503 ``FAIL`` (the gateway retries) and a WARNING is logged. Once
 the handler has run, its work is done and the answer is ``SUCCESS``: a ``complete`` that
-fails is tried once more (a dropped connection is replaced), and if the store still cannot
-record it the key is *not* released (a duplicate arriving meanwhile is told to retry rather
-than running the handler at once) and an ERROR says the handler may run again after the
-lease. A cancelled ``process()`` releases its claim if the handler had not finished, and
-completes it if it had, in a shielded, bounded step.
+fails is tried again, backing off, for as long as the lease still holds the key (a dropped
+connection is replaced, a restarting store comes back), because once the lease ends another
+delivery may run the handler again. If the store cannot record it within the lease, the key
+is *not* released (a duplicate arriving meanwhile is told to retry rather than running the
+handler at once) and an ERROR says the handler may run again after the lease. A cancelled
+``process()`` releases its claim if the handler had not finished, and completes it if it had,
+in a shielded step bounded by the lease.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Literal, TypeVar
 
@@ -77,6 +80,9 @@ _HANDLED = ack()
 _RETRY_LATER = nack()
 #: The answer when the store failed before the handler ran: the gateway sends it again later.
 UNAVAILABLE = Ack(status_code=503, body=b"FAIL")
+
+#: The first and the longest pause between tries of a ``complete`` the store failed.
+FIRST_PAUSE, LAST_PAUSE = 0.05, 1.0
 
 #: The loop thread that runs every processor's blocking calls in this process.
 BRIDGE = SyncBridge("cmpay-processor")
@@ -219,6 +225,8 @@ class NotificationProcessor:
 
     async def _once(self, event: PaymentEvent) -> bool:
         """Run the handler if this worker wins the key; True once the event is done."""
+        # Taken before the claim is sent, so the lease the store grants ends no sooner.
+        held_until = time.monotonic() + self.lease
         if self._self_bounded:  # the common case, without a closure and a frame per call
             try:
                 claimed = await self.store.claim(event.key, lease=self.lease)
@@ -250,10 +258,10 @@ class NotificationProcessor:
         # whose calls never wait (call_bound 0) cannot be cut off, so needs no shield (whose
         # cost is a fifth of the processor's own time with MemoryStore).
         if self._never_waits:
-            await self._complete(event.key, token)
+            await self._complete(event.key, token, held_until)
             return True
         with anyio.CancelScope(shield=True):
-            await self._complete(event.key, token)
+            await self._complete(event.key, token, held_until)
         return True
 
     @property
@@ -310,7 +318,7 @@ class NotificationProcessor:
                 "could not release %s; the next delivery waits for its lease to end: %s", key, exc
             )
 
-    async def _complete(self, key: str, token: str) -> None:
+    async def _complete(self, key: str, token: str, held_until: float) -> None:
         if self._never_waits:  # a store that cannot fail half-way: one call says it all
             try:
                 if await self.store.complete(key, token):
@@ -318,18 +326,27 @@ class NotificationProcessor:
             except Exception:  # noqa: S110 - the careful path below tries again and reports
                 pass
         failure: StoreError | None = None
-        for attempt in (1, 2):
+        pause = FIRST_PAUSE
+        tries = 0
+        while True:
+            tries += 1
             try:
                 done = await self._store("complete", lambda: self.store.complete(key, token))
-            except StoreTimeoutError as exc:
-                failure = exc
-                break  # a store that hangs will not answer a second call any sooner
             except StoreError as exc:
                 failure = exc
-                continue  # a dropped connection: the second call opens a new one
+                # Until the lease ends no other delivery can claim the key: a store that is
+                # restarting (or a dropped connection, replaced on the next call) can still
+                # record the work, and nothing is run twice.
+                if time.monotonic() + pause >= held_until:
+                    break
+                await anyio.sleep(pause)
+                pause = min(pause * 2, LAST_PAUSE)
+                continue
             if done:
+                if failure is not None:
+                    logger.warning("completed %s at try %d: %s", key, tries, failure)
                 return
-            if attempt == 1:
+            if failure is None:
                 logger.error(
                     "the handler for %s outlived its %s s lease: another worker may run it too",
                     key,
@@ -337,16 +354,18 @@ class NotificationProcessor:
                 )
             else:
                 logger.warning(
-                    "completing %s failed once and the retry found the key no longer held: "
-                    "the first call was recorded, or the lease ended (%s)",
+                    "completing %s failed and a later try found the key no longer held: "
+                    "an earlier call was recorded, or the lease ended (%s)",
                     key,
                     failure,
                 )
             return
         logger.error(
-            "the handler for %s ran but the store could not record it; answered SUCCESS, and a "
-            "later delivery may run the handler again after the lease: %s",
+            "the handler for %s ran but the store could not record it in %d tries within its "
+            "lease; answered SUCCESS, and a later delivery may run the handler again after the "
+            "lease: %s",
             key,
+            tries,
             failure,
         )
 

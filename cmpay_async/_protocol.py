@@ -9,18 +9,8 @@ from typing import Any
 import attrs
 
 from ._appendix import BANK_CODES, CONTEXT_HINTS, SUCCESS_CODES, explain_return_code
-from ._codec import (
-    content_type,
-    decode_payload,
-    encode_fields,
-    escaped_readings,
-    form_plan,
-    has_escapes,
-    readable,
-    typed_values,
-    wire_plan,
-    wire_value,
-)
+from ._binding import typed_values, wire_plan
+from ._codec import content_type, decode_payload, encode_fields, form_plan
 from ._enums import CharacterSet, SignType
 from ._exceptions import (
     DecodeError,
@@ -28,7 +18,6 @@ from ._exceptions import (
     GatewayError,
     Problem,
     SignatureError,
-    SignTypeMismatchError,
     UnexpectedMessageError,
     ValidationError,
 )
@@ -37,6 +26,8 @@ from ._redact import redact_untrusted
 from ._schema import Field, Kind, Schema, schema_for
 from ._signing import Signer, Verifier, source_of
 from ._validate import Check, check_plan, inline_tests
+from ._values import wire_value
+from ._verify import escaped_readings, verify_fields
 
 __all__ = [
     "PreparedRequest",
@@ -115,7 +106,7 @@ def _convert_and_check_plan(
 #
 # ``_convert_and_check`` walks the plan above for every request; ``_converter`` compiles the
 # same plan into one straight-line function per schema (generated from the registry, as
-# ``_codec.reader`` is for notifications). Each field's block takes the common case in a few
+# ``_binding.reader`` is for notifications). Each field's block takes the common case in a few
 # operations (a str for a text field, an int for a number, the field's own enum member, a
 # date, None for a field with one allowed value), with the field's rules inlined; any other
 # value, and any value the inlined rules do not accept, goes through the plan's own step, so
@@ -269,30 +260,39 @@ def _converter_code(
                 ]
         else:
             lines += ["    if value is None:", f"        {var} = {fixed!r}"]
-        for kind_test, text, rules in _fast_cases(field, i, ns):
-            lines += [f"    elif {kind_test}:", f"        {var} = {text}"]
-            if check is None or rules == "True":
-                continue
-            if rules == "False":
-                # No inlined rule (a URL, an address): the compiled check decides, and the
-                # texts it accepted recently (the merchant's URLs repeat) pass at once.
-                ns[f"good{i}"] = set()
-                accepted = f"{var} in good{i}"
-                if field.optional:
-                    accepted = f"not {var} or {accepted}"
-                lines += [
-                    f"        if not ({accepted}):",
-                    f"            _check_and_keep(check{i}, good{i}, {var}, extra_bank_codes, "
-                    "problems)",
-                ]
-            else:
-                lines += [
-                    f"        if not ({rules}):",
-                    f"            _check_into(check{i}, {var}, extra_bank_codes, problems)",
-                ]
+        lines += _fast_case_lines(field, i, ns, check)
         lines += ["    else:", f"        {slow}"]
     lines.append(f"    return {{{', '.join(texts)}}}, problems")
     return "\n".join(lines) + "\n", ns
+
+
+def _fast_case_lines(field: Field, i: int, ns: dict[str, Any], check: Check | None) -> list[str]:
+    """The converter's ``elif`` branches of field ``i``: each common case of its value, and
+    the inlined rules (or the compiled check) its text then passes."""
+    var = f"t{i}"
+    lines: list[str] = []
+    for kind_test, text, rules in _fast_cases(field, i, ns):
+        lines += [f"    elif {kind_test}:", f"        {var} = {text}"]
+        if check is None or rules == "True":
+            continue
+        if rules == "False":
+            # No inlined rule (a URL, an address): the compiled check decides, and the
+            # texts it accepted recently (the merchant's URLs repeat) pass at once.
+            ns[f"good{i}"] = set()
+            accepted = f"{var} in good{i}"
+            if field.optional:
+                accepted = f"not {var} or {accepted}"
+            lines += [
+                f"        if not ({accepted}):",
+                f"            _check_and_keep(check{i}, good{i}, {var}, extra_bank_codes, "
+                "problems)",
+            ]
+        else:
+            lines += [
+                f"        if not ({rules}):",
+                f"            _check_into(check{i}, {var}, extra_bank_codes, problems)",
+            ]
+    return lines
 
 
 def _fast_cases(field: Field, i: int, ns: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -491,38 +491,6 @@ def _unencodable(fields: Mapping[str, str]) -> list[Problem]:
                 )
             )
     return problems
-
-
-def verify_fields(schema: Schema, fields: Mapping[str, str], verifier: Verifier) -> dict[str, str]:
-    """Verify received wire fields and return the reading the signature covers.
-
-    The payload's ``signType`` must be the verifier's own: an MD5 payload is never accepted by
-    an RSA verifier, nor the reverse. A certificate carried in the payload is never used.
-    """
-    sign_type = fields.get("signType", "")
-    if sign_type != verifier.sign_type:  # a str enum: equal to its value
-        raise SignTypeMismatchError(
-            f"is {sign_type[:10]!r} but the configured verifier checks {verifier.sign_type.value}",
-            field="signType",
-        )
-    wire = schema.signature_field.wire
-    signature = fields.get(wire)
-    if not signature:
-        raise SignatureError("missing", field=wire)
-    if not has_escapes(schema, fields):
-        # The common case: one reading, the text as received, and nothing left to decode.
-        try:
-            verifier.verify(source_of(schema, fields), signature)
-        except SignatureError:
-            raise SignatureError("signature does not match", field=wire) from None
-        return fields  # type: ignore[return-value]  # the callers only read it
-    for reading in escaped_readings(schema, fields):
-        try:
-            verifier.verify(source_of(schema, reading), signature)
-        except SignatureError:
-            continue
-        return readable(schema, reading)
-    raise SignatureError("signature does not match", field=schema.signature_field.wire)
 
 
 def gateway_error(code: str, message: str, verified: bool, *, interface: str) -> GatewayError:

@@ -21,10 +21,12 @@ import attrs
 
 from ._exceptions import DecodeError, Problem, ValidationError
 
-__all__ = ["check_types", "from_dict", "to_dict"]
+__all__ = ["CHINA_TZ", "check_types", "from_dict", "to_dict"]
 
-#: China Standard Time; a datetime read back at +08:00 gets this zone again.
+#: China Standard Time, the gateway's clock (no daylight saving). Defined here, below the
+#: models, because a datetime read back at +08:00 gets this zone again.
 CHINA_OFFSET = dt.timedelta(hours=8)
+CHINA_TZ = dt.timezone(CHINA_OFFSET, "CST")
 
 
 class _Refused(Exception):
@@ -215,8 +217,6 @@ def _check_datetime(value: object) -> None:
 
 
 def _load_datetime(value: Any) -> dt.datetime:
-    from ._models import CHINA_TZ  # the models import this module
-
     if not isinstance(value, str):
         raise _Refused(f"must be an ISO date and time string, not {_type_name(value)}")
     try:

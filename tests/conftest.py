@@ -37,12 +37,12 @@ def _fresh_plans_under_mutation_testing() -> None:
     the one test that happened to build it first, and judged by that test alone.
     """
     if "MUTANT_UNDER_TEST" in os.environ:
-        from cmpay_async import _codec, _redact, _validate
+        from cmpay_async import _redact, _validate, _values
         from cmpay_async._schema import REGISTRY
 
         for schema in REGISTRY.values():
             schema._plans.clear()
-        for cached in (_codec._date, _validate.date_problem, _redact._pattern):
+        for cached in (_values._date, _validate.date_problem, _redact._pattern):
             cached.cache_clear()
 
 

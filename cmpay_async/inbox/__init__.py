@@ -41,7 +41,7 @@ from cmpay_async._processor import (
 )
 from cmpay_async._signing import Verifier
 from cmpay_async._sync import refuse_inside_a_loop
-from cmpay_async.stores import Claimed, scrub
+from cmpay_async.stores._contract import Claimed, scrub
 
 __all__ = ["DrainReport", "Inbox", "InboxBackend", "Pending"]
 
@@ -76,21 +76,27 @@ class InboxBackend(Protocol):
 
     async def add(self, key: str, source: str, data: str) -> bool:
         """Record a pending event; False when its key is recorded already."""
+        ...
 
     async def take(self, *, lease: float) -> Pending | None:
         """Own the next due pending event for ``lease`` seconds, or None."""
+        ...
 
     async def finish(self, key: str, token: str) -> bool:
         """Mark a taken event done; False if ``token`` no longer holds it."""
+        ...
 
     async def retry(self, key: str, token: str, *, error: str, delay: float) -> None:
         """Give a taken event back, due again after ``delay`` seconds, keeping ``error``."""
+        ...
 
     async def failures(self) -> list[Pending]:
         """Pending events whose handler has failed at least once."""
+        ...
 
     async def pending(self) -> int:
         """How many accepted events are not yet handled."""
+        ...
 
 
 class _BackendOnly:
@@ -220,12 +226,12 @@ class Inbox(NotificationProcessor):
                     exc,
                 )
                 return True
-        if not done:
-            logger.error(
-                "the handler for %s outlived its %s s lease: another drainer may run it too",
-                taken.key,
-                self.lease,
-            )
+            if not done:
+                logger.error(
+                    "the handler for %s outlived its %s s lease: another drainer may run it too",
+                    taken.key,
+                    self.lease,
+                )
         return True
 
     async def _give_back(self, key: str, token: str, error: str, delay: float) -> None:

@@ -12,7 +12,7 @@ import contextlib
 from typing import Any
 
 from cmpay_async.inbox import Pending
-from cmpay_async.stores import new_token
+from cmpay_async.stores._contract import new_token
 from cmpay_async.stores.postgres import PostgresStore
 
 __all__ = ["PostgresInbox"]

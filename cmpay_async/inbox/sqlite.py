@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from cmpay_async.inbox import Pending
-from cmpay_async.stores import new_token
+from cmpay_async.stores._contract import new_token
 from cmpay_async.stores.sqlite import SqliteStore
 
 __all__ = ["SqliteInbox"]

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from cmpay_async._exceptions import ConfigurationError, StoreError
 
-from . import Claimed, ClaimState, driver_failure, new_token, run_abandoning
+from ._contract import Claimed, ClaimState, driver_failure, new_token, run_abandoning
 
 __all__ = ["RedisStore"]
 

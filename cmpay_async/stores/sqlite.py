@@ -24,7 +24,7 @@ import anyio.to_thread
 
 from cmpay_async._exceptions import ConfigurationError, StoreError
 
-from . import Claimed, ClaimState, driver_failure, new_token
+from ._contract import Claimed, ClaimState, driver_failure, new_token
 
 __all__ = ["SqliteStore"]
 

@@ -29,9 +29,10 @@ from cmpay_async import (
     parse_pay_url,
     signing_source,
 )
-from cmpay_async._codec import encode_answer, escaped_readings, format_amount_items
-from cmpay_async._protocol import verify_fields
+from cmpay_async._codec import encode_answer
 from cmpay_async._schema import REGISTRY
+from cmpay_async._values import format_amount_items
+from cmpay_async._verify import escaped_readings, verify_fields
 from tests.support.helpers import NOTIFY_BODY, TEST_KEY
 
 NASTY = ["", "中文", "😀", "&", "=", "%", "+", "#", "<hi:=>", "a b", "%41", "<hi:$$>", "é"]
@@ -406,7 +407,7 @@ def test_escaping_stays_exact_beyond_the_memo() -> None:
 )
 def test_escapes_are_undone_at_most_three_layers_deep(received: str, plus: str, plain: str) -> None:
     """The readings tried for a value escaped by a gateway (or a proxy) more than once."""
-    from cmpay_async._codec import _fully_unquote, _fully_unquote_plus
+    from cmpay_async._verify import _fully_unquote, _fully_unquote_plus
 
     assert plus == _fully_unquote_plus(received)
     assert plain == _fully_unquote(received)
@@ -565,7 +566,7 @@ REFUND_FIELDS = {
 )
 def test_typed_values_name_the_field_and_the_rule(changes: dict[str, str], why: str) -> None:
     """A value outside its choices says which it takes; a required one that is empty says so."""
-    from cmpay_async._codec import typed_values
+    from cmpay_async._binding import typed_values
     from cmpay_async._models import RefundResult
 
     with pytest.raises(DecodeError) as caught:
@@ -577,7 +578,7 @@ def test_typed_values_name_the_field_and_the_rule(changes: dict[str, str], why: 
 def test_an_empty_optional_text_is_empty_text() -> None:
     """An optional text field that is empty reads as "" (only numbers, dates and the like read
     as None)."""
-    from cmpay_async._codec import typed_values
+    from cmpay_async._binding import typed_values
     from cmpay_async._models import RefundResult
 
     values = typed_values(
@@ -590,7 +591,7 @@ def test_an_empty_optional_text_is_empty_text() -> None:
 def test_readable_decodes_each_strictly_escaped_chinese_field_on_its_own() -> None:
     """A field that is not UTF-8 when decoded is kept as signed, and the next is still decoded;
     text that is not a strict escape (a space in it) is kept as signed."""
-    from cmpay_async._codec import readable
+    from cmpay_async._verify import readable
 
     schema = REGISTRY["OfflineNotify"]
     reading = {"message": "%FF%FE", "reserved1": "%E5%A4%87", "reserved2": "%E4%B8%AD x"}

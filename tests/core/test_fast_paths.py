@@ -1,7 +1,7 @@
 """The planned fast paths agree with the straightforward code they replace, input by input.
 
 - ``verify_notification`` reads the verified fields with a reader generated per schema
-  (``_codec.reader``) and builds the model through ``_models.unchecked``; the reference is
+  (``_binding.reader``) and builds the model through ``_models.unchecked``; the reference is
   ``model(**typed_values(...))``, the table-driven conversion and the checked constructor.
 - The form decoder's one pass (``_codec._split`` with ``_unquote_plus``) against the standard
   library's ``unquote_plus`` and the field-by-field path.
@@ -31,6 +31,7 @@ from cmpay_async import (
     PageNotify,
     verify_notification,
 )
+from cmpay_async._binding import reader, reader_source, typed_values
 from cmpay_async._codec import (
     _split,
     _split_slowly,
@@ -38,9 +39,6 @@ from cmpay_async._codec import (
     encode_fields,
     encode_form,
     form_plan,
-    reader,
-    reader_source,
-    typed_values,
 )
 from cmpay_async._exceptions import DecodeError, EncodingError
 from cmpay_async._models import AmountItems, unchecked

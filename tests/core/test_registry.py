@@ -24,7 +24,8 @@ from cmpay_async import (
     PaymentResponse,
     signing_source,
 )
-from cmpay_async._codec import _MODEL_SCHEMAS, encode_form, typed_values
+from cmpay_async._binding import _MODEL_SCHEMAS, typed_values
+from cmpay_async._codec import encode_form
 from cmpay_async._enums import CharacterSet
 from cmpay_async._schema import Field, Schema
 from cmpay_async._validate import check_fields

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from cmpay_async import (
+    Ack,
     BlockingCmpayClient,
     ClientClosedError,
     ConnectError,
@@ -37,7 +38,7 @@ from cmpay_async import (
     StoreError,
     Timeouts,
     TransportError,
-    _codec,
+    _values,
     parse_date,
 )
 from cmpay_async._redact import redact
@@ -127,20 +128,48 @@ async def test_a_complete_that_fails_once_is_tried_once_more() -> None:
 async def test_a_completion_the_store_cannot_record_is_success_and_stays_held(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Both completes fail: SUCCESS (the work is done), the key is not released, so a
-    duplicate meanwhile is told to retry (FAIL) instead of running the handler again."""
-    store = Faulty(complete=2)
-    processor, seen = _counting(store)
+    """Every complete fails: tried again until the lease ends, then SUCCESS (the work is done)
+    with an ERROR; the key is never released, so a duplicate meanwhile is told to retry (FAIL)
+    instead of running the handler again."""
+    store = Faulty(complete=10**9)
+    processor, seen = _counting(store, lease=0.5)
+    answers: dict[str, Ack] = {}
 
-    with caplog.at_level(logging.ERROR, logger="cmpay_async"):
-        answer = await processor.process(sign_notification(order_id="SF3", amount=5))
-    duplicate = await processor.process(sign_notification(order_id="SF3", amount=5))
+    async def first() -> None:
+        answers["first"] = await processor.process(sign_notification(order_id="SF3", amount=5))
 
-    assert (200, b"SUCCESS") == (answer.status_code, answer.body)
+    with caplog.at_level(logging.ERROR, logger="cmpay_async"), anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(first)
+            while store.calls.count("complete") < 2:  # the first is retrying its complete
+                await anyio.sleep(0.01)
+            duplicate = await processor.process(sign_notification(order_id="SF3", amount=5))
+
+    assert (200, b"SUCCESS") == (answers["first"].status_code, answers["first"].body)
     assert "release" not in store.calls
     assert b"FAIL" == duplicate.body
     assert 1 == len(seen)
+    assert store.calls.count("complete") > 2
     assert any("may run the handler again" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_store_back_within_the_lease_records_the_completion(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """complete fails four times (a store restarting), then works: recorded within the lease,
+    so a later duplicate is DONE (SUCCESS without the handler) and no ERROR is logged."""
+    store = Faulty(complete=4)
+    processor, seen = _counting(store, lease=30)
+
+    with caplog.at_level(logging.WARNING, logger="cmpay_async"), anyio.fail_after(10):
+        answer = await processor.process(sign_notification(order_id="SF4", amount=5))
+        duplicate = await processor.process(sign_notification(order_id="SF4", amount=5))
+
+    assert (200, b"SUCCESS") == (answer.status_code, answer.body)
+    assert (200, b"SUCCESS") == (duplicate.status_code, duplicate.body)
+    assert ["claim", *["complete"] * 5, "claim"] == store.calls
+    assert 1 == len(seen)
+    assert [] == [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_a_failed_payment_found_by_reconciliation_is_one_event_too() -> None:
@@ -411,7 +440,7 @@ def test_the_date_memo_is_bounded() -> None:
         parse_date(text)
 
     assert date_problem.cache_info().currsize < len(dates)
-    assert _codec._date.cache_info().currsize < len(dates)
+    assert _values._date.cache_info().currsize < len(dates)
 
 
 # -- the sandbox's rules ------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from cmpay_async import (
     encode_form,
     signing_source,
 )
-from cmpay_async._protocol import verify_fields
 from cmpay_async._schema import REGISTRY
+from cmpay_async._verify import verify_fields
 from cmpay_async.testing import (
     OFFLINE_GAPS_MINUTES,
     PUBLIC_TEST_KEY,

@@ -13,6 +13,8 @@ class CmpayEvent(models.Model):  # type: ignore[misc]  # Django is untyped
     token = models.CharField(max_length=64)
     #: When the lease ends, in seconds since the epoch (every worker's wall clock).
     expires = models.FloatField()
+    # Django adds this manager itself; written out so that type checkers see it too.
+    objects = models.Manager()
 
     class Meta:
         """The table's name, stable whatever the app's label."""

@@ -11,12 +11,19 @@ a ``StoreError``. Leases use the workers' wall clocks (keep them in sync).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from cmpay_async._exceptions import ConfigurationError, StoreError
-from cmpay_async.stores import Claimed, ClaimState, driver_failure, new_token, run_abandoning
+from cmpay_async.stores._contract import (
+    Claimed,
+    ClaimState,
+    driver_failure,
+    new_token,
+    run_abandoning,
+)
 
 __all__ = ["DjangoStore"]
 
@@ -24,6 +31,13 @@ T = TypeVar("T")
 
 #: The lease of a done key: never ends (a finite number every database stores).
 _FOREVER = 1e18
+
+
+def _atomic(using: str) -> contextlib.AbstractContextManager[object]:
+    """``transaction.atomic(using=using)``, typed: Django ships no type hints."""
+    from django.db import transaction
+
+    return cast("contextlib.AbstractContextManager[object]", transaction.atomic(using=using))
 
 
 class DjangoStore:
@@ -46,12 +60,12 @@ class DjangoStore:
 
     async def _run(self, operation: str, work: Callable[[], T]) -> T:
         """Run ``work`` in a worker thread: the one place Django's errors become ``StoreError``."""
-        from django.db import Error, close_old_connections, transaction
+        from django.db import Error, close_old_connections
 
         def run() -> T:
             close_old_connections()  # a broken or expired connection is replaced
             try:
-                with transaction.atomic(using=self.using):
+                with _atomic(self.using):
                     return work()
             finally:
                 close_old_connections()
@@ -72,7 +86,7 @@ class DjangoStore:
 
     async def claim(self, key: str, *, lease: float) -> Claimed:
         """Own ``key`` for ``lease`` seconds if nobody handled or holds it."""
-        from django.db import IntegrityError, transaction
+        from django.db import IntegrityError
 
         from .models import CmpayEvent
 
@@ -82,7 +96,7 @@ class DjangoStore:
 
         def work() -> Claimed:
             try:
-                with transaction.atomic(using=self.using):  # a savepoint: the insert may fail
+                with _atomic(self.using):  # a savepoint: the insert may fail
                     rows.create(
                         key=key,
                         state=ClaimState.IN_PROGRESS.value,
