@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -54,6 +55,10 @@ def _displays_with_field_names(tree: ast.AST) -> list[tuple[int, list[str]]]:
     return found
 
 
+@pytest.mark.skipif(
+    "MUTANT_UNDER_TEST" in os.environ,
+    reason="mutmut's tree holds a copy of each function per mutant: scanning it takes minutes",
+)
 def test_no_field_list_outside_the_registry() -> None:
     """No module but _schema.py writes a list, tuple, set or dict of three or more wire names."""
     offenders = {}

@@ -92,9 +92,13 @@ async def test_unrecorded_completions_are_read_from_the_processors_own_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The order id of a handler run the store could not record, from the real ERROR line."""
-    processor, seen = _counting(Faulty(complete=2))
+    # SK7's every complete fails (tried until the short lease ends, then the ERROR); SK8's
+    # first one does, and the next try records it.
+    store = Faulty(complete=10**9)
+    processor, seen = _counting(store, lease=0.3)
     with caplog.at_level(logging.ERROR, logger="cmpay_async"):
         await processor.process(sign_notification(order_id="SK7", amount=5))
+        store.fail["complete"] = 1
         await processor.process(sign_notification(order_id="SK8", amount=5))
     assert 2 == len(seen)
     logs = [f"{r.levelname} {r.getMessage()}" for r in caplog.records]
