@@ -178,7 +178,9 @@ def docs(session: nox.Session) -> None:
     )
     _vendor_mermaid(session)
     session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs)
-    session.run("pytest", "-m", "docs", "tests/test_docs_site.py", env={"CMPAY_DOCS_SITE": "site"})
+    session.run(
+        "pytest", "-m", "docs", "tests/e2e/test_docs_site.py", env={"CMPAY_DOCS_SITE": "site"}
+    )
 
 
 @nox.session(name="docs-zensical")
@@ -195,7 +197,9 @@ def docs_zensical(session: nox.Session) -> None:
     _vendor_mermaid(session)
     # Zensical writes to mkdocs.yml's site_dir (site/), as the docs session does.
     session.run("zensical", "build", "--strict", "--clean", "-f", "mkdocs.yml")
-    session.run("pytest", "-m", "docs", "tests/test_docs_site.py", env={"CMPAY_DOCS_SITE": "site"})
+    session.run(
+        "pytest", "-m", "docs", "tests/e2e/test_docs_site.py", env={"CMPAY_DOCS_SITE": "site"}
+    )
 
 
 @nox.session
@@ -254,7 +258,7 @@ def build(session: nox.Session) -> None:
 def mutants(session: nox.Session) -> None:
     """Mutation testing (mutmut) of the modules in pyproject's [tool.mutmut]; writes
     benchmarks/MUTATION.md. Slow (not in CI); `nox -s mutants -- NAME_GLOB` runs a subset."""
-    # Pinned: tests/mutmut_plugin.py reads mutmut's state (which code runs at import).
+    # Pinned: tests/support/mutmut_plugin.py reads mutmut's state (which code runs at import).
     session.install(
         ".",
         "mutmut~=3.8.0",
@@ -280,7 +284,7 @@ def mutants(session: nox.Session) -> None:
             # own timeout, several times longer.
             "PYTEST_ADDOPTS": "--timeout=30",
             # A mutant of code that runs at import is judged by re-importing the package and
-            # the tests (tests/mutmut_plugin.py); without cached bytecode each such run
+            # the tests (tests/support/mutmut_plugin.py); without cached bytecode each such run
             # compiles some 150,000 mutated lines again (about 1 s of the 1.2 s an import
             # takes). Some machines set this variable for everything; mutmut's tree is
             # throwaway, so its caches may be written.

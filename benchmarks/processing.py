@@ -43,7 +43,7 @@ VERIFIER = Md5Signer(PUBLIC_TEST_KEY)
 @contextmanager
 def _stores() -> Iterator[dict[str, Store]]:
     """Every store that can run here: Redis and PostgreSQL only where they answer."""
-    from tests.queues import _answers_ping
+    from tests.support.queues import _answers_ping
 
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
@@ -150,7 +150,7 @@ def two_processes(count: int) -> dict[str, tuple[float, int]]:
     """Per shared store: (deliveries per second over 2 processes, handler runs)."""
     import multiprocessing
 
-    from tests.queues import _answers_ping
+    from tests.support.queues import _answers_ping
 
     context = multiprocessing.get_context("spawn")
     out: dict[str, tuple[float, int]] = {}

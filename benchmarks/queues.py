@@ -67,8 +67,8 @@ def facade_against_client(gateway: str, calls: int, rounds: int) -> tuple[float,
 
 def jobs_per_second(gateway: str, redis_url: str, jobs: int) -> dict[str, float]:
     """Jobs per second through Celery and arq, and the async client's own loop."""
-    from tests.queues import new_queue, wait_until, worker, worker_env
-    from tests.test_recipes import _arq_batch, _celery, _celery_worker
+    from tests.integrations.test_recipes import _arq_batch, _celery, _celery_worker
+    from tests.support.queues import new_queue, wait_until, worker, worker_env
 
     rates: dict[str, float] = {}
 

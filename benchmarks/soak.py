@@ -66,7 +66,7 @@ def _run(*cmd: str, check: bool = True, quiet: bool = False) -> subprocess.Compl
     return result
 
 
-# -- checking and reporting (no root needed: tests/test_soak.py runs these) ---------------------
+# -- checking and reporting (no root needed: tests/e2e/test_soak.py runs these) -----------------
 
 
 def read_paid(path: Path) -> list[str]:

@@ -22,8 +22,8 @@ import tempfile
 from io import BytesIO
 from pathlib import Path
 
-from tests.helpers import NOTIFY_BODY, TEST_KEY, TEST_MERCHANT
-from tests.notify_grammar_support import random_notification, signed_body
+from tests.support.helpers import NOTIFY_BODY, TEST_KEY, TEST_MERCHANT
+from tests.support.notify_grammar_support import random_notification, signed_body
 
 #: The last commit before the strict grammar (issue 22).
 BEFORE = "7122d12"

@@ -232,7 +232,7 @@ def bench_build(report: Report, number: int, rounds: int) -> None:
 def distinct_notifications(count: int) -> list[bytes]:
     """``count`` distinct signed notifications (UTF-8 bodies, Chinese free text, any bank,
     paid or failed), built with the standard library alone by the tests' own helpers."""
-    from tests.notify_grammar_support import random_notification, signed_body
+    from tests.support.notify_grammar_support import random_notification, signed_body
 
     rng = random.Random(2026)
     return [
@@ -514,7 +514,7 @@ def bench_queues(report: Report, gateway: str, *, quick: bool) -> None:
         target="<= 1.15x",
         met=facade <= 1.15 * direct,
     )
-    from tests.queues import redis_server  # skips (or fails in CI) without Redis
+    from tests.support.queues import redis_server  # skips (or fails in CI) without Redis
 
     with redis_server() as redis_url:
         rates = queues.jobs_per_second(gateway, redis_url, 40 if quick else 500)

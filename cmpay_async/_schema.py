@@ -3,7 +3,7 @@
 This module is the only place in cmpay-async where a field list is written. Signing order,
 validation, form encoding, parsing, the models' field mapping and the sandbox gateway all read
 the tables below; adding a message (OrderQuery, OrderRefund, WAPDirectPayConfirm) is adding data
-here. ``tests/test_registry.py`` fails if a field list appears anywhere else.
+here. ``tests/core/test_registry.py`` fails if a field list appears anywhere else.
 
 Wire order: the signed fields in the document's order, then the unsigned certificate field and
 ``hmac`` last, as in the document's samples (section 6.1.4 and 8.3).

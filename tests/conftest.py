@@ -1,4 +1,9 @@
-"""Shared fixtures: every async test runs on asyncio and on trio (anyio's pytest plugin)."""
+"""Shared fixtures: every async test runs on asyncio and on trio (anyio's pytest plugin).
+
+Also the services on 127.0.0.1 (``redis_url``, ``postgres_dsn``): one per test module that
+asks, skipped when absent (a failure under CMPAY_REQUIRE_SERVICES=1, as in CI). Fixtures of
+one area live in its own conftest.py (tests/client/conftest.py: the sandbox over TCP).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import sqlite3
 import sys
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 import pytest
@@ -15,7 +20,12 @@ import pytest
 from cmpay_async import CmpayClient
 from cmpay_async.testing import Sandbox
 
-from .helpers import make_client
+from .support.helpers import make_client
+from .support.queues import postgres_server, redis_server
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 @pytest.fixture(autouse=True)
@@ -102,3 +112,38 @@ async def client(sandbox: Sandbox) -> AsyncIterator[CmpayClient]:
     """A client wired to the sandbox in-process."""
     async with make_client(httpx.ASGITransport(app=sandbox)) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A Redis that answers (the machine's, or a private one)."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def postgres_dsn() -> Iterator[str]:
+    """The shared PostgreSQL (skip, or fail in CI, when it does not answer)."""
+    with postgres_server() as dsn:
+        yield dsn
+
+
+class Tracing(NamedTuple):
+    """A tracer provider and the exporter its finished spans land in."""
+
+    provider: TracerProvider
+    spans: InMemorySpanExporter
+
+
+@pytest.fixture
+def exporter() -> Iterator[Tracing]:
+    """A tracer provider whose finished spans land in memory (OpenTelemetry's SDK)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    yield Tracing(provider, spans)
+    provider.shutdown()

@@ -1,0 +1,1 @@
+"""CmpayClient and its blocking twin: calls, errors, deadlines, cancel, in-doubt, lifecycle."""

@@ -1,0 +1,1 @@
+"""The pure core: registry, codec, signing, keys, validation, models, protocol, errors."""

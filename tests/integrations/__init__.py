@@ -1,0 +1,1 @@
+"""Framework glue, real servers and task-queue recipes."""

@@ -1,0 +1,1 @@
+"""Notifications: verification, the processor, its stores and the inbox."""

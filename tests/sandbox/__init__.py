@@ -1,0 +1,1 @@
+"""The sandbox gateway and the command line."""

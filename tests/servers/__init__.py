@@ -1,1 +1,0 @@
-"""Shop apps served by real servers (gunicorn, uvicorn) in tests/test_servers.py."""

@@ -1,0 +1,1 @@
+"""Code the tests share (data, fakes, apps served by real servers); no tests here."""
