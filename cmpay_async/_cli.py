@@ -18,11 +18,11 @@ from typing import Any
 
 import attrs
 
-from ._client import PRODUCTION_ENDPOINT
 from ._codec import decode_payload, escaped_readings
 from ._exceptions import CmpayError, ConfigurationError
 from ._sandbox import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
 from ._schema import REGISTRY, Schema
+from ._settings import PRODUCTION_ENDPOINT
 from ._signing import Md5Signer, RsaSigner, RsaVerifier, Signer, Verifier, inner_digest, source_of
 from ._version import __version__
 
