@@ -10,14 +10,13 @@ retry decision in ``_retry``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import logging
 import random
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -166,41 +165,31 @@ class CmpayClient:
         check_pool_choice(http_client, transport)
         self._host = checked_host(endpoint, transport, allow_insecure_http=allow_insecure_http)
         check_max_connections(max_connections)
-        self.merchant_id = merchant_id
-        self.callback_url = callback_url
-        self.notify_url = notify_url
+        self.merchant_id, self.endpoint = merchant_id, endpoint
+        self.callback_url, self.notify_url = callback_url, notify_url
         self.character_set = CharacterSet(character_set)
-        self.endpoint = endpoint
-        self._timeouts = timeouts or Timeouts()
         self.extra_bank_codes = frozenset(extra_bank_codes)
-        self._signer = signer
-        self._clock = clock
-        # Built once: every request of a caller's http_client passes it (ours have it).
+        self._signer, self._clock = signer, clock
+        self._timeouts = timeouts or Timeouts()
         self._timeout = self._timeouts.to_httpx()
-        self._transport = transport
-        self._pools = _loop_pools(self._timeout, http_client, transport, max_connections)
+        self._transport, self._closed = transport, False
         self._owns_transport = http_client is None and transport is not None
-        self._closed = False
+        self._pools = _loop_pools(self._timeout, http_client, transport, max_connections)
         # None unless asked for: the untraced path pays one test per call and attempt.
         self._tracing = Tracing(tracer_provider) if tracing or tracer_provider else None
-        self._observer = Observer(
-            endpoint_host=self._host,
-            on_request_start=on_request_start,
-            on_request_end=on_request_end,
-            tracing=self._tracing,
-        )
         self._engine = Engine(
             url=httpx.URL(endpoint),
             timeouts=self._timeouts,
+            # Our own clients have the timeouts already; a caller's has its own defaults.
             request_timeout=self._timeout if http_client is not None else None,
             retry=retry or RetryPolicy(),
             rng=rng or random.Random(),  # noqa: S311 - backoff jitter, not cryptography
             pools=self._pools,
-            observer=self._observer,
+            observer=Observer(self._host, on_request_start, on_request_end, self._tracing),
             on_in_doubt=on_in_doubt,
             check_open=self._check_open,
-            endpoint_host=self._host,
         )
+        self._observer = self._engine.observer
 
     def __repr__(self) -> str:
         return (
@@ -342,7 +331,7 @@ class CmpayClient:
         ``TransportError`` when the exchange fails. Whenever the error says ``maybe_sent``,
         call ``query_order`` before anything else.
         """
-        with self._context("create_payment", order, request_id):
+        with _Preparing("create_payment", order, request_id, self._host):
             self._check_open()
             request = self.prepare_payment(
                 order, ip_address=ip_address, request_id=request_id, channel=channel
@@ -411,7 +400,7 @@ class CmpayClient:
         gateway's ``RPM22201`` is a result, not an error). A query changes nothing, so unlike
         a payment it is also retried after a timeout or a dropped connection.
         """
-        with self._context("query_order", order_id, request_id):
+        with _Preparing("query_order", order_id, request_id, self._host):
             self._check_open()
             request = build_order_request(
                 "OrderQuery",
@@ -441,7 +430,7 @@ class CmpayClient:
         automatically. Pass the same ``request_id`` to retry one refund safely.
         """
         # The registry's OrderRefund rules refuse 0, negatives, strs, floats and bools.
-        with self._context("refund", order_id, request_id):
+        with _Preparing("refund", order_id, request_id, self._host):
             self._check_open()
             request = build_order_request(
                 "OrderRefund",
@@ -481,41 +470,9 @@ class CmpayClient:
                 concurrency=concurrency,
                 per_second=per_second,
             )
-        return self._traced_reconcile(self._tracing, pending, now, concurrency, per_second)
-
-    async def _traced_reconcile(
-        self,
-        tracing: Tracing,
-        pending: Iterable[PendingOrder],
-        now: dt.datetime | None,
-        concurrency: int,
-        per_second: float,
-    ) -> AsyncIterator[OrderQueryResult]:
-        """``reconcile`` in a ``cmpay.reconcile`` span, the parent of every query's span."""
-        # Not the current span: the generator yields to its consumer, whose context must not
-        # change; each query task enters the span's context itself.
-        span, parent = tracing.detached(
-            "cmpay.reconcile", {"cmpay.concurrency": concurrency, "server.address": self._host}
+        return _traced_reconcile(
+            self._tracing, self._host, self.query_order, pending, now, concurrency, per_second
         )
-
-        async def query(order_id: str) -> OrderQueryResult:
-            with tracing.within(parent):
-                return await self.query_order(order_id)
-
-        found = 0
-        error: BaseException | None = None
-        try:
-            async for result in reconcile_orders(
-                query, pending, now=now, concurrency=concurrency, per_second=per_second
-            ):
-                found += 1
-                yield result
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            tracing.finish(span, error, **{"cmpay.results": found})
-            span.end()
 
     def verify_notification(
         self,
@@ -537,26 +494,78 @@ class CmpayClient:
         )
         if self._tracing is None:
             return verify()
-        with self._tracing.span("cmpay.verify_notification") as span:
-            try:
-                note = verify()
-            except CmpayError as exc:
-                self._tracing.finish(span, exc)
-                raise
-            self._tracing.finish(span, None, **{"cmpay.interface": note.type})
-            return note
+        return _traced_verify(self._tracing, verify)
 
-    @contextlib.contextmanager
-    def _context(self, operation: str, order: object, request_id: str | None) -> Iterator[None]:
-        """Errors raised while preparing a call name the call too (before any I/O)."""
-        try:
-            yield
-        except CmpayError as exc:
-            order_id = getattr(order, "order_id", order)
+
+class _Preparing:
+    """Errors raised while preparing a call name the call too (before any I/O)."""
+
+    __slots__ = ("host", "operation", "order", "request_id")
+
+    def __init__(self, operation: str, order: object, request_id: str | None, host: str) -> None:
+        self.operation, self.order, self.request_id, self.host = operation, order, request_id, host
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if isinstance(exc, CmpayError):
+            order_id = getattr(self.order, "order_id", self.order)
             exc.add_context(
-                operation=operation,
+                operation=self.operation,
                 order_id=order_id if isinstance(order_id, str) else None,
-                request_id=request_id,
-                endpoint_host=self._host,
+                request_id=self.request_id,
+                endpoint_host=self.host,
             )
+
+
+async def _traced_reconcile(
+    tracing: Tracing,
+    host: str,
+    query_order: Callable[[str], Awaitable[OrderQueryResult]],
+    pending: Iterable[PendingOrder],
+    now: dt.datetime | None,
+    concurrency: int,
+    per_second: float,
+) -> AsyncIterator[OrderQueryResult]:
+    """``reconcile`` in a ``cmpay.reconcile`` span, the parent of every query's span."""
+    # Not the current span: the generator yields to its consumer, whose context must not
+    # change; each query task enters the span's context itself.
+    span, parent = tracing.detached(
+        "cmpay.reconcile", {"cmpay.concurrency": concurrency, "server.address": host}
+    )
+
+    async def query(order_id: str) -> OrderQueryResult:
+        with tracing.within(parent):
+            return await query_order(order_id)
+
+    found = 0
+    error: BaseException | None = None
+    try:
+        async for result in reconcile_orders(
+            query, pending, now=now, concurrency=concurrency, per_second=per_second
+        ):
+            found += 1
+            yield result
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        tracing.finish(span, error, **{"cmpay.results": found})
+        span.end()
+
+
+def _traced_verify(
+    tracing: Tracing, verify: Callable[[], PageNotify | OfflineNotify]
+) -> PageNotify | OfflineNotify:
+    """``verify_notification`` in a ``cmpay.verify_notification`` span."""
+    with tracing.span("cmpay.verify_notification") as span:
+        try:
+            note = verify()
+        except CmpayError as exc:
+            tracing.finish(span, exc)
             raise
+        tracing.finish(span, None, **{"cmpay.interface": note.type})
+        return note

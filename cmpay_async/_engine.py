@@ -67,7 +67,6 @@ class Engine:
         observer: Observer,
         on_in_doubt: Callable[[InDoubt], object] | None,
         check_open: Callable[[], None],
-        endpoint_host: str,
     ) -> None:
         self.url = url
         self.timeouts = timeouts
@@ -78,7 +77,7 @@ class Engine:
         self.observer = observer
         self.on_in_doubt = on_in_doubt
         self.check_open = check_open
-        self.host = endpoint_host
+        self.host = observer.host
 
     async def call(
         self,

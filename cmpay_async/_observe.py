@@ -204,17 +204,17 @@ class Observer:
     when the ``cmpay_async`` logger is enabled for DEBUG.
     """
 
-    __slots__ = ("_host", "on_request_end", "on_request_start", "tracing")
+    __slots__ = ("host", "on_request_end", "on_request_start", "tracing")
 
     def __init__(
         self,
-        *,
         endpoint_host: str,
         on_request_start: Callable[[RequestStart], object] | None,
         on_request_end: Callable[[RequestEnd], object] | None,
         tracing: Tracing | None,
     ) -> None:
-        self._host = endpoint_host
+        #: The endpoint's host, named in events and spans (never the URL).
+        self.host = endpoint_host
         self.on_request_start = on_request_start
         self.on_request_end = on_request_end
         self.tracing = tracing
@@ -238,7 +238,7 @@ class Observer:
             order_id=order_id,
             request_id=request_id,
             attempt=attempt,
-            endpoint_host=self._host,
+            endpoint_host=self.host,
         )
         call_hook("on_request_start", self.on_request_start, start)
 
@@ -269,7 +269,7 @@ class Observer:
                 (record.ended - record.started) * 1000,
             )
         if self.on_request_end is not None and record.attempt:
-            call_hook("on_request_end", self.on_request_end, record.event(self._host))
+            call_hook("on_request_end", self.on_request_end, record.event(self.host))
 
     def attempt_span(self, attempt: int) -> contextlib.AbstractContextManager[Any]:
         """The ``cmpay.attempt`` span, current while the request is exchanged (or no span)."""
