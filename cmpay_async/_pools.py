@@ -194,8 +194,10 @@ class LoopPools:
 
     async def aclose_current(self) -> int:
         """Close the running loop's pool; return how many other loops still hold one open."""
+        if self._generation != _generation:  # a forked child: the pools are the parent's
+            return 0
         token = anyio.lowlevel.current_token().native_token
-        state = self._states.get(token) if self._generation == _generation else None
+        state = self._states.get(token)
         if state is not None:
             await state.aclose()
             # End the guard too: left suspended, it is an unfinished async generator that
