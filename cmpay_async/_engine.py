@@ -20,14 +20,14 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
 import anyio
 import httpx
 
 from ._exceptions import CmpayError, RemoteProtocolError, TransportTimeoutError
-from ._observe import Attempt, Observer
+from ._observe import Attempt, Observer, Tracing
 from ._pools import LoopPools, PoolState
 from ._protocol import PreparedRequest
 from ._retry import CallState, RetryPolicy
@@ -79,19 +79,30 @@ class Engine:
         self.check_open = check_open
         self.host = observer.host
 
-    async def call(
+    def call(
         self,
         operation: str,
         request: PreparedRequest,
         parse: Callable[[bytes], R],
         *,
         idempotent: bool = False,
-    ) -> R:
-        """Exchange and parse, in a span when tracing is on."""
+    ) -> Coroutine[Any, Any, R]:
+        """Exchange and parse (a coroutine), in a span when tracing is on."""
         state = CallState()
         tracing = self.observer.tracing
-        if tracing is None:
-            return await self._call(operation, request, parse, state, idempotent)
+        if tracing is None:  # the coroutine itself: no frame of our own to pass through
+            return self._call(operation, request, parse, state, idempotent)
+        return self._traced(tracing, operation, request, parse, state, idempotent)
+
+    async def _traced(
+        self,
+        tracing: Tracing,
+        operation: str,
+        request: PreparedRequest,
+        parse: Callable[[bytes], R],
+        state: CallState,
+        idempotent: bool,
+    ) -> R:
         attributes = {"cmpay.interface": request.message, "server.address": self.host}
         with tracing.span(f"cmpay.{operation}", attributes) as span:
             error: BaseException | None = None
@@ -238,13 +249,16 @@ class Engine:
         """
         total = self.timeouts.total
         deadline = anyio.current_time() + total if total is not None else math.inf
-        pools = await self.pools.current()
+        pools = self.pools.existing() or await self.pools.current()
         observer = self.observer
         while True:
             self.check_open()
             attempt = state.begin(time.perf_counter())
             observer.sending(request.message, request.order_id, request.request_id, attempt)
-            await self._take_slot(pools.slots, deadline, request, state)
+            try:
+                pools.slots.acquire_nowait()
+            except anyio.WouldBlock:
+                await self._wait_for_slot(pools.slots, deadline, request, state)
             if observer.on_request_start is not None:
                 observer.start(operation, request.order_id, request.request_id, attempt)
             outcome = await self._attempt(pools, request, state, attempt, deadline)
@@ -319,18 +333,13 @@ class Engine:
             request_id=request.request_id,
         )
 
-    async def _take_slot(
+    async def _wait_for_slot(
         self,
         slots: anyio.Semaphore,
         deadline: float,
         request: PreparedRequest,
         state: CallState,
     ) -> None:
-        try:
-            slots.acquire_nowait()
-            return
-        except anyio.WouldBlock:
-            pass
         wait = min(self.timeouts.pool, deadline - anyio.current_time())
         with anyio.move_on_after(wait):
             await slots.acquire()

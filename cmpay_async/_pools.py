@@ -144,6 +144,12 @@ class LoopPools:
         """Requests in flight at once in each event loop."""
         return self._max_in_flight
 
+    def existing(self) -> PoolState | None:
+        """The state of the running event loop if it has one already (no await: the hot path)."""
+        if self._generation != _generation:
+            return None
+        return self._states.get(anyio.lowlevel.current_token().native_token)
+
     async def current(self) -> PoolState:
         """The state of the running event loop, made on first use."""
         token = anyio.lowlevel.current_token().native_token

@@ -196,7 +196,31 @@ async def post(
     answer too large or encoded against our wish (``maybe_sent``: something answered).
     """
     try:
-        return await _exchange(http, url, request, timeout, flag)
+        http_request = http.build_request(
+            "POST",
+            url,
+            content=request.body,
+            # identity: a compressed answer could expand a thousandfold before any size check.
+            headers={"Content-Type": request.content_type, "Accept-Encoding": "identity"},
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            extensions={"trace": flag.trace},
+        )
+        flag.extensions = http_request.extensions  # httpx's own copy; httpcore gets this one
+        response = await http.send(http_request, stream=True)
+        try:
+            status = response.status_code
+            if response.is_stream_consumed:  # made in memory (a mock transport): read already
+                return status, _within_cap(response.content, status)
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_ANSWER:
+                raise too_large(status)
+            body = await _read_capped(response, status)
+            encoding = response.headers.get("content-encoding", "").strip().lower()
+            if encoding and encoding != "identity":
+                body = inflate(body, encoding, status)
+            return status, body
+        finally:
+            await response.aclose()
     except CmpayError:
         raise
     except Exception as exc:
@@ -209,41 +233,10 @@ async def post(
         ) from exc
 
 
-async def _exchange(
-    http: httpx.AsyncClient,
-    url: httpx.URL,
-    request: PreparedRequest,
-    timeout: httpx.Timeout | None,
-    flag: SentFlag,
-) -> tuple[int, bytes]:
-    http_request = http.build_request(
-        "POST",
-        url,
-        content=request.body,
-        # identity: a compressed answer could expand a thousandfold before any size check.
-        headers={"Content-Type": request.content_type, "Accept-Encoding": "identity"},
-        timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-        extensions={"trace": flag.trace},
-    )
-    flag.extensions = http_request.extensions  # httpx made its own copy; httpcore gets this one
-    response = await http.send(http_request, stream=True)
-    try:
-        status = response.status_code
-        if response.is_stream_consumed:  # made in memory (a mock transport): read already
-            body = response.content
-            if len(body) > MAX_ANSWER:
-                raise too_large(status)
-            return status, body
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_ANSWER:
-            raise too_large(status)
-        body = await _read_capped(response, status)
-        encoding = response.headers.get("content-encoding", "").strip().lower()
-        if encoding and encoding != "identity":
-            body = inflate(body, encoding, status)
-        return status, body
-    finally:
-        await response.aclose()
+def _within_cap(body: bytes, status: int) -> bytes:
+    if len(body) > MAX_ANSWER:
+        raise too_large(status)
+    return body
 
 
 async def _read_capped(response: httpx.Response, status: int) -> bytes:
