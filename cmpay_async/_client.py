@@ -75,6 +75,11 @@ logger = logging.getLogger("cmpay_async")
 _ORDER_ID_USED = "RPM22208"
 
 
+#: The endpoint parsed once per process (an ``httpx.URL`` is immutable): clients built per
+#: request or per test would otherwise spend half their construction parsing the same text.
+_parsed_url = functools.lru_cache(maxsize=16)(httpx.URL)
+
+
 def _china_now() -> dt.datetime:
     return dt.datetime.now(CHINA_TZ)
 
@@ -178,7 +183,7 @@ class CmpayClient:
         # None unless asked for: the untraced path pays one test per call and attempt.
         self._tracing = Tracing(tracer_provider) if tracing or tracer_provider else None
         self._engine = Engine(
-            url=httpx.URL(endpoint),
+            url=_parsed_url(endpoint),
             timeouts=self._timeouts,
             # Our own clients have the timeouts already; a caller's has its own defaults.
             request_timeout=self._timeout if http_client is not None else None,
