@@ -2,14 +2,7 @@
 
 from ._appendix import BANK_CODES, RETURN_CODES, SUCCESS_CODES, ReturnCode, explain_return_code
 from ._blocking import BlockingCmpayClient
-from ._client import (
-    PRODUCTION_ENDPOINT,
-    TEST_ENDPOINT,
-    CmpayClient,
-    InDoubt,
-    RetryPolicy,
-    Timeouts,
-)
+from ._client import CmpayClient
 from ._codec import content_type, decode_payload, encode_form
 from ._enums import (
     Channel,
@@ -64,7 +57,9 @@ from ._observe import RequestEnd, RequestStart
 from ._processor import NotificationProcessor, PaymentEvent, Receipt, event_key
 from ._protocol import PreparedRequest, build_payment_request, parse_payment_response
 from ._reconcile import DEFAULT_SCHEDULE, PendingOrder
+from ._retry import RetryPolicy
 from ._schema import REGISTRY, Field, Kind, Schema, schema_for
+from ._settings import PRODUCTION_ENDPOINT, TEST_ENDPOINT, InDoubt, Timeouts
 from ._signing import Md5Signer, RsaSigner, RsaVerifier, Signer, Verifier, signing_source
 from ._values import parse_amount_items, parse_date, parse_datetime, parse_pay_url
 from ._version import __version__

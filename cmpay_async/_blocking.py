@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import inspect
 import re
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 import anyio.lowlevel
 import attrs
@@ -43,6 +44,8 @@ from ._reconcile import CONCURRENCY, PER_SECOND, PendingOrder
 __all__ = ["BlockingCmpayClient"]
 
 T = TypeVar("T")
+S = TypeVar("S")
+P = ParamSpec("P")
 
 _CLOSED = "this BlockingCmpayClient is closed; create a new one"
 
@@ -70,6 +73,28 @@ def _refuse_inside_a_loop() -> None:
     )
 
 
+def _settings_of(
+    source: Callable[P, object],
+) -> Callable[[Callable[Concatenate[S, ...], None]], Callable[Concatenate[S, P], None]]:
+    """Type a constructor as taking ``source``'s parameters: one list, written once."""
+
+    def typed(init: Callable[Concatenate[S, ...], None]) -> Callable[Concatenate[S, P], None]:
+        return init
+
+    return typed
+
+
+def _run_in_new_loop(coroutine: Callable[[], Coroutine[Any, Any, object]]) -> None:
+    """Run a coroutine to completion on a loop of its own, on a helper thread if needed."""
+    if not _loop_running_here():
+        asyncio.run(coroutine())
+        return
+    # asyncio refuses to run a loop where one is running (Playwright's sync API).
+    helper = threading.Thread(target=asyncio.run, args=(coroutine(),), name="cmpay-close")
+    helper.start()
+    helper.join()
+
+
 @attrs.define(eq=False)
 class _ThreadLoop:
     """One thread's private event loop; the lock is held while a call runs on it."""
@@ -87,7 +112,14 @@ class BlockingCmpayClient:
     process, and share it between threads. Use it as a context manager or call ``close()``.
     """
 
-    def __init__(self, client: CmpayClient | None = None, **settings: Any) -> None:
+    @overload
+    def __init__(self, client: CmpayClient, /) -> None: ...
+
+    @overload
+    @_settings_of(CmpayClient)
+    def __init__(self) -> None: ...
+
+    def __init__(self, client: CmpayClient | None = None, /, **settings: Any) -> None:
         if client is not None and settings:
             raise ConfigurationError("pass either a CmpayClient or its settings, not both")
         self._client = client if client is not None else CmpayClient(**settings)
@@ -129,7 +161,9 @@ class BlockingCmpayClient:
             loops, self._loops = self._loops, []
         for thread_loop in loops:
             self._shut(thread_loop)
-        self._client._closed = True  # every pool it had is closed above
+        # Every loop's pool was closed with its loop: this marks the client closed (and
+        # closes a transport it owns) with nothing left open to warn about.
+        _run_in_new_loop(self._client.aclose)
 
     def _shut(self, thread_loop: _ThreadLoop) -> None:
         if thread_loop.generation != fork_generation():
@@ -150,9 +184,10 @@ class BlockingCmpayClient:
             closer.start()
             closer.join()
 
-    def _close_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+    @staticmethod
+    def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
         try:
-            loop.run_until_complete(self._client._pools.aclose_current())
+            # The client's pool of this loop closes with the loop's async generators.
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
@@ -269,3 +304,20 @@ class BlockingCmpayClient:
         return self._client.verify_notification(
             payload, charset=charset, order_id_pattern=order_id_pattern
         )
+
+
+_CLIENT_PARAMETERS = list(inspect.signature(CmpayClient).parameters.values())
+# What help() and inspect show: a CmpayClient, or the keyword arguments of one.
+BlockingCmpayClient.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY),
+        inspect.Parameter(
+            "client",
+            inspect.Parameter.POSITIONAL_ONLY,
+            default=None,
+            annotation="CmpayClient | None",
+        ),
+        *_CLIENT_PARAMETERS,
+    ],
+    return_annotation="None",
+)

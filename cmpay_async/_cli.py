@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from ._client import PRODUCTION_ENDPOINT
 from ._codec import decode_payload
 from ._exceptions import CmpayError, ConfigurationError
 from ._schema import REGISTRY
+from ._settings import PRODUCTION_ENDPOINT
 from ._signing import Md5Signer, RsaSigner, RsaVerifier, Signer, Verifier, inner_digest, source_of
 from ._sigsearch import Candidate, Unsearchable, schema_named, search
 from ._testkeys import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT

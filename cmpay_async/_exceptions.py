@@ -184,8 +184,20 @@ class RemoteProtocolError(CmpayError):
     status_code: int | None = None
     excerpt: str | None = None
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        status_code: int | None = None,
+        excerpt: str | None = None,
+        maybe_sent: bool = False,
+    ) -> None:
         self.field = field
+        if status_code is not None:  # about an answer the client read: known when built
+            self.status_code, self.excerpt = status_code, excerpt
+        if maybe_sent:
+            self.maybe_sent = True
         super().__init__(f"{field}: {message}" if field else message)
 
     def _message(self) -> str:

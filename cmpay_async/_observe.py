@@ -20,7 +20,16 @@ import attrs
 from ._exceptions import CmpayError, ConfigurationError, GatewayError
 from ._version import __version__
 
-__all__ = ["Outcome", "RequestEnd", "RequestStart", "Tracing", "call_hook", "outcome_of"]
+__all__ = [
+    "Attempt",
+    "Observer",
+    "Outcome",
+    "RequestEnd",
+    "RequestStart",
+    "Tracing",
+    "call_hook",
+    "outcome_of",
+]
 
 logger = logging.getLogger("cmpay_async")
 
@@ -141,3 +150,143 @@ class Tracing:
             yield
         finally:
             self._context.detach(token)
+
+
+#: A context manager that does nothing, shared: the untraced path makes none per attempt.
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
+@attrs.frozen(kw_only=True)
+class Attempt:
+    """The frozen record of how one attempt ended, from which logs, hooks and spans are fed."""
+
+    operation: str
+    message: str
+    order_id: str
+    request_id: str
+    attempt: int
+    #: ``time.perf_counter()`` when the attempt started (its slot wait included).
+    started: float
+    ended: float
+    #: ``queue``: no slot in time; ``exchange``: the POST failed; ``answer``: an answer came.
+    phase: Literal["queue", "exchange", "answer"]
+    status: int | None = None
+    error: CmpayError | None = None
+    #: The verified answer's return code (a result's, or a refusal's).
+    return_code: str | None = None
+    maybe_sent: bool = False
+    retrying: bool = False
+
+    def event(self, endpoint_host: str) -> RequestEnd:
+        """The hook's view of the record: names and codes, never the error's text."""
+        error = self.error
+        return RequestEnd(
+            operation=self.operation,
+            order_id=self.order_id,
+            request_id=self.request_id,
+            attempt=self.attempt,
+            endpoint_host=endpoint_host,
+            duration=self.ended - self.started,
+            outcome=outcome_of(error),
+            return_code=error.code if isinstance(error, GatewayError) else self.return_code,
+            status_code=self.status,
+            maybe_sent=self.maybe_sent,
+            error=None if error is None else type(error).__name__,
+            retrying=self.retrying,
+        )
+
+
+class Observer:
+    """The one place a call is reported from: debug log lines, the two hooks, and spans.
+
+    Each feed costs nothing unless it is on: a hook when set, spans when tracing, log lines
+    when the ``cmpay_async`` logger is enabled for DEBUG.
+    """
+
+    __slots__ = ("host", "on_request_end", "on_request_start", "tracing")
+
+    def __init__(
+        self,
+        endpoint_host: str,
+        on_request_start: Callable[[RequestStart], object] | None,
+        on_request_end: Callable[[RequestEnd], object] | None,
+        tracing: Tracing | None,
+    ) -> None:
+        #: The endpoint's host, named in events and spans (never the URL).
+        self.host = endpoint_host
+        self.on_request_start = on_request_start
+        self.on_request_end = on_request_end
+        self.tracing = tracing
+
+    @property
+    def wants_ends(self) -> bool:
+        """Whether an attempt's end is reported anywhere (so worth making a record of)."""
+        return self.on_request_end is not None or logger.isEnabledFor(logging.DEBUG)
+
+    def sending(self, message: str, order_id: str, request_id: str, attempt: int) -> None:
+        """An attempt begins: it will wait for a slot, then be sent."""
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "-> %s orderId=%s requestId=%s attempt=%d", message, order_id, request_id, attempt
+            )
+
+    def start(self, operation: str, order_id: str, request_id: str, attempt: int) -> None:
+        """An attempt holds its slot and is about to be sent: ``on_request_start``."""
+        start = RequestStart(
+            operation=operation,
+            order_id=order_id,
+            request_id=request_id,
+            attempt=attempt,
+            endpoint_host=self.host,
+        )
+        call_hook("on_request_start", self.on_request_start, start)
+
+    def answered(self, record: Attempt, body: bytes) -> None:
+        """An answer came (before it is checked): its log line, with its first returnCode."""
+        if logger.isEnabledFor(logging.DEBUG):  # finding the return code costs a scan
+            logger.debug(
+                "<- %s orderId=%s requestId=%s status=%d returnCode=%s elapsed=%.1fms",
+                record.message,
+                record.order_id,
+                record.request_id,
+                record.status,
+                _return_code(body),
+                (record.ended - record.started) * 1000,
+            )
+
+    def end(self, record: Attempt) -> None:
+        """An attempt ended: a failed exchange is logged, and ``on_request_end`` is told."""
+        error = record.error
+        if error is not None and record.phase == "exchange":
+            logger.debug(
+                "<- %s orderId=%s requestId=%s failed: %s maybe_sent=%s elapsed=%.1fms",
+                record.message,
+                record.order_id,
+                record.request_id,
+                type(error).__name__,
+                error.maybe_sent,
+                (record.ended - record.started) * 1000,
+            )
+        if self.on_request_end is not None and record.attempt:
+            call_hook("on_request_end", self.on_request_end, record.event(self.host))
+
+    def attempt_span(self, attempt: int) -> contextlib.AbstractContextManager[Any]:
+        """The ``cmpay.attempt`` span, current while the request is exchanged (or no span)."""
+        if self.tracing is None:
+            return _NO_SPAN
+        return self.tracing.span("cmpay.attempt", {"cmpay.attempt": attempt})
+
+    def finish_attempt(self, span: Any, error: CmpayError | None, status: int | None) -> None:
+        """Close an attempt's span with its outcome (no-op untraced)."""
+        if span is not None and self.tracing is not None:
+            self.tracing.finish(
+                span, error, **{"http.response.status_code": None if error else status}
+            )
+
+
+def _return_code(body: bytes) -> str:
+    """The first returnCode in an unverified answer, cut short: for a log line only."""
+    start = body.find(b"returnCode=")
+    if start < 0:
+        return "-"
+    return body[start + 11 :].partition(b"&")[0][:20].decode(errors="replace")

@@ -144,6 +144,12 @@ class LoopPools:
         """Requests in flight at once in each event loop."""
         return self._max_in_flight
 
+    def existing(self) -> PoolState | None:
+        """The state of the running event loop if it has one already (no await: the hot path)."""
+        if self._generation != _generation:
+            return None
+        return self._states.get(anyio.lowlevel.current_token().native_token)
+
     async def current(self) -> PoolState:
         """The state of the running event loop, made on first use."""
         token = anyio.lowlevel.current_token().native_token
@@ -194,8 +200,10 @@ class LoopPools:
 
     async def aclose_current(self) -> int:
         """Close the running loop's pool; return how many other loops still hold one open."""
+        if self._generation != _generation:  # a forked child: the pools are the parent's
+            return 0
         token = anyio.lowlevel.current_token().native_token
-        state = self._states.get(token) if self._generation == _generation else None
+        state = self._states.get(token)
         if state is not None:
             await state.aclose()
             # End the guard too: left suspended, it is an unfinished async generator that

@@ -27,7 +27,7 @@ _KEY_NAMES = ("signKey", "sign_key", "privateKey", "private_key")
 @functools.cache
 def sensitive_names() -> frozenset[str]:
     """Wire names whose values never appear in clear: personal data, signatures, keys."""
-    names = set(_KEY_NAMES)
+    names: set[str] = set(_KEY_NAMES)
     for schema in REGISTRY.values():
         for field in schema.fields:
             if field.sensitive or field.kind in (Kind.SIGNATURE, Kind.CERT):

@@ -64,13 +64,16 @@ class Signer(Protocol):
     @property
     def sign_type(self) -> SignType:
         """The ``signType`` this signer produces."""
+        ...
 
     @property
     def merchant_cert(self) -> str:
         """The ``merchantCert`` value to send with requests ("" for MD5)."""
+        ...
 
     def sign(self, source: str) -> str:
         """Return the signature of ``source`` as lowercase hex."""
+        ...
 
 
 @runtime_checkable
@@ -80,6 +83,7 @@ class Verifier(Protocol):
     @property
     def sign_type(self) -> SignType:
         """The ``signType`` this verifier accepts."""
+        ...
 
     def verify(self, source: str, signature: str) -> None:
         """Return if ``signature`` is valid for ``source``, else raise ``SignatureError``."""

@@ -136,3 +136,18 @@ def receive_without_await(body: bytes) -> bytes:
     view: object = notify_view(inbox)
     assert report.handled >= 0, view
     return receipt.ack.body + processor.process_sync(body).body
+
+
+def blocking_settings() -> list[cmpay_async.BlockingCmpayClient]:
+    """The blocking client takes CmpayClient's own typed keywords, or a CmpayClient."""
+    signer = Md5Signer("k-not-the-merchants-key")
+    typed = cmpay_async.BlockingCmpayClient(
+        merchant_id="M", signer=signer, timeouts=cmpay_async.Timeouts(total=20.0)
+    )
+    wrapped = cmpay_async.BlockingCmpayClient(
+        cmpay_async.CmpayClient(merchant_id="M", signer=signer)
+    )
+    # Each line below must stay a type error (warn_unused_ignores fails the run otherwise).
+    misspelt = cmpay_async.BlockingCmpayClient(merchant_idd="M", signer=signer)  # type: ignore[call-overload]
+    mistyped = cmpay_async.BlockingCmpayClient(merchant_id="M", signer=signer, max_connections="9")  # type: ignore[call-overload]
+    return [typed, wrapped, misspelt, mistyped]

@@ -37,7 +37,7 @@ from cmpay_async import (
     decode_payload,
     signing_source,
 )
-from cmpay_async._client import _return_code
+from cmpay_async._observe import _return_code
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Merchant, Sandbox
 from tests.support.helpers import ENDPOINT, _AsyncMock, make_client, rsa_key, valid_order
 

@@ -30,12 +30,13 @@ from cmpay_async import (
     TransportTimeoutError,
     UnexpectedMessageError,
     ValidationError,
-    _client,
+    _engine,
     signing_source,
 )
-from cmpay_async._client import _excerpt, _translate, _unexpected
 from cmpay_async._codec import encode_answer
 from cmpay_async._schema import REGISTRY
+from cmpay_async._transport import check_answer, translate
+from cmpay_async._transport import excerpt as _excerpt
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox, sign_notification
 from tests.support.helpers import _AsyncMock, make_client, rsa_key, valid_order
 
@@ -98,7 +99,7 @@ def test_every_httpx_failure_is_translated_exactly(
     exc: Exception, cls: type[TransportError], maybe_sent: bool, message: str
 ) -> None:
     """The class, maybe_sent, the order and request, and the message: each as documented."""
-    error = _translate(exc, order_id="ORD1", request_id="REQ1")  # type: ignore[arg-type]
+    error = translate(exc, order_id="ORD1", request_id="REQ1")
 
     assert cls is type(error)
     assert (maybe_sent, "ORD1", "REQ1") == (error.maybe_sent, error.order_id, error.request_id)
@@ -119,7 +120,9 @@ def test_an_unexpected_failure_says_how_far_it_got(maybe_sent: bool, tail: str) 
     )
     cause = RuntimeError("boom")
 
-    error = _unexpected(cause, prepared, maybe_sent=maybe_sent)
+    error = translate(
+        cause, order_id=prepared.order_id, request_id=prepared.request_id, sent=maybe_sent
+    )
 
     assert f"unexpected RuntimeError during the exchange: boom; {tail}" == str(error)
     assert (maybe_sent, prepared.order_id, "REQ9") == (
@@ -371,7 +374,7 @@ def _prepared() -> Any:
 def test_a_status_outside_2xx_is_an_http_status_error(status: int, maybe_sent: bool) -> None:
     """Anything but 2xx: a 5xx may come after processing, a 3xx or 4xx never."""
     with pytest.raises(HTTPStatusError) as caught:
-        CmpayClient._check_answer(status, b"<h1>no</h1>", _prepared())
+        check_answer(status, b"<h1>no</h1>", _prepared())
 
     error = caught.value
     assert (status, maybe_sent, "201103071740044998", "CHK1") == (
@@ -396,7 +399,7 @@ def test_a_status_outside_2xx_is_an_http_status_error(status: int, maybe_sent: b
 def test_an_empty_or_html_2xx_answer_is_a_decode_error(status: int, body: bytes, why: str) -> None:
     """Empty or a page (even after leading whitespace): DecodeError, maybe_sent, with status."""
     with pytest.raises(DecodeError) as caught:
-        CmpayClient._check_answer(status, body, _prepared())
+        check_answer(status, body, _prepared())
 
     assert why == str(caught.value).split(" (HTTP")[0]
     assert (status, True) == (caught.value.status_code, caught.value.maybe_sent)
@@ -405,7 +408,7 @@ def test_an_empty_or_html_2xx_answer_is_a_decode_error(status: int, body: bytes,
 @pytest.mark.parametrize("status", [200, 299])
 def test_a_form_answer_passes_the_first_checks(status: int) -> None:
     """A key=value body with a 2xx status goes on to verification."""
-    assert CmpayClient._check_answer(status, b"  merchantId=1&returnCode=0", _prepared()) is None
+    assert check_answer(status, b"  merchantId=1&returnCode=0", _prepared()) is None
 
 
 class ScriptedTime:
@@ -430,7 +433,7 @@ async def test_the_answer_is_logged_at_debug_with_its_elapsed_time(
 ) -> None:
     """One line per answer: message, order, request, status, returnCode, milliseconds."""
 
-    monkeypatch.setattr(_client, "time", ScriptedTime())
+    monkeypatch.setattr(_engine, "time", ScriptedTime())
     caplog.set_level(logging.DEBUG, logger="cmpay_async")
     async with make_client(httpx.ASGITransport(app=Sandbox())) as client:
         await client.create_payment(valid_order(), ip_address="1.2.3.4", request_id="LOG2")
@@ -521,7 +524,7 @@ async def test_a_failed_attempt_is_logged_at_debug_with_its_verdict(
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused")
 
-    monkeypatch.setattr(_client, "time", ScriptedTime())
+    monkeypatch.setattr(_engine, "time", ScriptedTime())
     caplog.set_level(logging.DEBUG, logger="cmpay_async")
     async with make_client(httpx.MockTransport(refuse), retry=RetryPolicy(attempts=1)) as client:
         with pytest.raises(ConnectError):

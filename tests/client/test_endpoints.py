@@ -390,7 +390,7 @@ def test_a_verified_refusal_is_what_the_gateway_said() -> None:
 
 def test_a_url_password_quoted_by_httpx_is_hidden() -> None:
     """httpx may quote the URL in its error's text: the translated error hides the password."""
-    from cmpay_async._client import _translate
+    from cmpay_async._transport import translate as _translate
 
     error = _translate(
         httpx.ConnectError("cannot reach http://merchant:S3cr3tPass@gw.example/ips"),

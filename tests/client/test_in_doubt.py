@@ -28,7 +28,7 @@ from cmpay_async import (
     TransportError,
     ValidationError,
 )
-from cmpay_async._client import _inflate
+from cmpay_async._transport import inflate as _inflate
 from cmpay_async.testing import Sandbox
 from tests.support.helpers import _AsyncMock, make_client, valid_order
 
