@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmpay_async import CmpayError, PaymentResponse, RefundResult
-from cmpay_async._codec import reader, typed_values
+from cmpay_async._binding import reader, typed_values
 from cmpay_async._schema import REGISTRY
 from tests.support.helpers import fuzz_examples
 
