@@ -11,18 +11,17 @@ returns a literal table is data, not logic).
 from __future__ import annotations
 
 import ast
-import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from tests.support.helpers import IN_MUTMUT_TREE
+
 # mutmut's tree holds a copy of each function per mutant (and classes grow with them): the
 # limits below describe the source, not a mutant of it.
-pytestmark = pytest.mark.skipif(
-    "MUTANT_UNDER_TEST" in os.environ, reason="mutmut's tree is not the source's layout"
-)
+pytestmark = pytest.mark.skipif(IN_MUTMUT_TREE, reason="mutmut's tree is not the source's layout")
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 PACKAGE = ROOT / "cmpay_async"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -31,7 +30,7 @@ from cmpay_async._enums import CharacterSet
 from cmpay_async._schema import Field, Schema
 from cmpay_async._validate import check_fields
 from cmpay_async.testing import notification_defaults
-from tests.support.helpers import load_vectors
+from tests.support.helpers import IN_MUTMUT_TREE, load_vectors
 
 PACKAGE = Path(__file__).parents[2] / "cmpay_async"
 WIRE_NAMES = frozenset(f.wire for s in REGISTRY.values() for f in s.fields)
@@ -56,7 +55,7 @@ def _displays_with_field_names(tree: ast.AST) -> list[tuple[int, list[str]]]:
 
 
 @pytest.mark.skipif(
-    "MUTANT_UNDER_TEST" in os.environ,
+    IN_MUTMUT_TREE,
     reason="mutmut's tree holds a copy of each function per mutant: scanning it takes minutes",
 )
 def test_no_field_list_outside_the_registry() -> None:

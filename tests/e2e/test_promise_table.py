@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import re
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import pytest
 import cmpay_async
 import cmpay_async.stores
 import cmpay_async.testing
+from tests.support.helpers import IN_MUTMUT_TREE
 
 ROOT = Path(__file__).parents[2]
 TABLE = ROOT / "tests" / "PROMISES.md"
@@ -143,7 +143,7 @@ def test_every_heading_is_a_source_or_states_no_behaviour() -> None:
 
 
 @pytest.mark.skipif(
-    "MUTANT_UNDER_TEST" in os.environ,
+    IN_MUTMUT_TREE,
     reason="mutmut's tree holds a copy of each function per mutant of its own",
 )
 def test_the_semantic_mutants_apply_to_the_tree() -> None:
