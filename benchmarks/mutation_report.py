@@ -70,6 +70,11 @@ def _function(name: str) -> str:
     return name.rsplit("__mutmut_", 1)[0]
 
 
+def _bare(function: str) -> str:
+    """A mutated function's name without its module."""
+    return function.rsplit(".", 1)[-1]
+
+
 def _by_rule(name: str, removed: list[str], added: list[str]) -> str | None:
     """The reason a survivor is equivalent, judged from its diff alone; None if it is not."""
     before, after = "\n".join(removed), "\n".join(added)
@@ -110,6 +115,14 @@ class _Table:
     def __init__(self, reasons: dict[str, str], changes: dict[str, str]) -> None:
         self.reasons, self.changes = reasons, changes
         self.by_change = {(_function(n), c): n for n, c in changes.items() if n in reasons}
+        # A function moved to another module (issue 25 split _client and _codec) keeps what
+        # was recorded of it: the same function name making the same change, where only one
+        # recorded entry matches.
+        moved: dict[tuple[str, str], list[str]] = {}
+        for n, c in changes.items():
+            if n in reasons:
+                moved.setdefault((_bare(_function(n)), c), []).append(n)
+        self.by_moved_change = {k: names[0] for k, names in moved.items() if len(names) == 1}
 
     def reason(self, name: str, change: str) -> str | None:
         """The reason recorded for this mutant's change, if any."""
@@ -117,6 +130,8 @@ class _Table:
         if name in self.reasons and recorded in (None, change):
             return self.reasons[name]
         other = self.by_change.get((_function(name), change))
+        if other is None:
+            other = self.by_moved_change.get((_bare(_function(name)), change))
         return self.reasons[other] if other else None
 
 

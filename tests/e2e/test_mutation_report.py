@@ -76,3 +76,25 @@ def test_a_renumbered_mutant_is_judged_by_its_change_not_its_name() -> None:
     assert "why five" == table.reason(f"{fn}7", "-a = 0\n+a = 1")  # that change is now 7
     assert None is table.reason("cmpay_async._codec.x_h__mutmut_7", "-a = 0\n+a = 1")
     assert "legacy" == table.reason("cmpay_async._codec.x_g__mutmut_1", "-c\n+d")
+
+
+def test_a_moved_function_keeps_its_recorded_change_when_only_one_entry_matches() -> None:
+    """A function moved to another module keeps its reason for the same change; a name
+    recorded in two modules with that change is ambiguous and trusted in neither."""
+    table = _Table(
+        {
+            "cmpay_async._codec.x_f__mutmut_5": "why five",
+            "cmpay_async._codec.x_g__mutmut_1": "g in codec",
+            "cmpay_async._client.x_g__mutmut_2": "g in client",
+        },
+        {
+            "cmpay_async._codec.x_f__mutmut_5": "-a = 0\n+a = 1",
+            "cmpay_async._codec.x_g__mutmut_1": "-b\n+c",
+            "cmpay_async._client.x_g__mutmut_2": "-b\n+c",
+        },
+    )
+
+    assert "why five" == table.reason("cmpay_async._values.x_f__mutmut_9", "-a = 0\n+a = 1")
+    assert None is table.reason("cmpay_async._values.x_f__mutmut_9", "-a = 0\n+a = 2")
+    assert None is table.reason("cmpay_async._values.x_other__mutmut_5", "-a = 0\n+a = 1")
+    assert None is table.reason("cmpay_async._binding.x_g__mutmut_4", "-b\n+c")
