@@ -188,11 +188,12 @@ class NotificationProcessor:
         A plain-function handler runs in the calling thread. Refused with
         ``ConfigurationError`` where an event loop runs: ``await processor.process(...)``.
         """
-        return self.receive_sync(payload, charset=charset).ack
+        refuse_inside_a_loop("process_sync", "await processor.process(...)")
+        return BRIDGE.call(self._receive_positional, payload, charset).ack
 
     def receive_sync(self, payload: Payload, *, charset: str | None = None) -> Receipt:
         """``receive`` for code that cannot await; see ``process_sync``."""
-        refuse_inside_a_loop("process_sync", "await processor.process(...)")
+        refuse_inside_a_loop("receive_sync", "await processor.receive(...)")
         return BRIDGE.call(self._receive_positional, payload, charset)
 
     async def _receive_positional(self, payload: Payload, charset: str | None) -> Receipt:

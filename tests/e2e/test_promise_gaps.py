@@ -172,6 +172,32 @@ async def test_a_store_back_within_the_lease_records_the_completion(
     assert [] == [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+async def test_a_release_the_store_fails_is_a_warning_naming_the_key_and_the_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The handler raised and the store failed to release the key: the answer is still FAIL
+    (the gateway retries after the lease) and one WARNING names the event and the release."""
+    store = Faulty(release=1)
+
+    async def handler(event: PaymentEvent) -> None:
+        raise RuntimeError("the shop's database is down")
+
+    processor = NotificationProcessor(
+        verifier=VERIFIER, merchant_id=PUBLIC_TEST_MERCHANT, store=store, handler=handler
+    )
+    with caplog.at_level(logging.WARNING, logger="cmpay_async"):
+        answer = await processor.process(sign_notification(order_id="SF5", amount=5))
+
+    assert b"FAIL" == answer.body
+    assert ["claim", "release"] == store.calls
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    key = f"cmpay:{PUBLIC_TEST_MERCHANT}:SF5:SUCCESS"
+    assert warning.getMessage() == (
+        f"could not release {key}; the next delivery waits for its lease to end: "
+        "store down during release [release]"
+    )
+
+
 async def test_a_failed_payment_found_by_reconciliation_is_one_event_too() -> None:
     """A FAILED query result is an event (paid False), handled once; PENDING is not one."""
     processor, seen = _counting(MemoryStore())

@@ -168,6 +168,34 @@ async def test_process_sync_refuses_inside_a_running_loop() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("method", "instead"),
+    [
+        ("process_sync", "await processor.process(...)"),
+        ("receive_sync", "await processor.receive(...)"),
+        ("process_result_sync", "await processor.process_result(...)"),
+    ],
+)
+async def test_each_sync_call_refused_in_a_loop_names_itself_and_its_awaitable(
+    method: str, instead: str
+) -> None:
+    """The refusal names the blocking call that was made and the call to await instead."""
+    handled = Handled()
+    processor = processor_for(handled)
+    argument = query_result("S6", "SUCCESS") if method == "process_result_sync" else offline("S6")
+
+    with pytest.raises(ConfigurationError) as refused:
+        getattr(processor, method)(argument)
+
+    expected = (
+        f"{method} was called from inside a running event loop, where waiting would block "
+        f"that loop: use {instead} instead"
+    )
+    assert expected == str(refused.value)
+    assert [] == handled.runs
+
+
+@pytest.mark.anyio
 async def test_process_runs_a_plain_handler_off_the_loop() -> None:
     """Under ``await process``, a plain-function handler runs in a thread without a loop."""
     handled = Handled()
