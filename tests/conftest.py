@@ -37,13 +37,19 @@ def _fresh_plans_under_mutation_testing() -> None:
     the one test that happened to build it first, and judged by that test alone.
     """
     if "MUTANT_UNDER_TEST" in os.environ:
-        from cmpay_async import _redact, _validate, _values
+        from cmpay_async import _binding, _codec, _protocol, _redact, _validate, _values
         from cmpay_async._schema import REGISTRY
 
         for schema in REGISTRY.values():
             schema._plans.clear()
         for cached in (_values._date, _validate.date_problem, _redact._pattern):
             cached.cache_clear()
+        # The hand-kept memos too: a date read while the tests were collected would let a
+        # mutant of the reader go unjudged.
+        _binding._DATES.clear()
+        _protocol._DATE_TEXT.clear()
+        for escaped in _codec._ESCAPED.values():
+            escaped.clear()
 
 
 class _WarnUnclosed(sqlite3.Connection):
