@@ -14,7 +14,14 @@ from urllib.parse import urlencode
 import pytest
 
 from cmpay_async._cli import main
-from tests.support.helpers import MD5_VECTORS, NOTIFY_BODY, TEST_KEY, load_vectors, reference_hmac
+from tests.support.helpers import (
+    MD5_VECTORS,
+    NOTIFY_BODY,
+    TEST_KEY,
+    chinese_direct_pay_fields,
+    load_vectors,
+    reference_hmac,
+)
 
 VECTORS = MD5_VECTORS["vectors"]
 ROOT = Path(__file__).parents[2]
@@ -253,24 +260,7 @@ def _chinese_request(sign_encoding: str) -> tuple[str, str]:
     Returns (body, source). The body itself is UTF-8 form data, as a PHP shop whose page is
     UTF-8 but whose signing code converts to GBK first (the classic IPS0008) would send.
     """
-    fields = {
-        "characterSet": "02",
-        "callbackUrl": "https://shop.example/r",
-        "notifyUrl": "https://shop.example/n",
-        "ipAddress": "203.0.113.7",
-        "merchantId": "888009941120001",
-        "requestId": "20261126093000000001",
-        "signType": "MD5",
-        "type": "DirectPayConfirm",
-        "version": "2.0.0",
-        "amount": "1250",
-        "currency": "00",
-        "orderDate": "20261126",
-        "orderId": "CN1001",
-        "period": "1",
-        "periodUnit": "02",
-        "productName": "咖啡",
-    }
+    fields = chinese_direct_pay_fields()
     # The document's DirectPayConfirm order (section 7.1, kept as data), the fields present here.
     order = [name for name in DIRECT_PAY_ORDER if name in fields]
     source = "".join(fields[name] for name in order)

@@ -24,7 +24,14 @@ from cmpay_async._sigsearch import (
     search,
 )
 from cmpay_async.testing import PUBLIC_TEST_KEY
-from tests.support.helpers import MD5_VECTORS, NOTIFY_BODY, load_vectors, reference_hmac, rsa_key
+from tests.support.helpers import (
+    MD5_VECTORS,
+    NOTIFY_BODY,
+    chinese_direct_pay_fields,
+    load_vectors,
+    reference_hmac,
+    rsa_key,
+)
 
 ORDERS: dict[str, list[str]] = load_vectors("field_orders.json")["orders"]
 NOTIFY_VECTOR = MD5_VECTORS["vectors"][0]
@@ -37,24 +44,7 @@ def _source(message: str, fields: dict[str, str]) -> str:
 
 def _chinese_request() -> tuple[dict[str, str], str]:
     """A DirectPayConfirm's fields with a Chinese product name, and its signing source."""
-    fields = {
-        "characterSet": "02",
-        "callbackUrl": "https://shop.example/r",
-        "notifyUrl": "https://shop.example/n",
-        "ipAddress": "203.0.113.7",
-        "merchantId": "888009941120001",
-        "requestId": "20261126093000000001",
-        "signType": "MD5",
-        "type": "DirectPayConfirm",
-        "version": "2.0.0",
-        "amount": "1250",
-        "currency": "00",
-        "orderDate": "20261126",
-        "orderId": "CN1001",
-        "period": "1",
-        "periodUnit": "02",
-        "productName": "咖啡",
-    }
+    fields = chinese_direct_pay_fields()
     return fields, _source("DirectPayConfirm", fields)
 
 

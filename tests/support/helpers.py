@@ -141,3 +141,26 @@ def query_result(order_id: str, status: str = "SUCCESS", amount: int = 5) -> Ord
         reserved1="",
         reserved2="",
     )
+
+
+def chinese_direct_pay_fields() -> dict[str, str]:
+    """A fresh DirectPayConfirm's unsigned fields with a Chinese product name (the IPS0008
+    cases of ``cmpay verify``)."""
+    return {
+        "characterSet": "02",
+        "callbackUrl": "https://shop.example/r",
+        "notifyUrl": "https://shop.example/n",
+        "ipAddress": "203.0.113.7",
+        "merchantId": "888009941120001",
+        "requestId": "20261126093000000001",
+        "signType": "MD5",
+        "type": "DirectPayConfirm",
+        "version": "2.0.0",
+        "amount": "1250",
+        "currency": "00",
+        "orderDate": "20261126",
+        "orderId": "CN1001",
+        "period": "1",
+        "periodUnit": "02",
+        "productName": "咖啡",
+    }
