@@ -247,9 +247,12 @@ def _split(data: bytes | str, codec: str, *, form: bool) -> dict[str, str]:
     # from bytes in the same charset. One pass over the parts: a name that is not a known
     # field, or a repeated one, sends the whole body to the careful path.
     text = data if isinstance(data, str) else data.decode(codec)
-    if not form:
-        return _split_slowly(_pairs(text), codec, form=form)
     parts = text.split("&")
+    if not form:  # an answer: values stay as sent
+        raw = dict([part.partition("=")[::2] for part in parts])
+        if len(raw) == len(parts) and _KNOWN_NAMES.issuperset(raw):
+            return raw
+        return _split_slowly(_pairs(text), codec, form=form)
     out: dict[str, str] = {}
     try:
         if "+" in text:

@@ -161,6 +161,16 @@ def test_answer_mode_keeps_raw_values_and_splits_on_first_equals() -> None:
     assert "%E4%B8%AD" == fields["message"]
 
 
+def test_answer_mode_strips_names_and_skips_empty_parts() -> None:
+    """An answer written with line breaks or spaces around its names (a proxy, a hand-made
+    reply), or with a stray '&', reads as the same fields; the values stay as sent."""
+    body = b"\r\nreturnCode=000000&& message=OK \r\n&payUrl=u"
+
+    assert {"returnCode": "000000", "message": "OK \r\n", "payUrl": "u"} == decode_payload(
+        body, form=False
+    )
+
+
 def test_escaped_readings_offer_decoded_then_raw() -> None:
     """Chinese fields still percent-encoded are offered fully decoded first, raw last."""
     schema = REGISTRY["PageNotify"]

@@ -1,0 +1,241 @@
+"""The processor's record of a handled event: a ``complete`` the store fails is tried again,
+with growing pauses, until the lease ends; each way it ends is logged, with its key and cause.
+
+The pauses are counted, not waited: the module's pause function and clock are replaced by a
+hand-moved clock, so the schedule (50 ms doubling to at most 1 s, stopping before the lease
+ends) is asserted exactly and the tests take no time.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from typing import Any
+
+import pytest
+
+from cmpay_async import Md5Signer, NotificationProcessor, PaymentEvent, event_key
+from cmpay_async import _processor as processor_module
+from cmpay_async.stores import ClaimState, MemoryStore
+from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
+
+pytestmark = pytest.mark.anyio
+
+ORDER = "C1"
+KEY = event_key(PUBLIC_TEST_MERCHANT, ORDER, "SUCCESS")
+
+
+class HandClock:
+    """``time.monotonic`` and the pause function of the processor: pausing moves the clock."""
+
+    def __init__(self) -> None:
+        self.now = 5_000.0
+        self.pauses: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> HandClock:
+    """The processor's clock and pauses, by hand."""
+    hand = HandClock()
+    monkeypatch.setattr(processor_module, "time", types.SimpleNamespace(monotonic=hand.monotonic))
+    monkeypatch.setattr(processor_module, "_pause", hand.pause)
+    return hand
+
+
+class FailingCompletes(MemoryStore):
+    """A MemoryStore whose ``complete`` raises ``fails`` times (a disk that filled up, then
+    was freed), then answers ``answer`` (None: what the memory store itself says)."""
+
+    def __init__(self, fails: int, answer: bool | None = None) -> None:
+        super().__init__()
+        self.fails = fails
+        self.answer = answer
+        self.calls: list[tuple[str, str]] = []
+
+    async def complete(self, key: str, token: str) -> bool:
+        self.calls.append((key, token))
+        if len(self.calls) <= self.fails:
+            raise OSError(f"disk full (call {len(self.calls)})")
+        if self.answer is not None:
+            return self.answer
+        return await super().complete(key, token)
+
+
+def _processor(store: MemoryStore, seen: list[str], lease: float = 60) -> NotificationProcessor:
+    async def handler(event: PaymentEvent) -> None:
+        seen.append(event.order_id)
+
+    return NotificationProcessor(
+        verifier=Md5Signer(PUBLIC_TEST_KEY),
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        store=store,
+        handler=handler,
+        lease=lease,
+    )
+
+
+def _messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == level]
+
+
+async def test_a_complete_that_fails_three_times_is_recorded_at_the_fourth_try(
+    clock: HandClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pauses of 50, 100 and 200 ms; one WARNING names the key, the try and the last cause;
+    the event is done: the next delivery is SUCCESS without the handler."""
+    caplog.set_level(logging.WARNING, logger="cmpay_async")
+    store = FailingCompletes(fails=3)
+    seen: list[str] = []
+    processor = _processor(store, seen)
+    body = sign_notification(order_id=ORDER, amount=100)
+
+    assert b"SUCCESS" == (await processor.process(body)).body
+
+    assert [0.05, 0.1, 0.2] == clock.pauses
+    assert 4 == len(store.calls)
+    assert {KEY} == {key for key, _ in store.calls}
+    assert 1 == len({token for _, token in store.calls})  # the claim's own token, each time
+    [warning] = _messages(caplog, logging.WARNING)
+    assert warning.startswith(f"completed {KEY} at try 4: ")
+    assert warning.endswith(
+        "FailingCompletes failed to complete: OSError: disk full (call 3) [complete]"
+    )
+    assert [] == _messages(caplog, logging.ERROR)
+    assert b"SUCCESS" == (await processor.process(body)).body
+    assert [ORDER] == seen
+    assert ClaimState.DONE is (await store.claim(KEY, lease=1)).state
+
+
+async def test_the_pause_doubles_up_to_one_second(clock: HandClock) -> None:
+    """Eight failures: the pauses double from 50 ms and stay at 1 s."""
+    store = FailingCompletes(fails=8)
+    processor = _processor(store, [])
+
+    assert b"SUCCESS" == (await processor.process(sign_notification(order_id=ORDER))).body
+
+    assert [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0] == clock.pauses
+    assert 9 == len(store.calls)
+
+
+async def test_the_tries_stop_before_the_lease_ends(
+    clock: HandClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that never records: tried while the next pause still ends within the lease
+    (2 s: 50+100+200+400+800 ms of pauses is 1.55 s, the next would end at 2.55 s); then
+    SUCCESS (the handler ran) and one ERROR with the key, the number of tries and the cause."""
+    caplog.set_level(logging.WARNING, logger="cmpay_async")
+    store = FailingCompletes(fails=1_000)
+    seen: list[str] = []
+
+    answer = await _processor(store, seen, lease=2).process(sign_notification(order_id=ORDER))
+
+    assert b"SUCCESS" == answer.body
+    assert [ORDER] == seen
+    assert [0.05, 0.1, 0.2, 0.4, 0.8] == clock.pauses
+    assert 6 == len(store.calls)
+    assert [] == _messages(caplog, logging.WARNING)
+    [error] = _messages(caplog, logging.ERROR)
+    assert error.startswith(
+        f"the handler for {KEY} ran but the store could not record it in 6 tries within its "
+        "lease; answered SUCCESS, and a later delivery may run the handler again after the "
+        "lease: FailingCompletes failed to complete: OSError: disk full (call 6) [complete]"
+    )
+
+
+@pytest.mark.parametrize(("beyond", "tries"), [(0.0, 5), (1e-9, 6)])
+async def test_a_pause_that_would_end_exactly_at_the_lease_is_not_taken(
+    clock: HandClock, beyond: float, tries: int
+) -> None:
+    """The lease's end is excluded: a try after a pause that ends when the lease ends could
+    find the key claimed by another worker already. The lease here ends exactly when the
+    fifth pause (800 ms) would (or a nanosecond later: then that pause is taken)."""
+    store = FailingCompletes(fails=1_000)
+    start = after = clock.now
+    pause = 0.05
+    for _ in range(4):  # the test's own arithmetic, in the same float steps as the clock's
+        after += pause
+        pause *= 2
+    lease = (after + pause) - start + beyond
+
+    await _processor(store, [], lease=lease).process(sign_notification(order_id=ORDER))
+
+    assert tries == len(store.calls)
+
+
+async def test_a_failed_complete_then_a_key_no_longer_held_is_a_warning(
+    clock: HandClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first complete fails, the second finds the key no longer held (the first one was
+    recorded after all, or the lease ended): a WARNING with the key and the first failure,
+    no ERROR (that is for a handler that outlived its lease)."""
+    caplog.set_level(logging.WARNING, logger="cmpay_async")
+    store = FailingCompletes(fails=1, answer=False)
+
+    answer = await _processor(store, []).process(sign_notification(order_id=ORDER))
+
+    assert b"SUCCESS" == answer.body
+    assert [0.05] == clock.pauses
+    assert [
+        f"completing {KEY} failed and a later try found the key no longer held: an earlier "
+        "call was recorded, or the lease ended "
+        "(FailingCompletes failed to complete: OSError: disk full (call 1) [complete])"
+    ] == _messages(caplog, logging.WARNING)
+    assert [] == _messages(caplog, logging.ERROR)
+
+
+async def test_a_handler_that_outlived_its_lease_is_an_error(
+    clock: HandClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """complete() says the key is no longer this worker's at the first try: an ERROR that
+    names the key and the lease, no pause."""
+    caplog.set_level(logging.WARNING, logger="cmpay_async")
+    store = FailingCompletes(fails=0, answer=False)
+
+    await _processor(store, [], lease=7).process(sign_notification(order_id=ORDER))
+
+    assert [] == clock.pauses
+    assert [
+        f"the handler for {KEY} outlived its 7 s lease: another worker may run it too"
+    ] == _messages(caplog, logging.ERROR)
+
+
+async def test_the_memory_store_completes_in_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library's MemoryStore cannot fail half-way: one complete with the claim's key and
+    token, nothing more."""
+    store = MemoryStore()
+    calls: list[tuple[Any, ...]] = []
+    complete = store.complete
+
+    async def counted(*args: Any) -> bool:
+        calls.append(args)
+        return await complete(*args)
+
+    monkeypatch.setattr(store, "complete", counted)
+    answer = await _processor(store, []).process(sign_notification(order_id=ORDER))
+
+    assert b"SUCCESS" == answer.body
+    [(key, token)] = calls
+    assert KEY == key
+    assert isinstance(token, str)
+    assert token
+    assert ClaimState.DONE is (await store.claim(KEY, lease=1)).state
+
+
+@pytest.mark.parametrize("store_timeout", [30, 0.001])
+def test_store_timeout_bounds_are_inclusive_at_30(store_timeout: float) -> None:
+    """``store_timeout`` is above 0 and at most 30 s: both ends of that range are accepted."""
+    processor = NotificationProcessor(
+        verifier=Md5Signer(PUBLIC_TEST_KEY),
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        store=MemoryStore(),
+        handler=lambda event: None,
+        store_timeout=store_timeout,
+    )
+    assert store_timeout == processor.store_timeout
