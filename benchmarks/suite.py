@@ -523,14 +523,15 @@ def bench_queues(report: Report, gateway: str, *, quick: bool) -> None:
 
 def bench_processing(report: Report, gateway: str, *, quick: bool) -> None:
     """12. The processor's cost per store; 13. reconciliation queries per second."""
-    for name, (ours, bare) in processing.store_overhead(20 if quick else 2000, 3).items():
+    for name, (ours, bare) in processing.store_overhead(20 if quick else 2000, 7).items():
+        memory = name == "MemoryStore"  # the processor's own cost: the others add the store's
         report.compare(
             f"12. NotificationProcessor.process, {name}",
             ours,
             "verify_notification",
             bare,
-            target="reported",
-            met=True,
+            target="<= 1.3x" if memory else "reported",
+            met=ours <= 1.3 * bare if memory else True,
         )
     for name, (rate, runs) in processing.two_processes(20 if quick else 2000).items():
         report.note(
