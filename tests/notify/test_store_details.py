@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import redis
 
-from cmpay_async import ConfigurationError
+from cmpay_async import ConfigurationError, StoreError
 from cmpay_async.stores import ClaimState, MemoryStore, new_token
 from cmpay_async.stores.postgres import PostgresStore
 from cmpay_async.stores.redis import RedisStore
@@ -368,6 +368,59 @@ async def test_redis_defaults_are_the_local_server_and_the_cmpay_prefix(redis_ur
         client.delete(f"cmpay:event:{key}")
         client.close()
         store.close()
+
+
+def test_redis_timeout_is_five_seconds_and_bounds_each_socket_wait() -> None:
+    """5 s by default, at most 30 s: redis-py connects and reads within it, a whole call
+    within twice it."""
+    default = RedisStore()
+    longest = RedisStore(timeout=30)
+    try:
+        assert 5.0 == default.timeout
+        assert 10.0 == default.call_bound
+        assert 30 == longest.timeout
+        options = longest._redis.connection_pool.connection_kwargs
+        assert (30, 30) == (options["socket_timeout"], options["socket_connect_timeout"])
+    finally:
+        default.close()
+        longest.close()
+    for timeout in (0, 30.001):
+        with pytest.raises(ConfigurationError) as caught:
+            RedisStore(timeout=timeout)
+        assert f"timeout must be above 0 and at most 30 s, not {timeout!r}" == str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379/0", "127.0.0.1:6379"])
+def test_redis_url_that_redis_py_refuses(url: str) -> None:
+    """A URL redis-py cannot read is a ConfigurationError that says which forms it takes."""
+    with pytest.raises(ConfigurationError) as caught:
+        RedisStore(url)
+    assert "url must be a redis://, rediss:// or unix:// URL that redis-py accepts" == str(
+        caught.value
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        # 127.0.0.2 is loopback, where no Redis listens: the connection is refused.
+        ("redis://127.0.0.2/0", "127.0.0.2:6379"),
+        ("redis://127.0.0.2:6390/0", "127.0.0.2:6390"),
+        ("unix:///nonexistent/cmpay-redis.sock", "/nonexistent/cmpay-redis.sock"),
+    ],
+)
+async def test_redis_errors_name_the_server_with_its_default_port(url: str, where: str) -> None:
+    """A failed connect names the server as host:port (6379 when the URL gives none) or the
+    socket's path, and says it was the connect that failed."""
+    store = RedisStore(url, timeout=2)
+    try:
+        with pytest.raises(StoreError) as caught:
+            await store.claim("E1", lease=30)
+    finally:
+        store.close()
+    assert where == caught.value.endpoint_host
+    assert "connect" == caught.value.operation
+    assert not caught.value.maybe_sent
 
 
 # -- every store ----------------------------------------------------------------------------------
