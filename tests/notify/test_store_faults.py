@@ -328,6 +328,33 @@ async def test_process_result_raises_the_store_error() -> None:
 # -- Redis: a private server killed ----------------------------------------------------------------
 
 
+async def test_redis_refusing_commands_names_each_operation() -> None:
+    """A Redis that refuses the store's commands (full at maxmemory with noeviction; scripts
+    disabled): each call raises a StoreError naming the call, the server and the cause, and
+    says it may have been applied (a command the server received)."""
+    options = ("--maxmemory", "1", "--maxmemory-policy", "noeviction")
+    with private_redis(*options, "--rename-command", "EVALSHA", "") as (url, _):
+        store = RedisStore(url, timeout=SHORT)
+        where = url.split("//", 1)[1].split("/", 1)[0]
+        try:
+            calls = {
+                "claim": (lambda: store.claim("W1", lease=60), "OutOfMemoryError: command not"),
+                "complete": (lambda: store.complete("W1", "0" * 32), "unknown command"),
+                "release": (lambda: store.release("W1", "0" * 32), "unknown command"),
+            }
+            for operation, (call, cause) in calls.items():
+                with anyio.fail_after(GUARD), pytest.raises(StoreError) as caught:
+                    await call()
+                error = caught.value
+                assert operation == error.operation
+                assert where == error.endpoint_host
+                assert error.maybe_sent is True
+                assert str(error).startswith(f"RedisStore failed to {operation}: ")
+                assert cause in str(error)
+        finally:
+            store.close()
+
+
 async def test_redis_killed_between_deliveries() -> None:
     """A Redis that served a claim and then died: the next delivery is 503, no handler run."""
     handler = Runs()
