@@ -191,7 +191,11 @@ class SqliteStore:
         """
         if connection is None:
             connection = self._connection()
-        if getattr(self._local, "synced", None) != (connection, durable):
+        # The committer is FULL for good (set when it is opened), whichever thread leads.
+        if connection is not self._commits and getattr(self._local, "synced", None) != (
+            connection,
+            durable,
+        ):
             connection.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             self._local.synced = (connection, durable)
         connection.execute("BEGIN IMMEDIATE")
