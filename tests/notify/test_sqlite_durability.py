@@ -88,9 +88,7 @@ def _processor(store: SqliteStore, seen: list[str]) -> NotificationProcessor:
     )
 
 
-async def test_each_handled_notification_is_one_synced_commit(
-    trace: Trace, tmp_path: Path
-) -> None:
+async def test_each_handled_notification_is_one_synced_commit(trace: Trace, tmp_path: Path) -> None:
     """Five notifications one after another: five claims committed unsynced, five
     completions committed synced (FULL), nothing else written."""
     store = SqliteStore(tmp_path / "events.db")
