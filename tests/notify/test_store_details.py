@@ -205,6 +205,79 @@ def test_postgres_accepts_plain_names_up_to_63_characters(dsn: str) -> None:
     assert "cmpay_events" == PostgresStore(dsn).table
 
 
+def test_postgres_timeout_is_five_seconds_up_to_thirty(dsn: str) -> None:
+    """5 s by default; 30 s is the longest accepted, and the refusal says the range."""
+    assert 5.0 == PostgresStore(dsn).timeout
+    assert 30 == PostgresStore(dsn, timeout=30).timeout
+    for timeout in (0, 30.001):
+        with pytest.raises(ConfigurationError) as caught:
+            PostgresStore(dsn, timeout=timeout)
+        assert f"timeout must be above 0 and at most 30 s, not {timeout!r}" == str(caught.value)
+
+
+def test_postgres_dsn_psycopg_refuses_is_refused_without_echoing_it() -> None:
+    """A DSN psycopg cannot parse: one fixed sentence, never the DSN (it may hold a password)."""
+    with pytest.raises(ConfigurationError) as caught:
+        PostgresStore("host=127.0.0.1 password='s3cret-unterminated")
+    assert "dsn is not a connection string psycopg accepts" == str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "statement_ms", "connect_s"),
+    [(1.5, "1500ms", "2"), (0.9, "900ms", "2"), (2.5, "2500ms", "3")],
+)
+async def test_postgres_sessions_carry_the_timeout(
+    dsn: str, timeout: float, statement_ms: str, connect_s: str
+) -> None:
+    """Each session is opened with statement_timeout = the store's timeout, a connect
+    timeout of the timeout rounded up (at least 2 s), and the DSN's own options."""
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    params["options"] = "-c search_path=public,pg_catalog"
+    table = f"cmpay_detail_{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(psycopg.conninfo.make_conninfo(**params), table=table, timeout=timeout)
+
+    def read(db: Any) -> tuple[str, str, str | None]:
+        statement = db.execute("SHOW statement_timeout").fetchone()[0]
+        path = db.execute("SHOW search_path").fetchone()[0]
+        return statement, path, db.info.get_parameters().get("connect_timeout")
+
+    try:
+        statement, path, connect = await store._run("check", read)
+    finally:
+        store.close()
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute(f"DROP TABLE IF EXISTS {table}")
+    assert statement_ms == statement
+    assert "public,pg_catalog" == path.replace(" ", "")
+    assert connect_s == connect
+
+
+@pytest.mark.parametrize(
+    ("conninfo", "where", "operation"),
+    [
+        # 127.0.0.2 is loopback, where no PostgreSQL listens: the connection is refused.
+        ("host=127.0.0.2 dbname=test connect_timeout=2", "127.0.0.2:5432", "connect"),
+        ("host=127.0.0.2 port=5439 dbname=test connect_timeout=2", "127.0.0.2:5439", "connect"),
+        ("dbname=cmpay_no_such_database", "localhost:5432", "connect"),
+    ],
+)
+async def test_postgres_errors_name_the_server_with_its_defaults(
+    conninfo: str, where: str, operation: str
+) -> None:
+    """A failed connect names the server as host:port (localhost and 5432 when the DSN gives
+    none), says it was the connect, and that nothing was applied."""
+    store = PostgresStore(conninfo, table=f"cmpay_detail_{uuid.uuid4().hex[:8]}", timeout=2)
+    try:
+        with pytest.raises(StoreError) as caught:
+            await store.migrate()
+    finally:
+        store.close()
+    assert where == caught.value.endpoint_host
+    assert operation == caught.value.operation
+    assert caught.value.maybe_sent is False
+    assert str(caught.value).startswith("PostgresStore failed to connect: ")
+
+
 async def test_postgres_migrate_creates_the_table(pg: PostgresStore, dsn: str) -> None:
     """migrate() creates the table before any claim (for deployments that prepare schemas)."""
     await pg.migrate()
