@@ -24,6 +24,7 @@ from cmpay_async import (
     PendingOrder,
     RequestEnd,
     RequestStart,
+    Timeouts,
     TransportTimeoutError,
 )
 from cmpay_async._serve import serve_in_thread
@@ -432,6 +433,37 @@ async def test_a_connect_error_hook_event_on_the_final_attempt() -> None:
             await client.create_payment(ORDER, ip_address="203.0.113.7")
 
     assert [(1, True), (2, True), (3, False)] == [(e.attempt, e.retrying) for e in ends]
+
+
+async def test_a_placed_payment_ends_once_with_its_status_and_code() -> None:
+    """A successful call's one end: success, HTTP 200, the success code, sent."""
+    ends: list[RequestEnd] = []
+    async with make_client(httpx.ASGITransport(app=Sandbox()), on_request_end=ends.append) as c:
+        await c.create_payment(ORDER, ip_address="203.0.113.7")
+
+    assert [("success", 200, "000000", True)] == [
+        (e.outcome, e.status_code, e.return_code, e.maybe_sent) for e in ends
+    ]
+
+
+async def test_a_call_that_never_got_a_slot_ends_unsent_with_its_ids() -> None:
+    """The only request slot is held past the pool timeout: the call's one end says never
+    sent, no HTTP status, and carries the call's order and request ids."""
+    ends: list[RequestEnd] = []
+    async with make_client(
+        httpx.ASGITransport(app=Sandbox()),
+        on_request_end=ends.append,
+        max_connections=1,
+        timeouts=Timeouts(pool=0.05),
+    ) as client:
+        slots = (await client._pools.current()).slots
+        async with slots:
+            with pytest.raises(TransportTimeoutError):
+                await client.create_payment(ORDER, ip_address="203.0.113.7", request_id="Q" * 30)
+
+    assert [("TransportTimeoutError", False, None, ORDER.order_id, "Q" * 30)] == [
+        (e.error, e.maybe_sent, e.status_code, e.order_id, e.request_id) for e in ends
+    ]
 
 
 def test_a_call_refused_before_any_attempt_reports_no_attempt() -> None:
