@@ -239,3 +239,81 @@ def test_store_timeout_bounds_are_inclusive_at_30(store_timeout: float) -> None:
         store_timeout=store_timeout,
     )
     assert store_timeout == processor.store_timeout
+
+
+class FailingReleases(MemoryStore):
+    """A MemoryStore whose ``release`` raises (the store went away while the handler ran)."""
+
+    async def release(self, key: str, token: str) -> None:
+        raise OSError("connection reset")
+
+
+async def test_a_release_the_store_fails_is_a_warning_naming_the_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The handler failed and the release failed too: FAIL (the gateway sends it again), and
+    one WARNING that names the key, the wait for the lease, and the failed release."""
+    caplog.set_level(logging.WARNING, logger="cmpay_async")
+
+    async def failing(event: PaymentEvent) -> None:
+        raise RuntimeError("ledger down")
+
+    processor = NotificationProcessor(
+        verifier=Md5Signer(PUBLIC_TEST_KEY),
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        store=FailingReleases(),
+        handler=failing,
+    )
+    answer = await processor.process(sign_notification(order_id=ORDER))
+
+    assert b"FAIL" == answer.body
+    released = [m for m in _messages(caplog, logging.WARNING) if m.startswith("could not")]
+    assert [
+        f"could not release {KEY}; the next delivery waits for its lease to end: "
+        "FailingReleases failed to release: OSError: connection reset [release]"
+    ] == released
+
+
+async def test_receive_tells_what_became_of_each_notification() -> None:
+    """``receive``'s Receipt: the answer, the verified notification, whether the event is
+    handled, and the refusal's error, for each way a delivery can end."""
+    calls: list[str] = []
+
+    async def handler(event: PaymentEvent) -> None:
+        calls.append(event.order_id)
+        if event.order_id == "BAD":
+            raise RuntimeError("ledger down")
+
+    processor = NotificationProcessor(
+        verifier=Md5Signer(PUBLIC_TEST_KEY),
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        store=MemoryStore(),
+        handler=handler,
+    )
+    good = await processor.receive(sign_notification(order_id="GOOD", amount=100))
+    again = await processor.receive(sign_notification(order_id="GOOD", amount=100))
+    failed = await processor.receive(sign_notification(order_id="BAD", amount=100))
+    forged = await processor.receive(
+        sign_notification(order_id="FORGED", signer=Md5Signer("x" * 64))
+    )
+
+    assert (200, b"SUCCESS", True, None) == (
+        good.ack.status_code,
+        good.ack.body,
+        good.handled,
+        good.error,
+    )
+    assert good.notification is not None
+    assert ("GOOD", 100) == (good.notification.order_id, good.notification.amount)
+    assert (b"SUCCESS", True, None) == (again.ack.body, again.handled, again.error)
+    assert (b"FAIL", False, None) == (failed.ack.body, failed.handled, failed.error)
+    assert failed.notification is not None
+    assert "BAD" == failed.notification.order_id
+    assert (400, b"FAIL", False, None) == (
+        forged.ack.status_code,
+        forged.ack.body,
+        forged.handled,
+        forged.notification,
+    )
+    assert "SignatureError" == type(forged.error).__name__
+    assert ["GOOD", "BAD"] == calls
