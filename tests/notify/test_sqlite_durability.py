@@ -188,3 +188,33 @@ async def test_a_locked_file_is_a_timeout_that_was_not_applied(tmp_path: Path) -
     assert "claim" == error.operation
     assert error.maybe_sent is False
     assert str(error).startswith("SqliteStore failed to claim: OperationalError: database is")
+
+
+async def test_a_completion_the_lock_keeps_out_fails_and_can_be_tried_again(
+    tmp_path: Path,
+) -> None:
+    """Another connection holds the write lock past the timeout while a completion is
+    written: complete() raises StoreTimeoutError naming ``complete``, nothing was applied;
+    once the lock is gone the same completion succeeds (the claim still holds)."""
+    path = tmp_path / "events.db"
+    store = SqliteStore(path, timeout=0.2)
+    claimed = await store.claim("C1", lease=60)
+    assert claimed.token is not None
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        with anyio.fail_after(10), pytest.raises(StoreError) as caught:
+            await store.complete("C1", claimed.token)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    try:
+        assert await store.complete("C1", claimed.token)
+        assert ClaimState.DONE is (await store.claim("C1", lease=60)).state
+    finally:
+        store.close()
+
+    error = caught.value
+    assert "StoreTimeoutError" == type(error).__name__
+    assert ("complete", False) == (error.operation, error.maybe_sent)
+    assert str(error).startswith("SqliteStore failed to complete: OperationalError: database is")
