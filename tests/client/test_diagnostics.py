@@ -131,6 +131,17 @@ async def test_errors_before_any_io_name_the_call_too() -> None:
         invalid.value.endpoint_host,
     )
     assert str(invalid.value).startswith("ipAddress: must be an IPv4 address [create_payment")
+    with pytest.raises(ValidationError) as query:
+        await client.query_order("Q*1", request_id="REQ-CTX2")
+    with pytest.raises(ValidationError) as refund:
+        await client.refund("R1", 0, request_id="REQ-CTX3")
+    assert [
+        ("query_order", "Q*1", "REQ-CTX2", "sandbox.test"),
+        ("refund", "R1", "REQ-CTX3", "sandbox.test"),
+    ] == [
+        (e.operation, e.order_id, e.request_id, e.endpoint_host)
+        for e in (query.value, refund.value)
+    ]
     await client.aclose()
     with pytest.raises(ClientClosedError) as closed:
         await client.refund("R1", 100)

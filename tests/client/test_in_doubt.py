@@ -356,6 +356,7 @@ def test_a_body_that_does_not_decompress_is_a_decode_error(encoding: str) -> Non
 
     assert f"the {encoding} answer does not decompress" == str(caught.value).split(" (HTTP")[0]
     assert (200, "") == (caught.value.status_code, caught.value.excerpt)
+    assert caught.value.maybe_sent is True  # something answered: the request got there
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
