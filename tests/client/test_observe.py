@@ -130,6 +130,11 @@ async def test_traced_calls_keep_their_retry_rules(
             with pytest.raises(TransportTimeoutError) as caught:
                 await client.create_payment(ORDER, ip_address="203.0.113.7")
             assert caught.value.maybe_sent
+            # Traced or not, the error names its call.
+            assert ("create_payment", ORDER.order_id) == (
+                caught.value.operation,
+                caught.value.order_id,
+            )
 
     expected_attempts = 2 if operation == "query_order" else 1
     assert expected_attempts == transport.calls

@@ -477,6 +477,10 @@ _BAD_VALUE = "is not KEY=<fen> (digits, no sign, no leading zero)"
             f"part 'POT_CHG_AMT' {_BAD_VALUE}",
         ),
         ("CNY_AMT=1#CMY_AMT=0#RED_AMT#VCH_AMT=0#POT_CHG_AMT=0", f"part 'RED_AMT' {_BAD_VALUE}"),
+        (  # a long wrong name is quoted by its first 20 characters
+            "CNY_AMT=1#" + "X" * 30 + "=0#RED_AMT=0#VCH_AMT=0#POT_CHG_AMT=0",
+            f"part '{'X' * 20}' where CMY_AMT belongs (the form is {_FORM})",
+        ),
     ],
 )
 def test_bad_amount_items_are_named(text: str, why: str) -> None:
