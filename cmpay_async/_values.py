@@ -138,8 +138,24 @@ _PAYURL_SEP = "<hi:$$>"
 _PAYURL_EQ = "<hi:=>"
 
 
+#: The token as the gateway writes it: its three keys in order, no blank around a value, no
+#: marker inside one. Any other token takes the general reading below.
+_USUAL_PAY_URL = re.compile(
+    r"url<hi:=>(https?://[^<\s]+)<hi:\$\$>method<hi:=>([^<\s]*)<hi:\$\$>sessionId<hi:=>([^<\s]+)"
+)
+
+
 def parse_pay_url(token: str, *, field: str = "payUrl") -> PayUrl:
     """Parse the ``url<hi:=>...<hi:$$>method<hi:=>post<hi:$$>sessionId<hi:=>...`` token."""
+    usual = _USUAL_PAY_URL.fullmatch(token)
+    if usual is not None:  # what the general reading gives for it, in one C-level match
+        url, method, session_id = usual.groups()
+        return _make_pay_url(url, method or "post", session_id, (), token)
+    return read_pay_url_generally(token, field=field)
+
+
+def read_pay_url_generally(token: str, *, field: str = "payUrl") -> PayUrl:
+    """``parse_pay_url`` for any token: keys in any order, blanks around values, extra keys."""
     # Split on the literal markers: the vendor's regex ``[<hi:$$>]{7}`` is a character class
     # and eats URLs that end in "h", "i" or ":".
     known: dict[str, str] = {}

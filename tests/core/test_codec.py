@@ -20,6 +20,7 @@ from cmpay_async import (
     EncodingError,
     Md5Signer,
     PayloadTooLargeError,
+    PayUrl,
     SignatureError,
     decode_payload,
     encode_form,
@@ -31,7 +32,7 @@ from cmpay_async import (
 )
 from cmpay_async._codec import encode_answer
 from cmpay_async._schema import REGISTRY
-from cmpay_async._values import format_amount_items
+from cmpay_async._values import format_amount_items, read_pay_url_generally
 from cmpay_async._verify import escaped_readings, verify_fields
 from tests.support.helpers import NOTIFY_BODY, TEST_KEY
 
@@ -455,6 +456,34 @@ def test_pay_url_parts_are_read_whole() -> None:
 
     assert ("https://a.example/p?q<hi:=>r", "S1", "post") == (pay.url, pay.session_id, pay.method)
     assert (("url", "https://other"),) == pay.extra
+
+
+_MESSY = st.text(alphabet=st.sampled_from("ab:/.?=&<>$hi \t\u3000\x1c中"), max_size=12)
+#: Mostly values as the gateway writes them (no blank, no "<"), sometimes anything.
+_TOKEN_TEXT = st.one_of(st.text(alphabet=st.sampled_from("ab:/.?=&>$hi中"), max_size=8), _MESSY)
+
+
+@given(
+    url=st.one_of(_TOKEN_TEXT, _TOKEN_TEXT.map(lambda t: "https://" + t)),
+    method=_TOKEN_TEXT,
+    session=_TOKEN_TEXT,
+)
+def test_the_usual_token_reads_as_the_general_reading_does(
+    url: str, method: str, session: str
+) -> None:
+    """parse_pay_url's quick reading of a token in the gateway's own layout gives exactly what
+    the general reading gives (the same model, or the same error), whatever the values hold:
+    blanks, markers, nothing."""
+    token = f"url<hi:=>{url}<hi:$$>method<hi:=>{method}<hi:$$>sessionId<hi:=>{session}"
+    try:
+        expected: PayUrl | str = read_pay_url_generally(token)
+    except DecodeError as exc:
+        expected = str(exc)
+    try:
+        got: PayUrl | str = parse_pay_url(token)
+    except DecodeError as exc:
+        got = str(exc)
+    assert expected == got
 
 
 _FORM = "CNY_AMT=<fen>#CMY_AMT=<fen>#RED_AMT=<fen>#VCH_AMT=<fen>#POT_CHG_AMT=<fen>"
