@@ -383,13 +383,15 @@ async def call_handler(handler: Handler, event: PaymentEvent, *, is_async: bool)
     if is_async:
         await handler(event)  # type: ignore[misc]
         return
+    # The result travels in a tuple: trio refuses a worker thread's function that returns a
+    # coroutine, and a plain function may hand one back (a lambda around an async function).
     handoff = hand_to_caller()
     if handoff is not None:
-        result = await handoff(lambda: handler(event))
+        (result,) = await handoff(lambda: (handler(event),))
     else:
         # Never on the loop's thread: a blocking handler would stall it, and Django's ORM
         # refuses to run where a loop runs.
-        result = await anyio.to_thread.run_sync(handler, event)
+        (result,) = await anyio.to_thread.run_sync(lambda: (handler(event),))
     if inspect.isawaitable(result):  # a plain function returning a coroutine
         await result
 

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import logging
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cmpay_async import Md5Signer, NotificationProcessor, PaymentEvent, event_key
+from cmpay_async import (
+    Md5Signer,
+    NotificationProcessor,
+    PaymentEvent,
+    StoreTimeoutError,
+    event_key,
+)
 from cmpay_async import _processor as processor_module
 from cmpay_async.stores import ClaimState, MemoryStore
+from cmpay_async.stores.sqlite import SqliteStore
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
 
 pytestmark = pytest.mark.anyio
@@ -317,3 +325,64 @@ async def test_receive_tells_what_became_of_each_notification() -> None:
     )
     assert "SignatureError" == type(forged.error).__name__
     assert ["GOOD", "BAD"] == calls
+
+
+async def test_a_plain_handler_that_returns_a_coroutine_has_it_awaited() -> None:
+    """A plain function handing back a coroutine (a lambda around an async function): the
+    coroutine runs before SUCCESS."""
+    seen: list[str] = []
+
+    async def record(event: PaymentEvent) -> None:
+        seen.append(event.order_id)
+
+    processor = NotificationProcessor(
+        verifier=Md5Signer(PUBLIC_TEST_KEY),
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        store=MemoryStore(),
+        handler=lambda event: record(event),
+    )
+    assert b"SUCCESS" == (await processor.process(sign_notification(order_id=ORDER))).body
+    assert [ORDER] == seen
+
+
+async def test_a_claim_the_library_store_fails_is_a_warning_naming_the_claim(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The library's own store (no cancel scope of the processor's around it) fails the
+    claim: 503 FAIL, and a WARNING that names the failed claim."""
+    caplog.set_level(logging.WARNING, logger="cmpay_async")
+    store = SqliteStore(tmp_path / "missing" / "events.db")
+    try:
+        answer = await _processor(store, []).process(sign_notification(order_id=ORDER))
+    finally:
+        store.close()
+
+    assert (503, b"FAIL") == (answer.status_code, answer.body)
+    [warning] = _messages(caplog, logging.WARNING)
+    assert warning.startswith(
+        "the store failed, the handler did not run; answered FAIL: SqliteStore failed to claim: "
+        "OperationalError: "
+    )
+    assert warning.endswith(" [claim]")
+
+
+class TimingOutClaims(MemoryStore):
+    """A store of the application's own whose driver times out."""
+
+    async def claim(self, key: str, *, lease: float) -> Any:
+        raise TimeoutError("the server did not answer")
+
+
+async def test_a_timeout_of_a_custom_store_is_a_store_timeout_error() -> None:
+    """An application's store raising the builtin TimeoutError: process_result raises
+    StoreTimeoutError naming the claim and the store."""
+    from tests.support.helpers import query_result
+
+    processor = _processor(TimingOutClaims(), [])
+    with pytest.raises(StoreTimeoutError) as caught:
+        await processor.process_result(query_result("T1", "SUCCESS"))
+
+    assert ("claim", "TimingOutClaims") == (caught.value.operation, caught.value.backend)
+    assert str(caught.value).startswith(
+        "TimingOutClaims failed to claim: TimeoutError: the server did not answer"
+    )

@@ -284,3 +284,27 @@ def test_pending_events_and_reports_survive_pickling() -> None:
 
     assert pending == pickle.loads(pickle.dumps(pending))
     assert report == pickle.loads(pickle.dumps(report))
+
+
+async def test_an_async_handler_is_awaited_with_each_event(tmp_path: Path) -> None:
+    """An ``async def`` handler (or an object with an async ``__call__``) is awaited on the
+    drainer's loop with the event."""
+    seen: list[tuple[str, int]] = []
+
+    class Handler:
+        async def __call__(self, event: PaymentEvent) -> None:
+            seen.append((event.order_id, threading.get_ident()))
+
+    backend = SqliteInbox(tmp_path / "inbox.db")
+    try:
+        inbox = Inbox(
+            backend=backend,
+            verifier=Md5Signer(PUBLIC_TEST_KEY),
+            merchant_id=PUBLIC_TEST_MERCHANT,
+            handler=Handler(),
+        )
+        assert b"SUCCESS" == (await inbox.process(paid("A1"))).body
+        assert 1 == (await inbox.drain()).handled
+    finally:
+        backend.close()
+    assert [("A1", threading.get_ident())] == seen
