@@ -336,6 +336,13 @@ def test_the_converter_source_is_plain_python() -> None:
     for message in REQUESTS:
         compile(converter_source(REGISTRY[message]), "<converter>", "exec")
     compile(converter_source(REGISTRY["DirectPayConfirm"], _PAYMENT_PARAMS), "<c>", "exec")
+    # With the payment's parameters, the Order is read directly and the rest are arguments.
+    assert converter_source(REGISTRY["DirectPayConfirm"], _PAYMENT_PARAMS).startswith(
+        "def convert_DirectPayConfirm(order, character_set, merchant_id, request_id, "
+    )
+    assert converter_source(REGISTRY["OrderQuery"]).startswith(
+        "def convert_OrderQuery(get, extra_bank_codes):"
+    )
 
 
 @pytest.mark.parametrize("charset", list(CharacterSet))

@@ -13,6 +13,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from cmpay_async import (
@@ -386,3 +387,35 @@ async def test_a_timeout_of_a_custom_store_is_a_store_timeout_error() -> None:
     assert str(caught.value).startswith(
         "TimingOutClaims failed to claim: TimeoutError: the server did not answer"
     )
+
+
+class HangingClaims(MemoryStore):
+    """A store of the application's own whose driver ignores every timeout."""
+
+    async def claim(self, key: str, *, lease: float) -> Any:
+        await anyio.sleep_forever()
+
+
+async def test_a_store_call_past_store_timeout_is_cut_off_by_the_processor() -> None:
+    """The processor's own bound (store_timeout) ends a claim the store never answers: a
+    StoreTimeoutError naming the store and the call, maybe_sent (it may have been taken);
+    ``receive`` says 503, not handled."""
+    from tests.support.helpers import query_result
+
+    processor = NotificationProcessor(
+        verifier=Md5Signer(PUBLIC_TEST_KEY),
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        store=HangingClaims(),
+        handler=lambda event: None,
+        store_timeout=0.05,
+    )
+    with anyio.fail_after(10):
+        with pytest.raises(StoreTimeoutError) as caught:
+            await processor.process_result(query_result("H1", "SUCCESS"))
+        receipt = await processor.receive(sign_notification(order_id="H1"))
+
+    error = caught.value
+    assert ("claim", "HangingClaims", True) == (error.operation, error.backend, error.maybe_sent)
+    assert str(error).startswith("HangingClaims did not claim within 0.05 s")
+    assert (503, False, None) == (receipt.ack.status_code, receipt.handled, receipt.error)
+    assert receipt.notification is not None
