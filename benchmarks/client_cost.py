@@ -186,11 +186,13 @@ async def _calls_only(endpoint: str, calls: int, raw: bool, mode: str = "plain")
                 await client.create_payment(ORDER, ip_address="203.0.113.7", request_id=REQUEST_ID)
 
 
-def _instructions(endpoint: str, calls: int, raw: bool, mode: str = "plain") -> int:
+def _instructions(
+    endpoint: str, calls: int, raw: bool, mode: str = "plain", backend: str = "asyncio"
+) -> int:
     """Instructions callgrind counts for a whole process making ``calls`` calls."""
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     command += [sys.executable, "-m", "benchmarks.client_cost", "--endpoint", endpoint]
-    command += ["--calls", str(calls)] + (["--raw"] if raw else [])
+    command += ["--calls", str(calls), "--backend", backend] + (["--raw"] if raw else [])
     command += ["--mode", mode] if mode != "plain" else []
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     line = next(x for x in done.stderr.splitlines() if "Collected :" in x)
@@ -198,7 +200,11 @@ def _instructions(endpoint: str, calls: int, raw: bool, mode: str = "plain") -> 
 
 
 def instructions_per_call(
-    endpoint: str, few: int = 100, many: int = 600, modes: tuple[str, ...] = ()
+    endpoint: str,
+    few: int = 100,
+    many: int = 600,
+    modes: tuple[str, ...] = (),
+    backend: str = "asyncio",
 ) -> dict[str, float]:
     """Instructions per call (callgrind: repeatable, unlike time), from two process sizes.
 
@@ -208,8 +214,8 @@ def instructions_per_call(
     runs = [("create_payment", False, "plain"), ("raw httpx", True, "plain")]
     runs += [(f"create_payment, {mode}", False, mode) for mode in modes]
     for name, raw, mode in runs:
-        small = _instructions(endpoint, few, raw, mode)
-        large = _instructions(endpoint, many, raw, mode)
+        small = _instructions(endpoint, few, raw, mode, backend)
+        large = _instructions(endpoint, many, raw, mode, backend)
         out[name] = (large - small) / (many - few)
     return out
 
@@ -231,20 +237,29 @@ def main(argv: list[str] | None = None) -> int:
         help=argparse.SUPPRESS,
     )
     parser.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="with --instructions: the event loop the calls run on",
+    )
+    parser.add_argument(
         "--observability",
         action="store_true",
         help="with --instructions: also hooks set and tracing on (this version only)",
     )
     args = parser.parse_args(argv)
     if args.endpoint:
-        anyio.run(_calls_only, args.endpoint, args.calls, args.raw, args.mode)
+        anyio.run(_calls_only, args.endpoint, args.calls, args.raw, args.mode, backend=args.backend)
         return 0
     if args.instructions:
         modes = ("hooks", "tracing") if args.observability else ()
         with canned_gateway() as endpoint:
-            counts = instructions_per_call(endpoint, modes=modes)
+            counts = instructions_per_call(endpoint, modes=modes, backend=args.backend)
         ours, raw = counts["create_payment"], counts["raw httpx"]
-        print(f"instructions per call: create_payment {ours:,.0f}, raw httpx {raw:,.0f}")
+        print(
+            f"{args.backend}: instructions per call: create_payment {ours:,.0f}, "
+            f"raw httpx {raw:,.0f}"
+        )
         print(f"ratio {ours / raw:.3f}; the client's own share {ours - raw:,.0f}")
         for mode in modes:
             cost = counts[f"create_payment, {mode}"]

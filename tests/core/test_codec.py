@@ -642,6 +642,20 @@ def test_readable_decodes_each_strictly_escaped_chinese_field_on_its_own() -> No
     assert {"message": "%FF%FE", "reserved1": "备", "reserved2": "%E4%B8%AD x"} == readable(
         schema, reading
     )
+    # The verified reading itself is left as it was signed.
+    assert {"message": "%FF%FE", "reserved1": "%E5%A4%87", "reserved2": "%E4%B8%AD x"} == reading
+
+
+def test_readable_decodes_two_fields_and_takes_a_reading_without_the_others() -> None:
+    """Two escaped fields are both decoded into a new dict; fields the reading lacks (an
+    answer that has no reserved fields) are simply not there."""
+    from cmpay_async._verify import readable
+
+    schema = REGISTRY["OfflineNotify"]
+    reading = {"message": "%E6%88%90", "reserved2": "%E5%8A%9F"}
+
+    assert {"message": "成", "reserved2": "功"} == readable(schema, reading)
+    assert {"message": "%E6%88%90", "reserved2": "%E5%8A%9F"} == reading
 
 
 def test_escaped_readings_hold_each_reading_once() -> None:
