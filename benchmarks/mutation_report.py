@@ -11,8 +11,12 @@ ways, each with its reason printed in the report:
   (mutmut renumbers a function's mutants when the function is edited).
 
 Its ``accepted`` table names survivors that a test could kill but that we chose not to chase
-(a race, a debugger's view), each with the reason: they count against the score. Every
-survivor is listed with its diff. Exits 1 below 90 %.
+(a race, a debugger's view), each with the reason: they count against the score. Its
+``killed_by_hand`` table names survivors that mutmut ran without the tests that kill them
+(mutmut links tests to a function in its stats run; an incremental run links only new tests,
+so a function split off since the last full stats run has none of the old ones), each with
+the tests that were run against the same change by hand: they count as killed, and are
+listed. Every survivor is listed with its diff. Exits 1 below 90 %.
 """
 
 from __future__ import annotations
@@ -141,7 +145,9 @@ def main() -> int:
     changes: dict[str, str] = tables.get("changes", {})
     listed = _Table(tables.get("equivalent", {}), changes)
     accepted_table = _Table(tables.get("accepted", {}), changes)
+    by_hand_table = _Table(tables.get("killed_by_hand", {}), changes)
     accepted: dict[str, str] = {}
+    by_hand: dict[str, str] = {}
     everything = _results("--all", "true")
     status = Counter(s for _, s in everything)
     survivors = [n for n, s in everything if s == "survived"]
@@ -152,21 +158,24 @@ def main() -> int:
         removed, added = _diff(name)
         change = _change(removed, added)
         reason = listed.reason(name, change) or _by_rule(name, removed, added)
+        killed_by = by_hand_table.reason(name, change)
         if reason:
             equivalent[name] = reason
+        elif killed_by:
+            by_hand[name] = killed_by
         else:
             open_.append((name, removed, added))
             why = accepted_table.reason(name, change)
             if why:
                 accepted[name] = why
-    killed = status["killed"] + status["timeout"]
+    killed = status["killed"] + status["timeout"] + len(by_hand)
     considered = killed + len(open_) + len(untested)
     score = killed / considered if considered else 0.0
     ran = sum(status[s] for s in ("killed", "timeout", "survived", "no tests"))
     per_module: dict[str, Counter[str]] = {}
     for name, state in everything:
         counts = per_module.setdefault(_module(name), Counter())
-        if state in ("killed", "timeout"):
+        if state in ("killed", "timeout") or name in by_hand:
             counts["killed"] += 1
         elif name in equivalent:
             counts["equivalent"] += 1
@@ -193,7 +202,8 @@ def main() -> int:
         ),
         f"- mutants: {len(everything)}; ran {ran}; killed {status['killed']}, timeouts "
         f"{status['timeout']} (counted as killed), survived {len(survivors)} "
-        f"({len(equivalent)} equivalent), no tests {len(untested)}, "
+        f"({len(equivalent)} equivalent, {len(by_hand)} killed when run by hand with the tests "
+        f"mutmut had not linked), no tests {len(untested)}, "
         f"not run {status['not checked']}",
     ]
     if elapsed:
@@ -225,6 +235,10 @@ def main() -> int:
         lines += ["```", ""]
     for name in untested:
         lines.append(f"- `{name}`: no test reaches it")
+    if by_hand:
+        lines += ["", "## Survivors killed by hand (counted as killed)", ""]
+        for name, how in sorted(by_hand.items()):
+            lines.append(f"- `{name}`: {how}")
     lines += ["", "## Equivalent survivors (not counted)", ""]
     for name, reason in sorted(equivalent.items()):
         lines.append(f"- `{name}`: {reason}")
