@@ -249,7 +249,10 @@ def _split(data: bytes | str, codec: str, *, form: bool) -> dict[str, str]:
     text = data if isinstance(data, str) else data.decode(codec)
     parts = text.split("&")
     if not form:  # an answer: values stay as sent
-        raw = dict([part.partition("=")[::2] for part in parts])
+        raw: dict[str, str] = {}
+        for part in parts:
+            name, _, value = part.partition("=")
+            raw[name] = value
         if len(raw) == len(parts) and _KNOWN_NAMES.issuperset(raw):
             return raw
         return _split_slowly(_pairs(text), codec, form=form)
