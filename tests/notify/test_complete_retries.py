@@ -24,9 +24,10 @@ from cmpay_async import (
     event_key,
 )
 from cmpay_async import _processor as processor_module
-from cmpay_async.stores import ClaimState, MemoryStore
+from cmpay_async.stores import ClaimState, MemoryStore, Store
 from cmpay_async.stores.sqlite import SqliteStore
-from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
+from cmpay_async.testing import PUBLIC_TEST_MERCHANT, sign_notification
+from tests.support.helpers import processor_for
 
 pytestmark = pytest.mark.anyio
 
@@ -77,17 +78,11 @@ class FailingCompletes(MemoryStore):
         return await super().complete(key, token)
 
 
-def _processor(store: MemoryStore, seen: list[str], lease: float = 60) -> NotificationProcessor:
+def _processor(store: Store, seen: list[str], lease: float = 60) -> NotificationProcessor:
     async def handler(event: PaymentEvent) -> None:
         seen.append(event.order_id)
 
-    return NotificationProcessor(
-        verifier=Md5Signer(PUBLIC_TEST_KEY),
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        store=store,
-        handler=handler,
-        lease=lease,
-    )
+    return processor_for(store, handler, lease=lease)
 
 
 def _messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
@@ -240,13 +235,7 @@ async def test_the_memory_store_completes_in_one_call(monkeypatch: pytest.Monkey
 @pytest.mark.parametrize("store_timeout", [30, 0.001])
 def test_store_timeout_bounds_are_inclusive_at_30(store_timeout: float) -> None:
     """``store_timeout`` is above 0 and at most 30 s: both ends of that range are accepted."""
-    processor = NotificationProcessor(
-        verifier=Md5Signer(PUBLIC_TEST_KEY),
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        store=MemoryStore(),
-        handler=lambda event: None,
-        store_timeout=store_timeout,
-    )
+    processor = processor_for(MemoryStore(), lambda event: None, store_timeout=store_timeout)
     assert store_timeout == processor.store_timeout
 
 
@@ -267,12 +256,7 @@ async def test_a_release_the_store_fails_is_a_warning_naming_the_key(
     async def failing(event: PaymentEvent) -> None:
         raise RuntimeError("ledger down")
 
-    processor = NotificationProcessor(
-        verifier=Md5Signer(PUBLIC_TEST_KEY),
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        store=FailingReleases(),
-        handler=failing,
-    )
+    processor = processor_for(FailingReleases(), failing)
     answer = await processor.process(sign_notification(order_id=ORDER))
 
     assert b"FAIL" == answer.body
@@ -293,12 +277,7 @@ async def test_receive_tells_what_became_of_each_notification() -> None:
         if event.order_id == "BAD":
             raise RuntimeError("ledger down")
 
-    processor = NotificationProcessor(
-        verifier=Md5Signer(PUBLIC_TEST_KEY),
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        store=MemoryStore(),
-        handler=handler,
-    )
+    processor = processor_for(MemoryStore(), handler)
     good = await processor.receive(sign_notification(order_id="GOOD", amount=100))
     again = await processor.receive(sign_notification(order_id="GOOD", amount=100))
     failed = await processor.receive(sign_notification(order_id="BAD", amount=100))
@@ -336,12 +315,7 @@ async def test_a_plain_handler_that_returns_a_coroutine_has_it_awaited() -> None
     async def record(event: PaymentEvent) -> None:
         seen.append(event.order_id)
 
-    processor = NotificationProcessor(
-        verifier=Md5Signer(PUBLIC_TEST_KEY),
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        store=MemoryStore(),
-        handler=lambda event: record(event),
-    )
+    processor = processor_for(MemoryStore(), lambda event: record(event))
     assert b"SUCCESS" == (await processor.process(sign_notification(order_id=ORDER))).body
     assert [ORDER] == seen
 
@@ -402,13 +376,7 @@ async def test_a_store_call_past_store_timeout_is_cut_off_by_the_processor() -> 
     ``receive`` says 503, not handled."""
     from tests.support.helpers import query_result
 
-    processor = NotificationProcessor(
-        verifier=Md5Signer(PUBLIC_TEST_KEY),
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        store=HangingClaims(),
-        handler=lambda event: None,
-        store_timeout=0.05,
-    )
+    processor = processor_for(HangingClaims(), lambda event: None, store_timeout=0.05)
     with anyio.fail_after(10):
         with pytest.raises(StoreTimeoutError) as caught:
             await processor.process_result(query_result("H1", "SUCCESS"))

@@ -16,10 +16,11 @@ from typing import Any
 import anyio
 import pytest
 
-from cmpay_async import Md5Signer, NotificationProcessor, PaymentEvent, StoreError
+from cmpay_async import NotificationProcessor, PaymentEvent, StoreError
 from cmpay_async.stores import ClaimState
 from cmpay_async.stores.sqlite import SqliteStore
-from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
+from cmpay_async.testing import sign_notification
+from tests.support.helpers import processor_for
 
 pytestmark = pytest.mark.anyio
 
@@ -80,12 +81,7 @@ def _processor(store: SqliteStore, seen: list[str]) -> NotificationProcessor:
     async def handler(event: PaymentEvent) -> None:
         seen.append(event.order_id)
 
-    return NotificationProcessor(
-        verifier=Md5Signer(PUBLIC_TEST_KEY),
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        store=store,
-        handler=handler,
-    )
+    return processor_for(store, handler)
 
 
 async def test_each_handled_notification_is_one_synced_commit(trace: Trace, tmp_path: Path) -> None:
@@ -119,12 +115,7 @@ async def test_a_release_is_not_synced_and_frees_the_key(trace: Trace, tmp_path:
         if len(calls) == 1:
             raise RuntimeError("ledger down")
 
-    processor = NotificationProcessor(
-        verifier=Md5Signer(PUBLIC_TEST_KEY),
-        merchant_id=PUBLIC_TEST_MERCHANT,
-        store=store,
-        handler=flaky,
-    )
+    processor = processor_for(store, flaky)
     body = sign_notification(order_id="R1", amount=100)
     try:
         assert b"FAIL" == (await processor.process(body)).body

@@ -15,7 +15,15 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from cmpay_async import CmpayClient, Md5Signer, Order, OrderQueryResult, RetryPolicy, SignType
+from cmpay_async import (
+    CmpayClient,
+    Md5Signer,
+    NotificationProcessor,
+    Order,
+    OrderQueryResult,
+    RetryPolicy,
+    SignType,
+)
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
 
 #: Whether the tests run in mutmut's copy of the tree (``mutants/``), whose modules hold a copy
@@ -164,3 +172,14 @@ def chinese_direct_pay_fields() -> dict[str, str]:
         "periodUnit": "02",
         "productName": "咖啡",
     }
+
+
+def processor_for(store: Any, handler: Any, **kw: Any) -> NotificationProcessor:
+    """A NotificationProcessor on the public test key and merchant (``kw``: its other options)."""
+    return NotificationProcessor(
+        verifier=Md5Signer(PUBLIC_TEST_KEY),
+        merchant_id=PUBLIC_TEST_MERCHANT,
+        store=store,
+        handler=handler,
+        **kw,
+    )
