@@ -128,6 +128,18 @@ def test_a_payment_that_paid_nothing_may_report_every_part_zero(
     assert (int(amount), 0, False) == (note.amount, note.amount_items.total, note.paid)
 
 
+@pytest.mark.parametrize("rest", ["", "#CMY_AMT=0#RED_AMT=0#VCH_AMT=0#POT_CHG_AMT=0"])
+def test_an_amt_item_over_its_256_characters_is_refused_for_its_length(rest: str) -> None:
+    """Max(256) is the first rule an amtItem breaks, whatever else is wrong with it: a cash
+    part of 250 digits is refused for its length, not read as a sum of money."""
+    items = "CNY_AMT=1" + "0" * 250 + rest
+
+    with pytest.raises(CmpayError) as caught:
+        _verify(section_8_3() | {"amtItem": items})
+
+    assert "amtItem: longer than 256 characters" == str(caught.value)
+
+
 def test_the_whole_mobile_cannot_move_into_the_order_id() -> None:
     """Eleven characters moved from mobile into orderId (mobile left empty) still join into
     the same signed string; the order id may not hold the mask's '*', so it is refused."""
