@@ -446,6 +446,15 @@ def test_bad_pay_url_tokens_say_what_is_missing(token: str, why: str) -> None:
     assert f"payLink: {why}" == str(given.value)
 
 
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_a_token_in_any_layout_may_carry_an_http_or_https_url(scheme: str) -> None:
+    """Both schemes the document's cashier uses are read by the general reading too (keys
+    out of the gateway's order, blanks around values), not only by the usual layout's."""
+    pay = parse_pay_url(f"sessionId<hi:=> S9 <hi:$$>url<hi:=> {scheme}://pay.example/c ")
+
+    assert (f"{scheme}://pay.example/c", "S9") == (pay.url, pay.session_id)
+
+
 def test_pay_url_parts_are_read_whole() -> None:
     """Empty parts are skipped (not the end), a value may hold <hi:=>, POST is the default,
     and a repeated known key is kept as an extra."""
