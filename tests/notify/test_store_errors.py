@@ -3,10 +3,12 @@ driver's exceptions into ``StoreError`` with, credentials blanked (cmpay_async.s
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from cmpay_async import StoreError, StoreTimeoutError
-from cmpay_async.stores import driver_failure, scrub
+from cmpay_async.stores import driver_failure, run_abandoning, scrub
 
 
 @pytest.mark.parametrize(
@@ -75,3 +77,22 @@ def test_driver_failure_drops_a_cause_whose_text_held_a_secret() -> None:
     assert error.__cause__ is None
     assert error.__suppress_context__ is True
     assert "s3cret-pw" not in repr(error)
+
+
+@pytest.mark.anyio
+async def test_run_abandoning_stops_waiting_for_blocked_work_and_says_how_long_it_waited() -> None:
+    """Work blocked in its thread (a driver on a silent server) is left behind: the caller
+    gets a TimeoutError naming the time waited, while the work is still blocked."""
+    release = threading.Event()
+
+    with pytest.raises(TimeoutError) as caught:
+        await run_abandoning(release.wait, timeout=0.01)
+    release.set()  # the abandoned thread, if it started, ends now
+
+    assert "no answer within 0.01 s" == str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_run_abandoning_returns_what_the_work_returns() -> None:
+    """Work that answers in time is simply awaited."""
+    assert 42 == await run_abandoning(lambda: 42, timeout=5)
