@@ -359,6 +359,16 @@ def test_a_body_that_does_not_decompress_is_a_decode_error(encoding: str) -> Non
     assert caught.value.maybe_sent is True  # something answered: the request got there
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "x-gzip"])
+def test_zlib_bytes_labelled_gzip_do_not_decompress(encoding: str) -> None:
+    """gzip means gzip's own framing: a zlib stream under that label is refused, not guessed
+    at (the inflater is gzip's alone, never zlib's header auto-detection)."""
+    with pytest.raises(DecodeError) as caught:
+        _inflate(zlib.compress(b"returnCode=000000"), encoding, 200)
+
+    assert f"the {encoding} answer does not decompress" == str(caught.value).split(" (HTTP")[0]
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_payment_cancelled_in_flight_is_logged_as_cancelled(
     caplog: pytest.LogCaptureFixture,
