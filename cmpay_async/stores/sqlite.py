@@ -152,11 +152,9 @@ class SqliteStore:
                     raise
                 time.sleep(0.005)
 
-    async def _run(
-        self, operation: str, work: Callable[[sqlite3.Connection], T], *, durable: bool = True
-    ) -> T:
-        """Run ``work`` in one transaction, synced to disk unless ``durable`` is False."""
-        return await self._call(operation, lambda: self._transaction(work, durable))
+    async def _run(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one unsynced transaction (a claim or a release; see _transaction)."""
+        return await self._call(operation, lambda: self._transaction(work))
 
     async def _call(self, operation: str, call: Callable[[], T]) -> T:
         """``call`` in a worker thread: the one place sqlite3's errors become ``StoreError``."""
@@ -177,27 +175,24 @@ class SqliteStore:
             raise error from error.__cause__
 
     def _transaction(
-        self,
-        work: Callable[[sqlite3.Connection], T],
-        durable: bool,
-        connection: sqlite3.Connection | None = None,
+        self, work: Callable[[sqlite3.Connection], T], committer: sqlite3.Connection | None = None
     ) -> T:
-        """``work`` in one ``BEGIN IMMEDIATE`` transaction, synced to disk only if ``durable``.
+        """``work`` in one ``BEGIN IMMEDIATE`` transaction: on the ``committer`` (synced to
+        disk), or else on this thread's own connection, unsynced.
 
         Only a completion must survive a crash of the machine. A claim or a release lost in
         one behaves as a lease that ran out: the next delivery claims the key again, exactly
         what would happen had the claim been synced and its worker died. In WAL mode a synced
         commit also syncs every earlier one, so a completion never outlives its claim.
         """
+        connection = committer
         if connection is None:
             connection = self._connection()
-        # The committer is FULL for good (set when it is opened), whichever thread leads.
-        if connection is not self._commits and getattr(self._local, "synced", None) != (
-            connection,
-            durable,
-        ):
-            connection.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
-            self._local.synced = (connection, durable)
+            # The committer is FULL for good (set when it is opened); this thread's own
+            # connection is told OFF once.
+            if getattr(self._local, "unsynced", None) is not connection:
+                connection.execute("PRAGMA synchronous=OFF")
+                self._local.unsynced = connection
         connection.execute("BEGIN IMMEDIATE")
         try:
             result = work(connection)
@@ -231,7 +226,7 @@ class SqliteStore:
         # Counted from the start: a claim waiting for the lock is a completion to come.
         self._holding(+1)
         try:
-            claimed = await self._run("claim", work, durable=False)
+            claimed = await self._run("claim", work)
         except BaseException:
             self._holding(-1)
             raise
@@ -307,7 +302,7 @@ class SqliteStore:
             return _mark_done(db, taken)
 
         try:
-            outcome: list[bool] | BaseException = self._transaction(work, True, self._committer())
+            outcome: list[bool] | BaseException = self._transaction(work, self._committer())
         except BaseException as exc:
             outcome = exc
         with self._batch_lock:
@@ -330,5 +325,5 @@ class SqliteStore:
                 (key, token, ClaimState.IN_PROGRESS.value),
             )
 
-        await self._run("release", work, durable=False)
+        await self._run("release", work)
         self._holding(-1)
