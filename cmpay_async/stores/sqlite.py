@@ -84,6 +84,12 @@ class SqliteStore:
         if not 0 < timeout <= 30:
             raise ConfigurationError(f"timeout must be above 0 and at most 30 s, not {timeout!r}")
         self.path = str(path)
+        if self.path in ("", ":memory:"):
+            # Each connection (one per thread) would open a database of its own.
+            raise ConfigurationError(
+                f"path must name a file, not {self.path!r}: an in-memory or temporary "
+                "database is private to each connection, and the store opens one per thread"
+            )
         #: Seconds a call waits for a lock another process holds before it fails.
         self.timeout = timeout
         self._clock = clock
@@ -146,11 +152,14 @@ class SqliteStore:
         deadline = time.monotonic() + self.timeout
         while connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             try:
-                connection.execute("PRAGMA journal_mode=WAL")
+                mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.005)
+                continue
+            if mode != "wal":  # refused without an error: asking again would never end
+                raise sqlite3.OperationalError(f"the database cannot use WAL (journal mode {mode})")
 
     async def _run(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one unsynced transaction (a claim or a release; see _transaction)."""
