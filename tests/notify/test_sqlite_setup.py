@@ -55,6 +55,7 @@ class _Switch:
 
 @pytest.fixture
 def switch(monkeypatch: pytest.MonkeyPatch) -> _Switch:
+    """Every sqlite3 connection opened during the test answers the WAL switch by script."""
     scripted = _Switch([])
     original = sqlite3.connect
     monkeypatch.setattr(
