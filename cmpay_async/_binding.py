@@ -318,7 +318,6 @@ def _reader_code(schema: Schema, model: type) -> tuple[str, dict[str, Any]]:
         "parse_datetime": parse_datetime,
         "parse_date": parse_date,
         "parse_amount_items": parse_amount_items,
-        "parse_pay_url": parse_pay_url,
         "_make": unchecked(model),
     }
     lines = [f"def read_{schema.name}(fields, extra_bank_codes):"]

@@ -301,6 +301,14 @@ def _record_closing_threads(client: BlockingCmpayClient) -> list[str]:
         close_loop(loop)
 
     client._close_loop = recording  # type: ignore[method-assign]
+    aclose = client._client.aclose
+
+    async def recording_aclose() -> None:
+        # The last step of close(): the async client marked closed, on a loop of its own.
+        closers.append("aclose on " + threading.current_thread().name)
+        await aclose()
+
+    client._client.aclose = recording_aclose  # type: ignore[method-assign]
     return closers
 
 
@@ -322,7 +330,7 @@ def test_close_from_a_thread_where_a_loop_runs_closes_on_a_helper_thread(
         asyncio.events._set_running_loop(None)
         running.close()
 
-    assert ["cmpay-close"] == closers
+    assert ["cmpay-close", "aclose on cmpay-close"] == closers
     assert ours.is_closed()
     assert client.client.closed is True
 
@@ -335,4 +343,5 @@ def test_close_in_a_plain_thread_closes_right_there(gateway: tuple[Sandbox, str]
     closers = _record_closing_threads(client)
     client.close()
 
-    assert [threading.current_thread().name] == closers
+    here = threading.current_thread().name
+    assert [here, f"aclose on {here}"] == closers

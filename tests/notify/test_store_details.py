@@ -668,6 +668,28 @@ def test_postgres_a_forked_childs_close_leaves_the_parents_sessions_alone(
     assert parents == {c.info.backend_pid for c in pg._connections}
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_postgres_a_forked_child_keeps_one_session_of_its_own(pg: PostgresStore) -> None:
+    """After the fork a child opens a session of its own once, and keeps using it: the
+    same server process answers its calls, and it is not one of the parent's."""
+    anyio.run(pg.migrate)
+    parents = {c.info.backend_pid for c in pg._connections}
+    pids: list[int] = []
+
+    def child() -> None:
+        async def calls() -> None:
+            for _ in range(3):
+                pid = await pg._run("claim", lambda db: db.execute("SELECT pg_backend_pid()"))
+                pids.append(pid.fetchone()[0])
+
+        anyio.run(calls)
+        assert 1 == len(set(pids))
+        assert not set(pids) & parents
+        pg.close()
+
+    assert 0 == in_child(child)
+
+
 def test_sqlite_completions_that_arrive_together_share_one_synced_transaction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

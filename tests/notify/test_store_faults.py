@@ -873,7 +873,13 @@ async def test_redis_without_config_is_not_checked_and_still_works(
             store.close()
 
     assert [] == [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert any("could not read the server's settings" in r.getMessage() for r in caplog.records)
+    said = [r.getMessage() for r in caplog.records if "settings" in r.getMessage()]
+    # check() and the first claim each say it, with the server's own refusal in the line:
+    # "unknown command 'CONFIG', with args beginning with: ...".
+    assert 2 == len(said)
+    for line in said:
+        assert line.startswith("RedisStore could not read the server's settings (unknown command")
+        assert "'CONFIG'" in line
 
 
 # -- every driver error is translated --------------------------------------------------------------
@@ -955,3 +961,72 @@ async def test_an_unusable_sqlite_path_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"SqliteStore failed to claim: OperationalError"):
         await store.claim("K", lease=1)
     store.close()
+
+
+# -- what a failure names ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+async def test_a_driver_error_that_echoes_the_password_never_shows_it(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """The password of the URL or DSN is a secret of its own, scrubbed from any driver error
+    that quotes it bare (not only from a whole URL or a password=... pair)."""
+    if kind == "redis":
+        store: RedisStore | PostgresStore = _redis_at(1)  # redis-py connects lazily
+        driver: type[Exception] = redis.exceptions.ResponseError
+    else:  # connected (trust authentication ignores the password), then the statement fails
+        params = psycopg.conninfo.conninfo_to_dict(request.getfixturevalue("postgres_dsn"))
+        params["password"] = SECRET
+        store = PostgresStore(psycopg.conninfo.make_conninfo(**params), table=_table())
+        driver = psycopg.OperationalError
+
+    def fail(*_: Any) -> None:
+        raise driver(f"authentication failed, tried {SECRET!r} for user cmpay")
+
+    try:
+        with pytest.raises(StoreError) as caught:
+            await store._run("claim", fail)
+    finally:
+        store.close()
+        if kind == "postgres":
+            _drop(request.getfixturevalue("postgres_dsn"), store.table)
+
+    assert "claim" == caught.value.operation
+    assert SECRET not in str(caught.value)
+    assert SECRET not in repr(caught.value)
+
+
+async def test_postgres_names_the_call_whose_statement_failed(postgres_dsn: str) -> None:
+    """Connected, then each statement refused (its table dropped under it): a StoreError
+    naming the call, which may have been applied."""
+    store = PostgresStore(postgres_dsn, table=_table(), timeout=SHORT)
+    try:
+        await store.migrate()
+        _drop(postgres_dsn, store.table)
+        calls = {
+            "claim": lambda: store.claim("P1", lease=60),
+            "complete": lambda: store.complete("P1", "0" * 32),
+            "release": lambda: store.release("P1", "0" * 32),
+        }
+        for operation, call in calls.items():
+            with anyio.fail_after(GUARD), pytest.raises(StoreError) as caught:
+                await call()
+            assert (operation, True) == (caught.value.operation, caught.value.maybe_sent)
+            assert str(caught.value).startswith(f"PostgresStore failed to {operation}: ")
+    finally:
+        store.close()
+
+
+async def test_redis_check_of_a_server_that_never_answers_is_a_timeout_of_the_check() -> None:
+    """check() on a server that accepts and never answers: a StoreTimeoutError naming the
+    check, in bounded time."""
+    with silent_listener() as port:
+        store = _redis_at(port)
+        try:
+            with anyio.fail_after(GUARD), pytest.raises(StoreTimeoutError) as caught:
+                await store.check()
+        finally:
+            store.close()
+
+    assert ("check", f"127.0.0.1:{port}") == (caught.value.operation, caught.value.endpoint_host)
