@@ -174,6 +174,27 @@ async def test_no_answer_at_all_ends_at_the_deadline(fake_gateway: FakeGateway) 
 
 
 @pytest.mark.parametrize("fake_gateway", ["silent"], indirect=True)
+@pytest.mark.parametrize("transport", ["default", "explicit"])
+async def test_the_read_timeout_ends_a_silent_answer_before_the_deadline(
+    fake_gateway: FakeGateway, transport: str
+) -> None:
+    """Timeouts.read bounds the wait for the answer, for the client's own pools and for an
+    explicit httpx.AsyncHTTPTransport alike: the call ends at the read timeout, long before
+    a total deadline that would otherwise end it."""
+    read = TOTAL / 4
+    timeouts = Timeouts(total=TOTAL + MARGIN * 2, read=read)
+    kw: dict[str, Any] = {} if transport == "default" else {"transport": httpx.AsyncHTTPTransport()}
+    started = time.monotonic()
+    with anyio.fail_after(TOTAL + MARGIN * 5):
+        async with client_for(fake_gateway, timeouts=timeouts, **kw) as client:
+            with pytest.raises(TransportTimeoutError) as info:
+                await client.create_payment(order(), ip_address="127.0.0.1")
+
+    assert time.monotonic() - started < read + MARGIN
+    assert info.value.maybe_sent is True
+
+
+@pytest.mark.parametrize("fake_gateway", ["silent"], indirect=True)
 async def test_queued_callers_give_up_after_the_pool_timeout(fake_gateway: FakeGateway) -> None:
     """With every slot taken, a waiting caller fails at the pool timeout, never sent."""
     timeouts = Timeouts(total=FOREVER, read=FOREVER, pool=0.5)
@@ -282,11 +303,14 @@ async def test_a_deadline_met_while_connecting_was_never_sent(
 
 
 @pytest.mark.parametrize("fake_gateway", ["redirect"], indirect=True)
-async def test_a_redirect_is_not_followed(fake_gateway: FakeGateway) -> None:
+@pytest.mark.parametrize("transport", ["default", "explicit"])
+async def test_a_redirect_is_not_followed(fake_gateway: FakeGateway, transport: str) -> None:
     """A 302 from the gateway's address is an HTTP status error, not a second request
-    somewhere else (a payment must go to the configured endpoint only)."""
+    somewhere else (a payment must go to the configured endpoint only), over the client's
+    own pools or an explicit transport."""
+    kw: dict[str, Any] = {} if transport == "default" else {"transport": httpx.AsyncHTTPTransport()}
     with anyio.fail_after(TOTAL + MARGIN * 5):
-        async with client_for(fake_gateway) as client:
+        async with client_for(fake_gateway, **kw) as client:
             with pytest.raises(HTTPStatusError) as info:
                 await client.create_payment(order(), ip_address="127.0.0.1")
 
