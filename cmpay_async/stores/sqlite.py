@@ -74,7 +74,12 @@ def _close_own(connections: list[tuple[int, sqlite3.Connection]], lock: threadin
 
 
 class SqliteStore:
-    """A store in an SQLite file (made with its table on first use)."""
+    """A store in an SQLite file (made with its table on first use).
+
+    ``path`` must name a file: ``":memory:"`` and ``""`` are refused, as each connection (one
+    per thread) would open a database of its own. The file is put in WAL mode; a file SQLite
+    will not put in WAL mode is a ``StoreError``.
+    """
 
     _commits: sqlite3.Connection | None
 
