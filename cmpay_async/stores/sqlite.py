@@ -199,8 +199,9 @@ class SqliteStore:
         what would happen had the claim been synced and its worker died. In WAL mode a synced
         commit also syncs every earlier one, so a completion never outlives its claim.
         """
-        connection = committer
-        if connection is None:
+        if committer is not None:
+            connection = committer
+        else:
             connection = self._connection()
             # The committer is FULL for good (set when it is opened); this thread's own
             # connection is told OFF once.
