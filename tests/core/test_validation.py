@@ -14,6 +14,7 @@ from cmpay_async import (
     Md5Signer,
     Order,
     PeriodUnit,
+    Problem,
     ValidationError,
     build_payment_request,
     yuan_to_fen,
@@ -267,3 +268,43 @@ def test_return_addresses_are_required_when_nobody_gives_them() -> None:
     assert [("callbackUrl", "required"), ("notifyUrl", "required")] == [
         (p.field, p.rule) for p in caught.value.problems
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("amount", "0100", ("must not start with 0 (a canonical decimal)", "digits")),
+        ("amount", "1e3", ("must be digits", "digits")),
+        ("mobile", "15100000263", ("must be 3 digits, '****' and 4 digits", "pattern")),
+    ],
+)
+def test_a_received_field_that_breaks_its_form_is_named_with_the_rule_and_its_code(
+    name: str, value: str, problem: tuple[str, str]
+) -> None:
+    """Each form rule of a received field says what is wrong in words, and under a stable
+    code (Problem.code): a number's one spelling, a masked mobile."""
+    from cmpay_async._schema import REGISTRY
+    from cmpay_async._validate import check_fields
+
+    found = [p for p in check_fields(REGISTRY["OfflineNotify"], {name: value}) if p.field == name]
+
+    assert [Problem(name, *problem)] == found
+
+
+def test_bodies_with_and_without_a_certificate_alternate_correctly() -> None:
+    """An MD5 body leaves merchantCert out, an RSA body carries it; built one after the
+    other for the same message, in any order, each is written by its own field list."""
+    from urllib.parse import parse_qsl
+
+    from cmpay_async import RsaSigner
+    from tests.support.helpers import rsa_key
+
+    rsa = RsaSigner(rsa_key(), merchant_cert="CERTHEX01")
+    bodies = [
+        build(valid_order(), signer=signer).body.decode()
+        for signer in (Md5Signer(TEST_KEY), rsa, Md5Signer(TEST_KEY), rsa)
+    ]
+
+    sent = [dict(parse_qsl(body, keep_blank_values=True)) for body in bodies]
+    assert [None, "CERTHEX01", None, "CERTHEX01"] == [s.get("merchantCert") for s in sent]
+    assert ["MD5", "RSA", "MD5", "RSA"] == [s["signType"] for s in sent]

@@ -209,3 +209,37 @@ async def test_a_completion_the_lock_keeps_out_fails_and_can_be_tried_again(
     assert "StoreTimeoutError" == type(error).__name__
     assert ("complete", False) == (error.operation, error.maybe_sent)
     assert str(error).startswith("SqliteStore failed to complete: OperationalError: database is")
+
+
+async def test_a_batch_that_fails_while_written_fails_each_of_its_completions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch was taken and the write failed inside its transaction (a disk error):
+    complete() raises StoreError naming ``complete``, the transaction is rolled back, and
+    the same completion succeeds once the disk is back."""
+    from cmpay_async.stores import sqlite as sqlite_module
+
+    mark_done = sqlite_module._mark_done
+    broken = True
+
+    def failing(db: sqlite3.Connection, batch: list[list[object]]) -> list[bool]:
+        if broken:
+            raise sqlite3.OperationalError("disk I/O error")
+        return mark_done(db, batch)
+
+    monkeypatch.setattr(sqlite_module, "_mark_done", failing)
+    store = SqliteStore(tmp_path / "events.db")
+    claimed = await store.claim("B1", lease=60)
+    assert claimed.token is not None
+    try:
+        with anyio.fail_after(10), pytest.raises(StoreError) as caught:
+            await store.complete("B1", claimed.token)
+        broken = False
+        assert await store.complete("B1", claimed.token)
+    finally:
+        store.close()
+
+    assert "complete" == caught.value.operation
+    assert str(caught.value).startswith(
+        "SqliteStore failed to complete: OperationalError: disk I/O"
+    )
