@@ -243,3 +243,28 @@ async def test_a_batch_that_fails_while_written_fails_each_of_its_completions(
     assert str(caught.value).startswith(
         "SqliteStore failed to complete: OperationalError: disk I/O"
     )
+
+
+async def test_a_release_the_lock_keeps_out_is_a_timeout_of_the_release(tmp_path: Path) -> None:
+    """Another connection holds the write lock past the timeout: release() raises a
+    StoreTimeoutError naming ``release``, nothing applied (the claim still holds)."""
+    path = tmp_path / "events.db"
+    store = SqliteStore(path, timeout=0.2)
+    claimed = await store.claim("R1", lease=60)
+    assert claimed.token is not None
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        with anyio.fail_after(10), pytest.raises(StoreError) as caught:
+            await store.release("R1", claimed.token)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    try:
+        assert ClaimState.IN_PROGRESS is (await store.claim("R1", lease=60)).state
+    finally:
+        store.close()
+
+    error = caught.value
+    assert "StoreTimeoutError" == type(error).__name__
+    assert ("release", False) == (error.operation, error.maybe_sent)
