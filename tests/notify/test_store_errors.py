@@ -96,3 +96,18 @@ async def test_run_abandoning_stops_waiting_for_blocked_work_and_says_how_long_i
 async def test_run_abandoning_returns_what_the_work_returns() -> None:
     """Work that answers in time is simply awaited."""
     assert 42 == await run_abandoning(lambda: 42, timeout=5)
+
+
+def test_redis_settings_a_server_leaves_out_count_as_its_defaults() -> None:
+    """A server whose CONFIG GET omits a setting (a restricted managed Redis) is judged by
+    Redis's defaults for it: no save points means nothing persisted, no maxmemory means no
+    eviction. Only what the settings show is named."""
+    from cmpay_async.stores.redis import _risks
+
+    nothing = (
+        "it persists nothing (appendonly no, no save points): a restart forgets every "
+        "handled payment"
+    )
+    assert [nothing] == _risks({})
+    assert [nothing] == _risks({"appendonly": "no", "maxmemory-policy": "allkeys-lru"})
+    assert [] == _risks({"appendonly": "yes"})

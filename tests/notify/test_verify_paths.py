@@ -108,3 +108,15 @@ def test_a_long_foreign_sign_type_is_named_by_its_first_ten_characters() -> None
         verify_notification(body, verifier=VERIFIER)
 
     assert "signType: is 'ABCDEFGHIJ' but the configured verifier checks MD5" == str(caught.value)
+
+
+def test_a_raw_equals_sign_beside_a_malformed_escape_is_read_as_sent() -> None:
+    """A value posted with a raw '=' and a '%' that starts no escape ("=41%zz") is read as
+    the standard library reads it, character for character: '=41' is not an escape of
+    'A', whatever shortcut the decoder takes."""
+    body = sign_notification(reserved1="=41%zz", order_id="Q1")
+    raw = re.sub(rb"reserved1=[^&]*", b"reserved1==41%zz", body)
+
+    note = verify_notification(raw, verifier=VERIFIER)
+
+    assert "=41%zz" == note.reserved1
