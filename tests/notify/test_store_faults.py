@@ -465,7 +465,8 @@ def _terminate(dsn: str, application: str) -> int:
 
 
 async def test_postgres_sessions_terminated_between_deliveries(postgres_dsn: str) -> None:
-    """pg_terminate_backend on the store's sessions: the next delivery reconnects, SUCCESS."""
+    """pg_terminate_backend on the store's sessions: the next delivery reconnects, SUCCESS,
+    and the ended session is dropped from the store's books."""
     application = f"cmpay-fault-{uuid.uuid4().hex[:8]}"
     store = PostgresStore(
         f"{postgres_dsn}?application_name={application}", table=_table(), timeout=SHORT
@@ -477,6 +478,10 @@ async def test_postgres_sessions_terminated_between_deliveries(postgres_dsn: str
         assert _terminate(postgres_dsn, application) >= 1
 
         assert (200, b"SUCCESS") == await _answer(processor, "P2")
+        # The ended session was dropped from the store's books, not only replaced: what it
+        # holds is open, and each connection it holds has its owner recorded once.
+        assert all(not connection.closed for connection in store._connections)
+        assert len(store._owners) == len(store._connections)
     finally:
         store.close()
         _drop(postgres_dsn, store.table)
@@ -1030,3 +1035,27 @@ async def test_redis_check_of_a_server_that_never_answers_is_a_timeout_of_the_ch
             store.close()
 
     assert ("check", f"127.0.0.1:{port}") == (caught.value.operation, caught.value.endpoint_host)
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+async def test_a_call_whose_driver_ignores_its_timeout_is_cut_off_at_twice_it(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """A driver blocked past its own timeouts (here: work that waits on an event) is cut off
+    by the store at twice its timeout: a StoreTimeoutError, not a wait without end."""
+    release = threading.Event()
+    if kind == "redis":
+        store: RedisStore | PostgresStore = RedisStore("redis://127.0.0.1:1/0", timeout=0.05)
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        store = PostgresStore(dsn, table=_table(), timeout=0.05)
+    try:
+        with anyio.fail_after(GUARD), pytest.raises(StoreTimeoutError) as caught:
+            await store._run("claim", lambda *_: release.wait())
+    finally:
+        release.set()
+        store.close()
+        if kind == "postgres":
+            _drop(request.getfixturevalue("postgres_dsn"), store.table)
+
+    assert "claim" == caught.value.operation
