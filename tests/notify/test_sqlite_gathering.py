@@ -119,3 +119,16 @@ def test_claims_released_refused_or_failed_are_not_waited_for(
     assert {"A": True} == answers
     assert [["A"]] == batches
     store.close()
+
+
+def test_completed_claims_are_not_waited_for(tmp_path: Path, batches: list[list[str]]) -> None:
+    """A claim completed is no longer a completion to come: the next claim's completion is
+    written at once, alone."""
+    store = SqliteStore(tmp_path / "e.db")
+    answers: dict[str, bool] = {}
+    assert _finished(_completing(store, "A", _claim(store, "A"), answers))
+
+    assert _finished(_completing(store, "B", _claim(store, "B"), answers))
+    assert {"A": True, "B": True} == answers
+    assert [["A"], ["B"]] == batches
+    store.close()

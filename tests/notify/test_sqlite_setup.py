@@ -128,3 +128,22 @@ async def test_a_closed_store_opens_its_connections_again_on_next_use(tmp_path: 
     assert ClaimState.DONE == again.state
     assert await store.complete("K2", second.token)
     store.close()
+
+
+async def test_a_locked_switch_is_tried_again_every_five_milliseconds(
+    switch: _Switch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between tries of the WAL switch on a locked file the store pauses 5 ms (the switch
+    takes no busy wait of SQLite's own)."""
+    from cmpay_async.stores import sqlite as sqlite_module
+
+    pauses: list[float] = []
+    monkeypatch.setattr(sqlite_module.time, "sleep", pauses.append)
+    locked = sqlite3.OperationalError("database is locked")
+    switch.script += [locked, locked]
+    store = SqliteStore(tmp_path / "events.db", timeout=5)
+
+    await store.claim("K1", lease=60)
+
+    assert [0.005, 0.005] == pauses
+    store.close()

@@ -773,3 +773,45 @@ def test_sqlite_a_new_file_written_by_another_connection_still_becomes_wal(
     with contextlib.closing(sqlite3.connect(path)) as check:
         assert "wal" == check.execute("PRAGMA journal_mode").fetchone()[0]
     store.close()
+
+
+@pytest.mark.parametrize("race", ["UniqueViolation", "DuplicateTable"])
+def test_postgres_a_table_another_process_just_created_is_taken_as_is(dsn: str, race: str) -> None:
+    """Two processes creating the table at once: the loser's CREATE TABLE IF NOT EXISTS fails
+    with UniqueViolation (this server) or DuplicateTable (others, by the SQL standard's
+    reading); either way the table exists and the store goes on."""
+    store = PostgresStore(dsn, table=f"cmpay_detail_{uuid.uuid4().hex[:8]}")
+    error = getattr(psycopg.errors, race)
+
+    class LosingConnection:
+        """A session whose CREATE TABLE lost the race to another process."""
+
+        def execute(self, statement: str) -> None:
+            raise error(f"{race}: {statement[:20]}")
+
+    store._create(LosingConnection())
+
+    assert store._migrated
+    store.close()
+
+
+def test_redis_a_lease_under_a_millisecond_is_one_millisecond() -> None:
+    """The lease is given to Redis in whole milliseconds, at least one (PX 0 is refused)."""
+    store = RedisStore("redis://127.0.0.1:6379/0")
+    leases: list[int] = []
+    original = store._redis.set
+
+    def recording(name: str, value: str, **options: Any) -> Any:
+        leases.append(options["px"])
+        return original(name, value, **options)
+
+    store._redis.set = recording  # type: ignore[method-assign]
+    key = f"cmpay-px-{uuid.uuid4().hex[:8]}"
+    try:
+        anyio.run(functools.partial(store.claim, key, lease=0.0004))
+        anyio.run(functools.partial(store.claim, key + "b", lease=1.5))
+    finally:
+        store._redis.delete(f"cmpay:event:{key}", f"cmpay:event:{key}b")
+        store.close()
+
+    assert [1, 1500] == leases
