@@ -815,3 +815,18 @@ def test_redis_a_lease_under_a_millisecond_is_one_millisecond() -> None:
         store.close()
 
     assert [1, 1500] == leases
+
+
+def test_postgres_a_connection_already_closed_is_replaced_and_shut_without_error(
+    dsn: str,
+) -> None:
+    """A session whose socket is gone (closed, here) counts as one the server spoke on, to
+    be replaced before use; shutting its socket down (after a timeout) does nothing."""
+    from cmpay_async.stores.postgres import _shut, _spoke
+
+    connection = psycopg.connect(dsn, autocommit=True)
+    assert not _spoke(connection)  # idle and alive: the server said nothing
+    connection.close()
+
+    assert _spoke(connection)
+    _shut(connection)
