@@ -247,9 +247,9 @@ class Engine:
 
         ``state.sent`` ends true once any attempt may have been sent.
         """
-        total = self.timeouts.total
-        deadline = anyio.current_time() + total if total is not None else math.inf
         pools = self.pools.existing() or await self.pools.current()
+        total = self.timeouts.total
+        deadline = pools.now() + total if total is not None else math.inf
         observer = self.observer
         while True:
             self.check_open()
@@ -300,7 +300,7 @@ class Engine:
             with self.observer.attempt_span(attempt) as span:
                 # Shielded from the caller's cancel scopes once the request may be written;
                 # the deadline still applies inside.
-                with anyio.CancelScope(shield=True, deadline=deadline) as scope:
+                with pools.shield(deadline) as scope:
                     try:
                         outcome.status, outcome.body = await post(
                             pools.http,
