@@ -317,7 +317,8 @@ class CmpayClient:
             callback_url=self.callback_url,
             notify_url=self.notify_url,
             extra_bank_codes=self.extra_bank_codes,
-            message=Channel(channel).value,
+            # A member's value directly: Channel(member).value costs a lookup and a descriptor.
+            message=channel._value_ if type(channel) is Channel else Channel(channel).value,
         )
 
     async def create_payment(

@@ -457,14 +457,11 @@ def _finish(
         raise EncodingError(_unencodable(fields)) from None
     # ``fields`` is in schema order already; an empty certificate is left out of the body.
     cert = schema.cert_field
-    sent = fields
     if cert is not None and not fields[cert.wire]:
-        sent = fields.copy()
-        del sent[cert.wire]
-    plan = schema.plan(
-        "form" if sent is fields else "form-no-cert", lambda s: form_plan(s, tuple(sent))
-    )
-    body = encode_fields(sent, character_set, plan)
+        plan = schema.plan("form-no-cert", lambda s: form_plan(s, tuple(fields), cert.wire))
+    else:
+        plan = schema.plan("form", lambda s: form_plan(s, tuple(fields)))
+    body = encode_fields(fields, character_set, plan)
     return PreparedRequest(
         message=schema.name,
         request_id=request_id,

@@ -15,6 +15,7 @@ import cmpay_async._client as client_module
 from cmpay_async import (
     RETURN_CODES,
     SUCCESS_CODES,
+    Channel,
     CharacterSet,
     ClientClosedError,
     CmpayClient,
@@ -477,3 +478,29 @@ def test_client_verifies_notifications_with_its_own_key_and_merchant() -> None:
     assert "N1" == client.verify_notification(body).order_id
     with pytest.raises(CmpayError, match="merchantId"):
         other.verify_notification(body)
+
+
+def test_channel_may_be_given_as_its_interface_name() -> None:
+    """``channel`` takes a ``Channel`` or the interface name it stands for (section 5's
+    ``type``); any other value is refused before anything is signed."""
+    c = make_client(httpx.MockTransport(lambda request: httpx.Response(500)))
+    for given, wire in (
+        (Channel.WAP, b"type=WAPDirectPayConfirm&"),
+        ("WAPDirectPayConfirm", b"type=WAPDirectPayConfirm&"),
+        (Channel.WEB, b"type=DirectPayConfirm&"),
+        ("DirectPayConfirm", b"type=DirectPayConfirm&"),
+    ):
+        prepared = c.prepare_payment(
+            valid_order(),
+            ip_address="1.2.3.4",
+            request_id="CHANNEL1",
+            channel=given,  # type: ignore[arg-type]
+        )
+        assert wire in prepared.body
+    with pytest.raises(ValueError, match="'WAP' is not a valid Channel"):
+        c.prepare_payment(
+            valid_order(),
+            ip_address="1.2.3.4",
+            request_id="CHANNEL1",
+            channel="WAP",  # type: ignore[arg-type]
+        )
