@@ -62,14 +62,17 @@ def yuan_to_fen(yuan: Decimal | str | int) -> int:
 
 
 M = TypeVar("M", bound="Model")
+#: Any frozen, slotted attrs class (a model, a store's answer, a payment event).
+A = TypeVar("A")
 
 _UNCHECKED: dict[type, Callable[..., Any]] = {}
 
 
-def unchecked(cls: type[M]) -> Callable[..., M]:
-    """A constructor of ``cls`` taking every attribute positionally, in ``attrs.fields``
-    order, with no type check and no converter: only for values the library's own decoders
-    produced and proved (a verified notification). Everyone else uses the checked ``cls(...)``.
+def unchecked(cls: type[A]) -> Callable[..., A]:
+    """A constructor of the frozen, slotted attrs class ``cls`` taking every attribute
+    positionally, in ``attrs.fields`` order, with no type check and no converter: only for
+    values the library's own decoders produced and proved (a verified notification) or its
+    own code made. Everyone else uses the checked ``cls(...)``.
 
     The instance is the one ``cls(...)`` builds from the same values: the attributes are set
     through the slots' own descriptors, as attrs' generated ``__init__`` does for a frozen

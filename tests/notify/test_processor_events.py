@@ -7,6 +7,7 @@ own decisions, which the store-by-store tests in test_processor.py do not pin do
 from __future__ import annotations
 
 import logging
+import pickle
 from typing import Any
 
 import pytest
@@ -81,6 +82,21 @@ async def test_a_notification_event_carries_the_verified_notification(
     assert event_key(PUBLIC_TEST_MERCHANT, "EV1", "SUCCESS") == event.key
     assert expected == event.notification
     assert event.query is None
+    # The same event as the documented constructor makes: equal, same hash, same repr, and
+    # it survives pickling (a handler may queue it).
+    built = PaymentEvent(
+        source=kind,  # type: ignore[arg-type]
+        key=f"cmpay:{PUBLIC_TEST_MERCHANT}:EV1:SUCCESS",
+        order_id="EV1",
+        paid=True,
+        amount=1250,
+        pay_no="PAYNO123",
+        notification=expected,
+    )
+    assert built == event
+    assert hash(built) == hash(event)
+    assert repr(built) == repr(event)
+    assert built == pickle.loads(pickle.dumps(event))
 
 
 async def test_a_reconciliation_event_carries_the_query_result() -> None:
