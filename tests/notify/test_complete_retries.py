@@ -210,6 +210,34 @@ async def test_a_handler_that_outlived_its_lease_is_an_error(
     ] == _messages(caplog, logging.ERROR)
 
 
+async def test_the_memory_store_reports_a_handler_that_outlived_its_lease(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With the library's MemoryStore too: when the handler ran past its lease and another
+    worker claimed the key meanwhile, the completion is refused; the ERROR names the key and
+    the lease, and the answer is SUCCESS (the handler's work is done, and the other worker
+    answers for its own claim)."""
+    caplog.set_level(logging.WARNING, logger="cmpay_async")
+    now = [100.0]
+    store = MemoryStore(clock=lambda: now[0])
+    others: list[Any] = []
+
+    async def slow_handler(event: PaymentEvent) -> None:
+        now[0] += 8.0  # past the 7 s lease
+        others.append(await store.claim(event.key, lease=60))  # another worker's delivery
+
+    processor = processor_for(store, slow_handler, lease=7)
+    answer = await processor.process(sign_notification(order_id=ORDER))
+
+    assert b"SUCCESS" == answer.body
+    assert [ClaimState.NEW] == [claimed.state for claimed in others]
+    assert [
+        f"the handler for {KEY} outlived its 7 s lease: another worker may run it too"
+    ] == _messages(caplog, logging.ERROR)
+    # The key is the other worker's still: its own completion is the one recorded.
+    assert await store.complete(KEY, others[0].token)
+
+
 async def test_the_memory_store_completes_in_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
     """The library's MemoryStore cannot fail half-way: one complete with the claim's key and
     token, nothing more."""
