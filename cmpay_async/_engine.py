@@ -258,7 +258,7 @@ class Engine:
             try:
                 pools.slots.acquire_nowait()
             except anyio.WouldBlock:
-                await self._wait_for_slot(pools.slots, deadline, request, state)
+                await self._wait_for_slot(pools, deadline, request, state)
             if observer.on_request_start is not None:
                 observer.start(operation, request.order_id, request.request_id, attempt)
             outcome = await self._attempt(pools, request, state, attempt, deadline)
@@ -275,7 +275,7 @@ class Engine:
             pause = self.retry.next_step(
                 error,
                 attempt=attempt,
-                time_left=deadline - anyio.current_time(),
+                time_left=deadline - pools.now(),
                 idempotent=idempotent,
                 rng=self.rng,
             )
@@ -335,14 +335,14 @@ class Engine:
 
     async def _wait_for_slot(
         self,
-        slots: anyio.Semaphore,
+        pools: PoolState,
         deadline: float,
         request: PreparedRequest,
         state: CallState,
     ) -> None:
-        wait = min(self.timeouts.pool, deadline - anyio.current_time())
+        wait = min(self.timeouts.pool, deadline - pools.now())
         with anyio.move_on_after(wait):
-            await slots.acquire()
+            await pools.slots.acquire()
             return
         raise TransportTimeoutError(
             f"waited {wait:.3g} s for one of the client's {self.pools.max_in_flight} request "

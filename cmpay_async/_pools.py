@@ -102,7 +102,9 @@ def _anyio_shield(deadline: float) -> AbstractContextManager[ShieldScope]:
     return anyio.CancelScope(shield=True, deadline=deadline)
 
 
-def _native(token: object) -> tuple[Callable[[], float], Callable[[float], Any]]:
+def _native(
+    token: object,
+) -> tuple[Callable[[], float], Callable[[float], AbstractContextManager[ShieldScope]]]:
     """The clock and the shielded deadline scope of the loop ``token`` belongs to.
 
     On trio, trio's own: anyio's wrappers around them cost about 2 µs a call (issue 25).
@@ -128,9 +130,9 @@ class PoolState:
     #: Whether closing this state closes ``http`` (a caller's own client is never closed).
     owns_http: bool
     #: The loop's clock (the deadline's time base).
-    now: Callable[[], float] = anyio.current_time
+    now: Callable[[], float]
     #: ``shield(deadline)``: a cancel scope shielded from the caller's, ending at ``deadline``.
-    shield: Callable[[float], AbstractContextManager[ShieldScope]] = _anyio_shield
+    shield: Callable[[float], AbstractContextManager[ShieldScope]]
     guard: AsyncGenerator[None, None] | None = None
 
     async def aclose(self) -> None:
