@@ -229,6 +229,24 @@ async def test_connect_failures_give_up_after_the_policy(sandbox: Sandbox) -> No
     assert 0 == sandbox.requests_seen
 
 
+async def test_no_retry_starts_whose_backoff_would_outlast_the_deadline(
+    sandbox: Sandbox,
+) -> None:
+    """A refused connection with 1 s of the call's deadline left and a backoff of 5 to 10 s:
+    the call gives up at once with the ConnectError (never sent), one attempt made, rather
+    than pausing past its deadline."""
+    failures: list[Exception] = [httpx.ConnectError("refused")] * 3
+    slow = RetryPolicy(attempts=3, initial_backoff=10.0, max_backoff=10.0)
+    async with make_client(flaky(sandbox, failures), retry=slow, timeouts=Timeouts(total=1.0)) as c:
+        # A guard only: the call must end long before a 5 s pause could.
+        with anyio.fail_after(3), pytest.raises(ConnectError) as info:
+            await c.create_payment(valid_order(), ip_address="1.2.3.4")
+
+    assert 2 == len(failures)  # one attempt
+    assert not info.value.maybe_sent
+    assert 0 == sandbox.requests_seen
+
+
 @pytest.mark.parametrize(
     "exc",
     [httpx.ReadTimeout("read"), httpx.WriteTimeout("write"), httpx.RemoteProtocolError("drop")],
