@@ -43,7 +43,7 @@ from ._models import OfflineNotify, OrderQueryResult, PageNotify, unchecked
 from ._notify import Ack, ack, nack, verify_notification
 from ._signing import Verifier
 from ._sync import SyncBridge, hand_to_caller, refuse_inside_a_loop
-from .stores import ClaimState, Store, driver_failure
+from .stores import ClaimState, MemoryStore, Store, driver_failure
 
 __all__ = ["NotificationProcessor", "PaymentEvent", "Receipt", "event_key"]
 
@@ -143,7 +143,8 @@ class NotificationProcessor:
         self._self_bounded = isinstance(bound, (int, float)) and 0 <= bound <= store_timeout
         self._asked_of: object = None
         self._async_answer = False
-        self._never_waits = self._self_bounded and bound == 0
+        # Exactly the library's MemoryStore (a subclass may override a call).
+        self._memory = store if type(store) is MemoryStore else None
         #: The form of this merchant's order ids (a regular expression the whole orderId
         #: must match): it closes the one field boundary the document leaves open
         #: (docs/guarantees.md). None accepts any order id the document allows.
@@ -230,21 +231,18 @@ class NotificationProcessor:
         """Run the handler if this worker wins the key; True once the event is done."""
         # Taken before the claim is sent, so the lease the store grants ends no sooner.
         held_until = time.monotonic() + self.lease
-        if self._self_bounded:  # the common case, without a closure and a frame per call
-            try:
-                claimed = await self.store.claim(event.key, lease=self.lease)
-            except Exception as exc:
-                error = self._failure("claim", exc)
-                raise error from error.__cause__
-        else:
-            claimed = await self._store(
-                "claim", lambda: self.store.claim(event.key, lease=self.lease)
-            )
-        if claimed.state is ClaimState.DONE:
-            return True
-        if claimed.state is ClaimState.IN_PROGRESS or claimed.token is None:
-            return False  # another worker has it: the gateway will ask again
-        token = claimed.token
+        memory = self._memory
+        try:
+            # The library's MemoryStore is called as plain functions (see MemoryStore._take).
+            if memory is not None:
+                taken = memory._take(event.key, self.lease)
+            else:
+                taken = await self._claim(event)
+        except Exception as exc:  # a StoreError, or a store's own exception made one
+            error = self._failure("claim", exc)
+            raise error from error.__cause__
+        if type(taken) is not str:
+            return taken is ClaimState.DONE  # IN_PROGRESS: the gateway will ask again
         try:
             if self._handler_is_async:  # awaited here: two frames fewer on the common path
                 await self.handler(event)  # type: ignore[misc]
@@ -252,30 +250,42 @@ class NotificationProcessor:
                 await call_handler(self.handler, event, is_async=False)
         except Exception:
             logger.exception("the payment handler failed for %s; released for a retry", event.key)
-            await self._release(event.key, token)
+            await self._release(event.key, taken)
             return False
         except BaseException:
             # Cancelled (or interrupted) mid-handler: the next delivery need not wait out the
             # lease. Shielded, and bounded by the store call's own limit.
             with anyio.CancelScope(shield=True):
-                await self._release(event.key, token)
+                await self._release(event.key, taken)
             raise
-        # The handler's work is done: record it even if this call is being cancelled. A store
-        # whose calls never wait (call_bound 0) cannot be cut off, so needs no shield (whose
-        # cost is a fifth of the processor's own time with MemoryStore).
-        if self._never_waits:
-            # A store that cannot fail half-way: one call says it all, in this frame (a
-            # coroutine less on the common path); the careful path tries again and reports.
+        # The handler's work is done: record it even if this call is being cancelled. The
+        # MemoryStore cannot be cut off (nor fail half-way): one call says it all, without a
+        # shield (whose cost is a fifth of the processor's own time with it); the careful
+        # path tries again and reports.
+        if memory is not None:
             try:
-                if await self.store.complete(event.key, token):
+                if memory._finish(event.key, taken):
                     return True
             except Exception:  # noqa: S110
                 pass
-            await self._complete(event.key, token, held_until)
+            await self._complete(event.key, taken, held_until)
             return True
         with anyio.CancelScope(shield=True):
-            await self._complete(event.key, token, held_until)
+            await self._complete(event.key, taken, held_until)
         return True
+
+    async def _claim(self, event: PaymentEvent) -> str | ClaimState:
+        """The store's claim of ``event``: its token when this worker owns it, else its state."""
+        if self._self_bounded:  # without a closure and a frame per call
+            claimed = await self.store.claim(event.key, lease=self.lease)
+        else:
+            claimed = await self._store(
+                "claim", lambda: self.store.claim(event.key, lease=self.lease)
+            )
+        if claimed.state is ClaimState.NEW and claimed.token is not None:
+            return claimed.token
+        # A NEW claim without a token is no claim: another worker may have it.
+        return claimed.state if claimed.state is ClaimState.DONE else ClaimState.IN_PROGRESS
 
     @property
     def _handler_is_async(self) -> bool:

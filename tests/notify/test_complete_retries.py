@@ -239,17 +239,17 @@ async def test_the_memory_store_reports_a_handler_that_outlived_its_lease(
 
 
 async def test_the_memory_store_completes_in_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The library's MemoryStore cannot fail half-way: one complete with the claim's key and
-    token, nothing more."""
+    """The library's MemoryStore cannot fail half-way: one completion with the claim's key and
+    token, nothing more (made as a plain call, ``MemoryStore._finish``)."""
     store = MemoryStore()
     calls: list[tuple[Any, ...]] = []
-    complete = store.complete
+    finish = store._finish
 
-    async def counted(*args: Any) -> bool:
+    def counted(*args: Any) -> bool:
         calls.append(args)
-        return await complete(*args)
+        return finish(*args)
 
-    monkeypatch.setattr(store, "complete", counted)
+    monkeypatch.setattr(store, "_finish", counted)
     answer = await _processor(store, []).process(sign_notification(order_id=ORDER))
 
     assert b"SUCCESS" == answer.body
