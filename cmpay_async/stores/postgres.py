@@ -134,13 +134,21 @@ class PostgresStore:
         with self._lock:
             if self._migrated:
                 return
-            # Another process may create it at the same moment: "IF NOT EXISTS" races.
-            with contextlib.suppress(errors.UniqueViolation, errors.DuplicateTable):
+            try:
                 connection.execute(
                     f"CREATE TABLE IF NOT EXISTS {self.table} ("
                     "key text PRIMARY KEY, state text NOT NULL, token text NOT NULL, "
                     "expires timestamptz NOT NULL)"
                 )
+            except (errors.UniqueViolation, errors.DuplicateTable, errors.DuplicateObject):
+                # Another process created it at the same moment: "IF NOT EXISTS" races, and
+                # the loser fails on the table's row type in one of these ways. Only a table
+                # that exists now is that case (another type of the same name is not).
+                found = connection.execute(
+                    "SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (self.table,)
+                ).fetchone()
+                if found is None or found[0] not in ("r", "p"):
+                    raise
             self._migrated = True
 
     async def migrate(self) -> None:

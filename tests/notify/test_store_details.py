@@ -775,24 +775,53 @@ def test_sqlite_a_new_file_written_by_another_connection_still_becomes_wal(
     store.close()
 
 
-@pytest.mark.parametrize("race", ["UniqueViolation", "DuplicateTable"])
+@pytest.mark.parametrize("race", ["UniqueViolation", "DuplicateTable", "DuplicateObject"])
 def test_postgres_a_table_another_process_just_created_is_taken_as_is(dsn: str, race: str) -> None:
     """Two processes creating the table at once: the loser's CREATE TABLE IF NOT EXISTS fails
-    with UniqueViolation (this server) or DuplicateTable (others, by the SQL standard's
-    reading); either way the table exists and the store goes on."""
-    store = PostgresStore(dsn, table=f"cmpay_detail_{uuid.uuid4().hex[:8]}")
+    with UniqueViolation (a wait on the winner's transaction, this server), DuplicateObject
+    (the winner committed between the loser's two catalog checks: "type ... already exists")
+    or DuplicateTable (others, by the SQL standard's reading); the table exists, and the
+    store goes on."""
+    table = f"cmpay_detail_{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(dsn, table=table)
     error = getattr(psycopg.errors, race)
+    winner = psycopg.connect(dsn, autocommit=True)  # the other process
+    winner.execute(f"CREATE TABLE {table} (key text PRIMARY KEY)")
 
     class LosingConnection:
         """A session whose CREATE TABLE lost the race to another process."""
 
-        def execute(self, statement: str) -> None:
-            raise error(f"{race}: {statement[:20]}")
+        def execute(self, statement: str, params: Any = None) -> Any:
+            if statement.startswith("CREATE"):
+                raise error(f"{race}: {statement[:20]}")
+            return winner.execute(statement, params)
 
-    store._create(LosingConnection())
+    try:
+        store._create(LosingConnection())
+        assert store._migrated
+    finally:
+        winner.execute(f"DROP TABLE {table}")
+        winner.close()
+        store.close()
 
-    assert store._migrated
-    store.close()
+
+async def test_postgres_a_type_of_the_tables_name_is_not_taken_for_the_table(dsn: str) -> None:
+    """A type that is not a table's (an enum here) already named like the table fails
+    CREATE TABLE with the same DuplicateObject a lost race gives: the store says so, and
+    does not take the table for made (every later call would fail on a missing relation)."""
+    table = f"cmpay_detail_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE TYPE {table} AS ENUM ('a')")
+    store = PostgresStore(dsn, table=table)
+    try:
+        with pytest.raises(StoreError) as caught:
+            await store.migrate()
+        assert f'DuplicateObject: type "{table}" already exists' in str(caught.value)
+        assert not store._migrated
+    finally:
+        store.close()
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"DROP TYPE {table}")
 
 
 def test_redis_a_lease_under_a_millisecond_is_one_millisecond() -> None:
