@@ -48,8 +48,15 @@ print(min(one_pass() for _ in range(passes)) * 1e6)
 
 
 def _tree(rev: str, into: Path) -> Path:
+    # From the checkout's top: git refuses to archive from a folder it does not track (the
+    # copy of the tree that mutmut runs the tests in).
+    top = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"], capture_output=True, check=True, text=True
+    ).stdout.strip()
     archive = subprocess.run(
-        ["git", "archive", "--format=tar", rev, "cmpay_async"], capture_output=True, check=True
+        ["git", "-C", top, "archive", "--format=tar", rev, "cmpay_async"],
+        capture_output=True,
+        check=True,
     ).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
