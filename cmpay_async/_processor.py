@@ -120,37 +120,61 @@ class NotificationProcessor:
         order_id_pattern: str | re.Pattern[str] | None = None,
         extra_bank_codes: Collection[str] = (),
     ) -> None:
-        if not 0 < store_timeout <= 30:
-            raise ConfigurationError(
-                f"store_timeout must be above 0 and at most 30 s, not {store_timeout!r}"
-            )
         self.verifier = verifier
         self.merchant_id = merchant_id
-        self.store = store
+        self._the_store = store
+        self._the_timeout = 30.0
         #: Your code, run once per payment outcome: ``async def`` or a plain function (a plain
         #: one runs in a worker thread under ``process``, in the caller's thread under
         #: ``process_sync``; never where an event loop runs).
         self.handler = handler
         #: Seconds a worker owns an event; keep it above your handler's longest run.
         self.lease = lease
-        #: Seconds any one store call may take, whatever its driver does (the built-in
-        #: stores give up sooner, after their own ``timeout``: 5 s for Redis and PostgreSQL).
-        self.store_timeout = store_timeout
-        # The library's own stores end every call within their ``call_bound``: when that is
-        # within store_timeout, no cancel scope of the processor's is needed around each
-        # call. Any other store (a subclass included: it may override a call) gets one.
-        bound = getattr(store, "call_bound", None) if _own_store(store) else None
-        self._self_bounded = isinstance(bound, (int, float)) and 0 <= bound <= store_timeout
+        self.store_timeout = store_timeout  # checked, and the store's lanes chosen
         self._asked_of: object = None
         self._async_answer = False
-        # Exactly the library's MemoryStore (a subclass may override a call).
-        self._memory = store if type(store) is MemoryStore else None
         #: The form of this merchant's order ids (a regular expression the whole orderId
         #: must match): it closes the one field boundary the document leaves open
         #: (docs/guarantees.md). None accepts any order id the document allows.
         self.order_id_pattern = order_id_pattern
         #: Bank codes newer than appendix 9.1 that notifications may name.
         self.extra_bank_codes = frozenset(extra_bank_codes)
+
+    @property
+    def store(self) -> Store:
+        """Where handled payment events are remembered (may be replaced, as a whole)."""
+        return self._the_store
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        self._the_store = store
+        self._choose_lanes()
+
+    @property
+    def store_timeout(self) -> float:
+        """Seconds any one store call may take, whatever its driver does (the built-in
+        stores give up sooner, after their own ``timeout``: 5 s for Redis and PostgreSQL)."""
+        return self._the_timeout
+
+    @store_timeout.setter
+    def store_timeout(self, store_timeout: float) -> None:
+        if not 0 < store_timeout <= 30:
+            raise ConfigurationError(
+                f"store_timeout must be above 0 and at most 30 s, not {store_timeout!r}"
+            )
+        self._the_timeout = store_timeout
+        self._choose_lanes()
+
+    def _choose_lanes(self) -> None:
+        """How store calls are made, again whenever the store or its time limit changes."""
+        store = self._the_store
+        # The library's own stores end every call within their ``call_bound``: when that is
+        # within store_timeout, no cancel scope of the processor's is needed around each
+        # call. Any other store (a subclass included: it may override a call) gets one.
+        bound = getattr(store, "call_bound", None) if _own_store(store) else None
+        self._self_bounded = isinstance(bound, (int, float)) and 0 <= bound <= self._the_timeout
+        # Exactly the library's MemoryStore (a subclass may override a call).
+        self._memory = store if type(store) is MemoryStore else None
 
     async def process(self, payload: Payload, *, charset: str | None = None) -> Ack:
         """Verify a notification and handle it once; return the answer for the gateway."""

@@ -17,9 +17,11 @@ import anyio
 import pytest
 
 from cmpay_async import (
+    ConfigurationError,
     Md5Signer,
     NotificationProcessor,
     PaymentEvent,
+    StoreError,
     StoreTimeoutError,
     event_key,
 )
@@ -415,3 +417,86 @@ async def test_a_store_call_past_store_timeout_is_cut_off_by_the_processor() -> 
     assert str(error).startswith("HangingClaims did not claim within 0.05 s")
     assert (503, False, None) == (receipt.ack.status_code, receipt.handled, receipt.error)
     assert receipt.notification is not None
+
+
+class RefusingStore(MemoryStore):
+    """A MemoryStore subclass whose claim fails (its calls go through ``claim``)."""
+
+    async def claim(self, key: str, *, lease: float) -> Any:
+        raise StoreError("down", backend="RefusingStore", operation="claim", maybe_sent=False)
+
+
+class HangingStore(MemoryStore):
+    """A store of the application's own (not the library's) whose claim never answers."""
+
+    __module__ = "shop.stores"
+
+    async def claim(self, key: str, *, lease: float) -> Any:
+        await anyio.sleep_forever()
+
+
+async def test_a_store_replaced_after_construction_is_the_one_used() -> None:
+    """``processor.store`` may be replaced as a whole: the new store answers, not the one the
+    processor was built with (which is left untouched)."""
+    handled: list[str] = []
+    first = MemoryStore()
+    processor = processor_for(first, lambda event: handled.append(event.order_id))
+    processor.store = RefusingStore()
+
+    answer = await processor.process(sign_notification(order_id=ORDER))
+
+    assert (503, b"FAIL") == (answer.status_code, answer.body)
+    assert [] == handled
+    assert ClaimState.NEW is (await first.claim(KEY, lease=1)).state
+
+
+async def test_a_replaced_store_and_time_limit_bound_each_store_call() -> None:
+    """A store of the application's own put in place of the library's gets the processor's
+    own ``store_timeout`` around each call, and a new ``store_timeout`` is the one applied:
+    a claim that never answers is a 503 FAIL once the limit passes."""
+    processor = processor_for(MemoryStore(), lambda event: None)
+    processor.store = HangingStore()
+    processor.store_timeout = 0.01
+
+    answer = await processor.process(sign_notification(order_id=ORDER))
+
+    assert (503, b"FAIL") == (answer.status_code, answer.body)
+    with pytest.raises(ConfigurationError, match="store_timeout must be above 0"):
+        processor.store_timeout = 0
+    assert 0.01 == processor.store_timeout
+
+
+async def test_a_lower_store_timeout_bounds_even_the_librarys_own_store(
+    postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The library's PostgresStore ends each call within its own bound (10 s here), so with
+    ``store_timeout`` 30 the processor adds none of its own; lowered afterwards to 0.05 s,
+    it bounds a claim that waits on another transaction's row lock."""
+    import uuid
+
+    import psycopg
+
+    from cmpay_async.stores.postgres import PostgresStore
+
+    caplog.set_level(logging.WARNING, logger="cmpay_async")
+    table = f"cmpay_bound_{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(postgres_dsn, table=table)
+    await store.migrate()
+    processor = processor_for(store, lambda event: None)
+    processor.store_timeout = 0.05
+    writer = psycopg.connect(postgres_dsn)  # another worker, mid-transaction on this key
+    writer.execute(
+        f"INSERT INTO {table} VALUES (%s, 'in_progress', 't', now())",  # noqa: S608
+        (KEY,),
+    )
+    try:
+        answer = await processor.process(sign_notification(order_id=ORDER))
+    finally:
+        writer.rollback()
+        writer.close()
+        store.close()
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP TABLE {table}")
+
+    assert (503, b"FAIL") == (answer.status_code, answer.body)
+    assert any("did not claim within 0.05 s" in m for m in _messages(caplog, logging.WARNING))
