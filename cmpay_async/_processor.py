@@ -123,7 +123,6 @@ class NotificationProcessor:
         self.verifier = verifier
         self.merchant_id = merchant_id
         self._the_store = store
-        self._the_timeout = 30.0
         #: Your code, run once per payment outcome: ``async def`` or a plain function (a plain
         #: one runs in a worker thread under ``process``, in the caller's thread under
         #: ``process_sync``; never where an event loop runs).

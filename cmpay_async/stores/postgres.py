@@ -147,7 +147,7 @@ class PostgresStore:
                 found = connection.execute(
                     "SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (self.table,)
                 ).fetchone()
-                if found is None or found[0] not in ("r", "p"):
+                if found is None or found[0] != "r":  # the ordinary table every store makes
                     raise
             self._migrated = True
 

@@ -212,3 +212,30 @@ async def test_a_claim_without_a_token_never_runs_the_handler() -> None:
     answer = await _processor(Broken(), seen).process(sign_notification(order_id="B1", amount=1))
 
     assert (b"SUCCESS" != answer.body, []) == (True, seen)
+
+
+class Answering(MemoryStore):
+    """A custom store whose every claim is one fixed answer."""
+
+    def __init__(self, answer: Claimed) -> None:
+        super().__init__()
+        self.answer = answer
+
+    async def claim(self, key: str, *, lease: float) -> Claimed:
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("state", "body"), [(ClaimState.DONE, b"SUCCESS"), (ClaimState.IN_PROGRESS, b"FAIL")]
+)
+async def test_only_a_new_claim_runs_the_handler_whatever_token_comes_with_it(
+    state: ClaimState, body: bytes
+) -> None:
+    """A token beside DONE or IN_PROGRESS (a store of the application's own may send one)
+    gives no ownership: the handler does not run, and the answer is the state's."""
+    seen: list[PaymentEvent] = []
+    store = Answering(Claimed(state, "t-1"))
+
+    answer = await _processor(store, seen).process(sign_notification(order_id="T1", amount=1))
+
+    assert (body, []) == (answer.body, seen)
