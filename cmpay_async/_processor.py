@@ -152,7 +152,11 @@ class NotificationProcessor:
     @property
     def store_timeout(self) -> float:
         """Seconds any one store call may take, whatever its driver does (the built-in
-        stores give up sooner, after their own ``timeout``: 5 s for Redis and PostgreSQL)."""
+        stores give up sooner, after their own ``timeout``: 5 s for Redis and PostgreSQL).
+
+        ``SqliteStore`` runs each call in a thread that cannot be abandoned: its calls end
+        within its own ``timeout`` (30 s by default), not within a lower ``store_timeout``.
+        """
         return self._the_timeout
 
     @store_timeout.setter
