@@ -21,7 +21,6 @@ from cmpay_async import (
     Md5Signer,
     NotificationProcessor,
     PaymentEvent,
-    StoreError,
     StoreTimeoutError,
     event_key,
 )
@@ -419,29 +418,13 @@ async def test_a_store_call_past_store_timeout_is_cut_off_by_the_processor() -> 
     assert receipt.notification is not None
 
 
-class RefusingStore(MemoryStore):
-    """A MemoryStore subclass whose claim fails (its calls go through ``claim``)."""
-
-    async def claim(self, key: str, *, lease: float) -> Any:
-        raise StoreError("down", backend="RefusingStore", operation="claim", maybe_sent=False)
-
-
-class HangingStore(MemoryStore):
-    """A store of the application's own (not the library's) whose claim never answers."""
-
-    __module__ = "shop.stores"
-
-    async def claim(self, key: str, *, lease: float) -> Any:
-        await anyio.sleep_forever()
-
-
 async def test_a_store_replaced_after_construction_is_the_one_used() -> None:
     """``processor.store`` may be replaced as a whole: the new store answers, not the one the
     processor was built with (which is left untouched)."""
     handled: list[str] = []
     first = MemoryStore()
     processor = processor_for(first, lambda event: handled.append(event.order_id))
-    processor.store = RefusingStore()
+    processor.store = TimingOutClaims()
 
     answer = await processor.process(sign_notification(order_id=ORDER))
 
@@ -455,7 +438,7 @@ async def test_a_replaced_store_and_time_limit_bound_each_store_call() -> None:
     own ``store_timeout`` around each call, and a new ``store_timeout`` is the one applied:
     a claim that never answers is a 503 FAIL once the limit passes."""
     processor = processor_for(MemoryStore(), lambda event: None)
-    processor.store = HangingStore()
+    processor.store = HangingClaims()
     processor.store_timeout = 0.01
 
     answer = await processor.process(sign_notification(order_id=ORDER))

@@ -198,22 +198,6 @@ async def test_a_lost_lease_is_logged_once_done(caplog: pytest.LogCaptureFixture
     assert key != other
 
 
-class Broken(MemoryStore):
-    """A custom store that answers NEW without handing out a lease token."""
-
-    async def claim(self, key: str, *, lease: float) -> Claimed:
-        return Claimed(ClaimState.NEW, None)
-
-
-async def test_a_claim_without_a_token_never_runs_the_handler() -> None:
-    """Without a token the worker could neither complete nor release: it must not run."""
-    seen: list[PaymentEvent] = []
-
-    answer = await _processor(Broken(), seen).process(sign_notification(order_id="B1", amount=1))
-
-    assert (b"SUCCESS" != answer.body, []) == (True, seen)
-
-
 class Answering(MemoryStore):
     """A custom store whose every claim is one fixed answer."""
 
@@ -223,6 +207,17 @@ class Answering(MemoryStore):
 
     async def claim(self, key: str, *, lease: float) -> Claimed:
         return self.answer
+
+
+async def test_a_claim_without_a_token_never_runs_the_handler() -> None:
+    """Without a token the worker could neither complete nor release: it must not run."""
+    seen: list[PaymentEvent] = []
+
+    answer = await _processor(Answering(Claimed(ClaimState.NEW, None)), seen).process(
+        sign_notification(order_id="B1", amount=1)
+    )
+
+    assert (b"SUCCESS" != answer.body, []) == (True, seen)
 
 
 @pytest.mark.parametrize(
