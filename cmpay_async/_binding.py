@@ -8,7 +8,7 @@ field checked against its grammar in the registry on the way.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -38,7 +38,7 @@ from ._values import (
     wire_value,
 )
 
-__all__ = ["reader", "reader_source", "typed_values", "wire_fields", "wire_plan"]
+__all__ = ["reader", "reader_source", "typed_values", "values_reader", "wire_fields", "wire_plan"]
 
 # -- typed values -> wire strings -----------------------------------------------------------------
 
@@ -245,9 +245,18 @@ def reader(schema: Schema, model: type[M]) -> Callable[[Mapping[str, str], Colle
     return schema.plan(f"reader:{model.__qualname__}", lambda s: _compile_reader(s, model))
 
 
-def reader_source(schema: Schema, model: type) -> str:
-    """The Python source ``reader`` compiles for ``schema`` and ``model`` (for reading)."""
-    return _reader_code(schema, model)[0]
+def values_reader(schema: Schema, model: type[M]) -> Callable[[Sequence[str], Collection[str]], M]:
+    """``reader`` taking the text of every field of ``schema`` in its order (``""`` for one
+    absent) instead of a mapping: for a decoder that found the fields in that order."""
+    return schema.plan(
+        f"values-reader:{model.__qualname__}", lambda s: _compile_reader(s, model, by_position=True)
+    )
+
+
+def reader_source(schema: Schema, model: type, *, by_position: bool = False) -> str:
+    """The Python source ``reader`` (or ``values_reader``) compiles for ``schema`` and
+    ``model`` (for reading)."""
+    return _reader_code(schema, model, by_position)[0]
 
 
 def _refuse(check: Callable[[str, Collection[str]], Problem | None], text: str,
@@ -300,7 +309,7 @@ def _read_datetime(text: str) -> dt.datetime | None:
         return None
 
 
-def _reader_code(schema: Schema, model: type) -> tuple[str, dict[str, Any]]:
+def _reader_code(schema: Schema, model: type, by_position: bool) -> tuple[str, dict[str, Any]]:
     """The source of the reader of ``schema`` as ``model`` and the names it refers to."""
     names = _MODEL_ATTRS[model]
     checks = {wire: check for wire, check, _ in check_plan(schema)}
@@ -320,22 +329,21 @@ def _reader_code(schema: Schema, model: type) -> tuple[str, dict[str, Any]]:
         "parse_amount_items": parse_amount_items,
         "_make": unchecked(model),
     }
-    lines = [f"def read_{schema.name}(fields, extra_bank_codes):"]
+    if by_position:
+        # One unpacking: the sequence holds every field of the schema, in its order.
+        lines = [
+            f"def read_{schema.name}(values, extra_bank_codes):",
+            "    " + "".join(f"t{j}, " for j in range(len(schema.fields))) + "= values",
+        ]
+    else:
+        lines = [f"def read_{schema.name}(fields, extra_bank_codes):"]
     variables: dict[str, str] = {}
     for i, f in enumerate(f for f in schema.fields if f.attr in names):
         var, wire = f"v{i}", repr(f.wire)
         variables[f.attr] = var
         ns[f"check{i}"] = checks[f.wire]
         refuse = f"_refuse(check{i}, text, extra_bank_codes, {wire})"
-        # A subscript, not .get(): far cheaper, and free of cost when the field is there.
-        lines += [
-            f"    # {f.wire}: {f.kind.value}",
-            "    try:",
-            f"        text = fields[{wire}]",
-            "    except KeyError:",
-            "        text = ''",
-            "    if text:",
-        ]
+        lines += _fetch_code(schema, f, by_position)
         body = _field_code(f, i, ns, refuse)
         lines += [f"        {line}" for line in body]
         lines.append("    else:")
@@ -350,6 +358,17 @@ def _reader_code(schema: Schema, model: type) -> tuple[str, dict[str, Any]]:
     args = ", ".join(variables[a.name] for a in attrs.fields(model))
     lines.append(f"    return _make({args})")
     return "\n".join(lines) + "\n", ns
+
+
+def _fetch_code(schema: Schema, f: Field, by_position: bool) -> list[str]:
+    """The reader's lines that put the text of ``f`` in ``text`` and test it is not empty."""
+    if by_position:
+        fetch = [f"    text = t{schema.fields.index(f)}"]
+    else:
+        # A subscript, not .get(): far cheaper, and free of cost when the field is there.
+        fetch = ["    try:", f"        text = fields[{f.wire!r}]", "    except KeyError:",
+                 "        text = ''"]  # fmt: skip
+    return [f"    # {f.wire}: {f.kind.value}", *fetch, "    if text:"]
 
 
 def _sum_checks(schema: Schema, names: frozenset[str], variables: dict[str, str]) -> list[str]:
@@ -456,7 +475,7 @@ def _amt_item_code(f: Field, i: int, guard: str, refuse: str) -> list[str]:
     ]
 
 
-def _compile_reader(schema: Schema, model: type) -> Callable[..., Any]:
-    source, namespace = _reader_code(schema, model)
+def _compile_reader(schema: Schema, model: type, by_position: bool = False) -> Callable[..., Any]:
+    source, namespace = _reader_code(schema, model, by_position)
     exec(compile(source, f"<reader {schema.name} {model.__qualname__}>", "exec"), namespace)  # noqa: S102
     return namespace[f"read_{schema.name}"]  # type: ignore[no-any-return]

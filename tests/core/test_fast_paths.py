@@ -5,6 +5,8 @@
   ``model(**typed_values(...))``, the table-driven conversion and the checked constructor.
 - The form decoder's one pass (``_codec._split`` with ``_unquote_plus``) against the standard
   library's ``unquote_plus`` and the field-by-field path.
+- The usual notification read in one pass (``_notify._usual``: ``_codec.ordered_split`` and
+  ``_binding.values_reader``) against the general path (``_notify._in_turn``).
 - The order path's generated converter and encoder (``_protocol._converter``,
   ``_order_converter``, ``_codec.encode_fields``) against ``_convert_and_check`` and
   ``encode_form``.
@@ -29,19 +31,29 @@ from cmpay_async import (
     Md5Signer,
     OfflineNotify,
     PageNotify,
+    RsaSigner,
+    RsaVerifier,
     verify_notification,
 )
-from cmpay_async._binding import reader, reader_source, typed_values
+from cmpay_async._binding import reader, reader_source, typed_values, values_reader
 from cmpay_async._codec import (
+    MAX_PAYLOAD,
     _split,
     _split_slowly,
     _unquote_plus,
     encode_fields,
     encode_form,
     form_plan,
+    ordered_split,
 )
-from cmpay_async._exceptions import DecodeError, EncodingError
+from cmpay_async._exceptions import (
+    DecodeError,
+    EncodingError,
+    PayloadTooLargeError,
+    SignTypeMismatchError,
+)
 from cmpay_async._models import AmountItems, unchecked
+from cmpay_async._notify import _in_turn, _usual
 from cmpay_async._protocol import (
     _PAYMENT_PARAMS,
     _convert_and_check,
@@ -50,8 +62,20 @@ from cmpay_async._protocol import (
     converter_source,
 )
 from cmpay_async._schema import REGISTRY
-from tests.support.helpers import TEST_KEY, TEST_MERCHANT, fuzz_examples, valid_order
-from tests.support.notify_grammar_support import CHINESE, random_notification, signed_body
+from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, sign_notification
+from tests.support.helpers import (
+    TEST_KEY,
+    TEST_MERCHANT,
+    fuzz_examples,
+    rsa_key,
+    valid_order,
+)
+from tests.support.notify_grammar_support import (
+    CHINESE,
+    ORDER,
+    random_notification,
+    signed_body,
+)
 
 MODELS = {"PageNotify": PageNotify, "OfflineNotify": OfflineNotify}
 
@@ -67,6 +91,13 @@ def planned(fields: dict[str, str], extra: tuple[str, ...] = ()) -> Any:
     """The reading ``verify_notification`` does: the reader generated for the schema."""
     schema = REGISTRY[fields.get("type", "PageNotify")]
     return reader(schema, MODELS[schema.name])(fields, extra)
+
+
+def positional(fields: dict[str, str], extra: tuple[str, ...] = ()) -> Any:
+    """The reading of the usual body: the reader by position, "" for an absent field."""
+    schema = REGISTRY[fields.get("type", "PageNotify")]
+    values = tuple(fields.get(f.wire, "") for f in schema.fields)
+    return values_reader(schema, MODELS[schema.name])(values, extra)
 
 
 def outcome(read: Any, fields: dict[str, str], extra: tuple[str, ...] = ()) -> Any:
@@ -170,6 +201,7 @@ def test_the_reader_agrees_with_typed_values_on_valid_and_broken_fields() -> Non
         extra = ("NEWBANK",) if i % 5 == 0 else ()
         expected = outcome(reference, fields, extra)
         assert outcome(planned, fields, extra) == expected, fields
+        assert outcome(positional, fields, extra) == expected, fields
         if isinstance(expected, tuple):
             refused += 1
         else:
@@ -187,7 +219,9 @@ def test_the_reader_agrees_on_any_text_in_any_field(field: str, text: str) -> No
     fields[field] = text
     if fields["type"] not in MODELS:
         return
-    assert outcome(planned, fields) == outcome(reference, fields)
+    expected = outcome(reference, fields)
+    assert outcome(planned, fields) == expected
+    assert outcome(positional, fields) == expected
 
 
 def test_the_reader_source_is_plain_python_per_field() -> None:
@@ -245,11 +279,12 @@ def test_unquote_plus_is_the_standard_librarys() -> None:
             assert results[0] == results[1], (value, codec)
 
 
-def split_outcome(body: bytes, codec: str, slow: bool) -> Any:
+def split_outcome(body: bytes | str, codec: str, slow: bool) -> Any:
     """The fields ``_split`` (or the careful path) reads, or the error it raises."""
     try:
         if slow:
-            pairs = [p.partition("=") for p in body.decode(codec).split("&") if p]
+            text = body if isinstance(body, str) else body.decode(codec)
+            pairs = [p.partition("=") for p in text.split("&") if p]
             return _split_slowly(pairs, codec, form=True)
         return _split(body, codec, form=True)
     except DecodeError as exc:
@@ -271,6 +306,182 @@ def test_the_one_pass_split_agrees_with_the_field_by_field_path() -> None:
         body = "&".join(parts).encode("utf-8")
         for codec in ("utf-8", "gbk"):
             assert split_outcome(body, codec, False) == split_outcome(body, codec, True), body
+
+
+# -- the usual notification, in one pass --------------------------------------------------
+
+NOTIFY_KINDS = ("OfflineNotify", "PageNotify")
+WIRES = [f.wire for f in REGISTRY["PageNotify"].fields]
+
+
+def reshaped(rng: random.Random, text: str) -> str:
+    """``text`` with one change to its shape or to one value: fields swapped, repeated,
+    dropped, renamed or escaped in their name, an empty part, or a value of any pieces
+    (escapes good and bad, '+', '=', line breaks, non-ASCII)."""
+    parts = text.split("&")
+    i, j = rng.sample(range(len(parts)), 2)
+    name, _, _ = parts[i].partition("=")
+    change = rng.randrange(7)
+    if change == 0:
+        parts[i], parts[j] = parts[j], parts[i]
+    elif change == 1:
+        parts.insert(j, parts[i])
+    elif change == 2:
+        del parts[i]
+    elif change == 3:
+        parts[i] = rng.choice(["x", " " + name, name.replace("e", "%65", 1), ""]) + "=1"
+    elif change == 4:
+        parts.append("")
+    else:
+        value = "".join(rng.choices(PIECES, k=rng.randrange(0, 6))).replace("&", "")
+        parts[i] = f"{name}={value}"
+    return "&".join(parts)
+
+
+def ordered_outcome(text: str, codec: str) -> Any:
+    """The fields the ordered split of either notification reads, None, or the error."""
+    try:
+        for kind in NOTIFY_KINDS:
+            values = ordered_split(REGISTRY[kind])(text, codec)
+            if values is not None:
+                return dict(zip(WIRES, values, strict=True))
+    except UnicodeDecodeError as exc:
+        return "undecodable", exc.reason
+    return None
+
+
+def test_the_ordered_split_reads_what_split_reads() -> None:
+    """Signed bodies as sent, and each with its shape or one value changed: where the
+    ordered split reads a body it reads the fields ``_split`` reads (or fails as it does),
+    and it reads every body as the gateway sends it that holds no '+'."""
+    rng = random.Random(61)
+    read = 0
+    for i in range(fuzz_examples(6000)):
+        charset = rng.choice(["utf-8", "utf-8", "gbk"])
+        text = signed_body(random_notification(rng, f"O{i}"), charset).decode("ascii")
+        if i % 4:
+            text = reshaped(rng, text)
+        for codec in ("utf-8", "gbk"):
+            got = ordered_outcome(text, codec)
+            if got is None:
+                assert i % 4 or "+" in text, text  # a body as sent is always read
+                continue
+            assert got == split_outcome(text, codec, False), (text, codec)
+            read += 1
+    assert read > fuzz_examples(6000) // 2
+
+
+def test_the_ordered_split_leaves_other_shapes_to_split() -> None:
+    """Each way a body can differ from the usual shape is left to ``_split``."""
+    fields = random_notification(random.Random(4), "ORDER4")
+    fields.update(type="OfflineNotify", message="交易成功", mobile="151****0263")
+    text = signed_body(fields).decode("ascii")
+    split = ordered_split(REGISTRY["OfflineNotify"])
+    values = split(text, "utf-8")
+    assert values is not None
+    assert dict(zip(WIRES, values, strict=True)) == _split(text, "utf-8", form=True)
+    assert values[WIRES.index("message")] == "交易成功"
+    assert values[WIRES.index("mobile")] == "151****0263"
+    assert ordered_split(REGISTRY["PageNotify"])(text, "utf-8") is None  # another type
+    amount = f"amount={fields['amount']}"
+    others = [
+        text.replace(amount, amount.replace("=", "=%3", 1) + "0"),  # an escaped digit
+        text.replace("message=", "message=a+", 1),  # a '+'
+        text.replace("version=2.0.0", "version=2.0.1"),  # the one value, changed
+        text + "&extra=1",  # an unknown field
+        text.replace("&fee=", "&fee=1&fee=", 1),  # a repeated field
+        text.replace("&reserved1=", "&reserved2=", 1),  # out of order
+    ]
+    for other in others:
+        assert split(other, "utf-8") is None, other
+
+
+def usual_or_general(body: bytes | str, verifier: Any, merchant: str | None,
+                     extra: tuple[str, ...]) -> tuple[Any, Any]:  # fmt: skip
+    """What the one-pass path answers (a model, an error or None), and what the general
+    path does (errors as (class, field, message))."""
+    answers = []
+    for read in (
+        lambda: _usual(body, "utf-8", verifier, merchant, extra),
+        lambda: _in_turn(body, True, None, verifier, merchant, None, extra),
+    ):
+        try:
+            answers.append(read())
+        except CmpayError as exc:
+            answers.append((type(exc), getattr(exc, "field", None), str(exc)))
+    return answers[0], answers[1]
+
+
+def test_the_usual_path_accepts_only_what_the_general_path_accepts() -> None:
+    """Notifications as sent, with broken or edge values (signed, so that the reading, not
+    the signature, decides), in other charsets, reshaped, for another merchant: where the
+    one-pass path answers, it answers as the general path does (an equal model with the same
+    repr, or the same error); it answers every valid UTF-8 body as sent that holds no '+'."""
+    rng = random.Random(62)
+    verifier = Md5Signer(TEST_KEY)
+    answered = 0
+    count = fuzz_examples(3000)
+    for i in range(count):
+        fields = random_notification(rng, f"{20261206000000 + i}")
+        if i % 3 == 1:
+            fields = mutated(rng, fields)
+            if not all(name in fields for name in ORDER):
+                continue
+        charset = "gbk" if i % 7 == 0 else "utf-8"
+        text = signed_body(fields, charset).decode("ascii")
+        if i % 5 == 4:
+            text = reshaped(rng, text)
+        merchant = rng.choice([TEST_MERCHANT, TEST_MERCHANT, None, "888000000000009"])
+        extra = ("NEWBANK",) if i % 4 == 0 else ()
+        body: bytes | str = text if i % 2 else text.encode("utf-8")
+        fast, general = usual_or_general(body, verifier, merchant, extra)
+        if fast is not None:
+            assert fast == general, text
+            assert repr(fast) == repr(general)
+            answered += 1
+        elif i % 3 != 1 and i % 5 != 4 and charset == "utf-8" and merchant != "888000000000009":
+            assert "+" in text, text  # valid, as sent: the one-pass path is the one taken
+    assert answered > count // 3
+
+
+def test_the_usual_path_reads_rsa_and_both_kinds() -> None:
+    """An RSA notification (escaped base64 signature and certificate) and both kinds are
+    read in one pass, to the general path's model; a forged one is left to it."""
+    gateway = RsaSigner(rsa_key())
+    rsa_verifier = RsaVerifier(gateway.public_key)
+    md5 = Md5Signer(PUBLIC_TEST_KEY)
+    for kind in ("OfflineNotify", "PageNotify"):
+        for signer, verifier in ((gateway, rsa_verifier), (md5, md5)):
+            body = sign_notification(kind=kind, signer=signer, order_id="A1", amount=1250)
+            fast, general = usual_or_general(body, verifier, PUBLIC_TEST_MERCHANT, ())
+            assert fast is not None, (kind, signer)
+            assert type(fast).__name__ == kind
+            assert fast == general
+    forged = sign_notification(signer=RsaSigner(rsa_key(2048)), order_id="A1")
+    assert _usual(forged, "utf-8", rsa_verifier, None, ()) is None
+
+
+def test_the_usual_path_keeps_the_size_limit_and_the_sign_type() -> None:
+    """A usual body at the size limit is read; one byte over it, or a str over it in UTF-8,
+    is refused as too large (the unsigned serverCert pads it); an MD5-signed body that says
+    RSA is refused as a sign type mismatch, not read."""
+    fields = random_notification(random.Random(5), "ORDER5")
+    text = signed_body(fields).decode("ascii")
+    pad = MAX_PAYLOAD - len(text)
+    padded = text.replace("serverCert=", "serverCert=" + "A" * pad)
+    assert len(padded) == MAX_PAYLOAD
+    verifier = Md5Signer(TEST_KEY)
+    assert verify_notification(padded.encode(), verifier=verifier) == reference(fields)
+    assert _usual(padded.encode(), "utf-8", verifier, None, ()) == reference(fields)
+    over = text.replace("serverCert=", "serverCert=" + "A" * (pad + 1))
+    wide = text.replace("serverCert=", "serverCert=" + "中" * (pad // 2))
+    assert len(wide) <= MAX_PAYLOAD < len(wide.encode())
+    for payload in (over, over.encode(), wide):
+        with pytest.raises(PayloadTooLargeError):
+            verify_notification(payload, verifier=verifier)
+    fields["signType"] = "RSA"
+    with pytest.raises(SignTypeMismatchError):
+        verify_notification(signed_body(fields), verifier=verifier)
 
 
 # -- the order path -----------------------------------------------------------------------
