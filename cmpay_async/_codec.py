@@ -329,7 +329,7 @@ def _compile_ordered_split(schema: Schema) -> OrderedSplit:
         ):
             plain.append(f"'%' in t{j}")  # an escape where none is needed: _split's to read
         else:
-            lines += [f"    if '%' in t{j}:", f"        t{j} = _unquote_plus(t{j}, codec)"]
+            lines += _decode_code(f, j)
     names = ", ".join(f"t{j}" for j in range(len(schema.fields)))
     source = "\n".join(
         [
@@ -353,6 +353,25 @@ def _compile_ordered_split(schema: Schema) -> OrderedSplit:
     }
     exec(compile(source, f"<ordered split {schema.name}>", "exec"), namespace)  # noqa: S102
     return namespace[f"split_{schema.name}"]  # type: ignore[no-any-return]
+
+
+def _decode_code(f: Field, j: int) -> list[str]:
+    """The ordered split's lines that percent-decode ``t{j}``, the value of ``f``.
+
+    The marks a sender must escape in the field's example (``=`` and ``#`` of amtItem, ``*``
+    of a masked mobile) are swapped back with ``str.replace``, which is exact when no ``%``
+    is left: each ``%`` then headed one of those escapes, and ``unquote`` decodes every
+    well-formed escape, left to right, as ``replace`` does. Anything else: ``_unquote_plus``.
+    """
+    marks = sorted({c for c in f.example if c.isascii() and not _UNRESERVED.fullmatch(c)})
+    if not marks:
+        return [f"    if '%' in t{j}:", f"        t{j} = _unquote_plus(t{j}, codec)"]
+    swaps = "".join(f".replace({f'%{ord(c):02X}'!r}, {c!r})" for c in marks)
+    return [
+        f"    if '%' in t{j}:",
+        f"        swapped = t{j}{swaps}",
+        f"        t{j} = swapped if '%' not in swapped else _unquote_plus(t{j}, codec)",
+    ]
 
 
 def _pairs(text: str) -> list[tuple[str, str, str]]:

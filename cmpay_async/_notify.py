@@ -76,12 +76,13 @@ def verify_notification(
     """
     plain = isinstance(payload, (bytes, str))
     if plain:
-        _check_shape(payload)  # type: ignore[arg-type]  # narrowed by ``plain``
         note = _usual(payload, charset or "utf-8", verifier, merchant_id, extra_bank_codes)  # type: ignore[arg-type]
         if note is not None and (
             order_id_pattern is None or re.fullmatch(order_id_pattern, note.order_id)
         ):
             return note
+        # Only now: none of the wrong shapes it names is the usual body.
+        _check_shape(payload)  # type: ignore[arg-type]  # narrowed by ``plain``
     return _in_turn(
         payload, plain, charset, verifier, merchant_id, order_id_pattern, extra_bank_codes
     )

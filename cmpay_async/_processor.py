@@ -123,21 +123,30 @@ class NotificationProcessor:
         self.verifier = verifier
         self.merchant_id = merchant_id
         self._the_store = store
-        #: Your code, run once per payment outcome: ``async def`` or a plain function (a plain
-        #: one runs in a worker thread under ``process``, in the caller's thread under
-        #: ``process_sync``; never where an event loop runs).
-        self.handler = handler
+        self.handler = handler  # and whether it is async, asked once
         #: Seconds a worker owns an event; keep it above your handler's longest run.
         self.lease = lease
         self.store_timeout = store_timeout  # checked, and the store's lanes chosen
-        self._asked_of: object = None
-        self._async_answer = False
         #: The form of this merchant's order ids (a regular expression the whole orderId
         #: must match): it closes the one field boundary the document leaves open
         #: (docs/guarantees.md). None accepts any order id the document allows.
         self.order_id_pattern = order_id_pattern
         #: Bank codes newer than appendix 9.1 that notifications may name.
         self.extra_bank_codes = frozenset(extra_bank_codes)
+
+    @property
+    def handler(self) -> Handler:
+        """Your code, run once per payment outcome: ``async def`` or a plain function (a plain
+        one runs in a worker thread under ``process``, in the caller's thread under
+        ``process_sync``; never where an event loop runs). May be replaced."""
+        return self._the_handler
+
+    @handler.setter
+    def handler(self, handler: Handler) -> None:
+        self._the_handler = handler
+        # Asked here, once: inspect's answer costs more than the rest of a call with
+        # MemoryStore.
+        self._handler_is_async = is_async_handler(handler)
 
     @property
     def store(self) -> Store:
@@ -272,7 +281,7 @@ class NotificationProcessor:
             return taken is ClaimState.DONE  # IN_PROGRESS: the gateway will ask again
         try:
             if self._handler_is_async:  # awaited here: two frames fewer on the common path
-                await self.handler(event)  # type: ignore[misc]
+                await self._the_handler(event)  # type: ignore[misc]
             else:
                 await call_handler(self.handler, event, is_async=False)
         except Exception:
@@ -313,15 +322,6 @@ class NotificationProcessor:
             return claimed.token
         # A NEW claim without a token is no claim: another worker may have it.
         return claimed.state if claimed.state is ClaimState.DONE else ClaimState.IN_PROGRESS
-
-    @property
-    def _handler_is_async(self) -> bool:
-        # Asked again only when the handler was replaced (inspect's answer costs more than
-        # the rest of a call with MemoryStore).
-        handler = self.handler
-        if handler is not self._asked_of:
-            self._asked_of, self._async_answer = handler, is_async_handler(handler)
-        return self._async_answer
 
     async def _store(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         """One store call, bounded by ``store_timeout``; every failure is a ``StoreError``."""

@@ -258,7 +258,7 @@ def test_verify_notification_returns_the_reference_model() -> None:
 PIECES = [
     *"%%%%aF09gG+ _=\r\n\t\\zé中*#&",
     "%E4%B8%AD", "%3D", "%2", "%%", "%0A", "%0D", "%5F", "%20", "%3d", "%C3", "%FF", "%A4%D0",
-    "%26", "%2B",
+    "%26", "%2B", "%23", "%2A", "%2a", "%3D%23", "%2%3D", "%%23",
 ]  # fmt: skip
 
 
