@@ -83,14 +83,11 @@ def verify_notification(
             return note
         # Only now: none of the wrong shapes it names is the usual body.
         _check_shape(payload)  # type: ignore[arg-type]  # narrowed by ``plain``
-    return _in_turn(
-        payload, plain, charset, verifier, merchant_id, order_id_pattern, extra_bank_codes
-    )
+    return _in_turn(payload, charset, verifier, merchant_id, order_id_pattern, extra_bank_codes)
 
 
 def _in_turn(
     payload: Payload,
-    plain: bool,
     charset: str | None,
     verifier: Verifier,
     merchant_id: str | None,
@@ -98,7 +95,7 @@ def _in_turn(
     extra_bank_codes: Collection[str],
 ) -> PageNotify | OfflineNotify:
     """``verify_notification`` of any payload: read in each candidate charset in turn."""
-    if charset is not None or (not plain and isinstance(payload, Mapping)):
+    if charset is not None or isinstance(payload, Mapping):
         candidates: tuple[str | None, ...] = (charset,)
     else:
         candidates = _CANDIDATE_CHARSETS

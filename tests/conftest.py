@@ -37,7 +37,7 @@ def _fresh_plans_under_mutation_testing() -> None:
     the one test that happened to build it first, and judged by that test alone.
     """
     if "MUTANT_UNDER_TEST" in os.environ:
-        from cmpay_async import _binding, _codec, _protocol, _redact, _validate, _values
+        from cmpay_async import _binding, _codec, _notify, _protocol, _redact, _validate, _values
         from cmpay_async._schema import REGISTRY
 
         for schema in REGISTRY.values():
@@ -50,6 +50,9 @@ def _fresh_plans_under_mutation_testing() -> None:
         _protocol._DATE_TEXT.clear()
         for escaped in _codec._ESCAPED.values():
             escaped.clear()
+        # And the notification plans that hold compiled functions (split, readers).
+        for plans in (_notify._USUAL, _notify._PLANS, _notify._READERS):
+            plans.clear()
 
 
 class _WarnUnclosed(sqlite3.Connection):

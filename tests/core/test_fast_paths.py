@@ -33,6 +33,7 @@ from cmpay_async import (
     PageNotify,
     RsaSigner,
     RsaVerifier,
+    _notify,
     verify_notification,
 )
 from cmpay_async._binding import reader, reader_source, typed_values, values_reader
@@ -403,7 +404,7 @@ def usual_or_general(body: bytes | str, verifier: Any, merchant: str | None,
     answers = []
     for read in (
         lambda: _usual(body, "utf-8", verifier, merchant, extra),
-        lambda: _in_turn(body, True, None, verifier, merchant, None, extra),
+        lambda: _in_turn(body, None, verifier, merchant, None, extra),
     ):
         try:
             answers.append(read())
@@ -459,6 +460,30 @@ def test_the_usual_path_reads_rsa_and_both_kinds() -> None:
             assert fast == general
     forged = sign_notification(signer=RsaSigner(rsa_key(2048)), order_id="A1")
     assert _usual(forged, "utf-8", rsa_verifier, None, ()) is None
+
+
+@pytest.mark.parametrize("charset", [None, "utf-8"])
+def test_verify_notification_reads_the_usual_body_in_one_pass(
+    charset: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A usual body, as bytes or as a query string, never reaches the general path; with an
+    order_id_pattern it does not match, it does (which names the rule)."""
+
+    def general(*args: object) -> None:
+        raise AssertionError("the general path read a usual body")
+
+    fields = random_notification(random.Random(8), "ORDER8")
+    body = signed_body(fields)
+    expected = reference(fields)
+    monkeypatch.setattr(_notify, "_in_turn", general)
+    for payload in (body, body.decode("ascii")):
+        note = verify_notification(
+            payload, verifier=Md5Signer(TEST_KEY), merchant_id=TEST_MERCHANT, charset=charset,
+            order_id_pattern=r"ORDER\d",
+        )  # fmt: skip
+        assert note == expected
+    with pytest.raises(AssertionError, match="general path"):
+        verify_notification(body, verifier=Md5Signer(TEST_KEY), order_id_pattern=r"X\d")
 
 
 def test_the_usual_path_keeps_the_size_limit_and_the_sign_type() -> None:
