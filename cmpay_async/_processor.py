@@ -205,13 +205,13 @@ class NotificationProcessor:
         """``process``, also telling what the notification said (for the buyer's redirect)."""
         note = self._verify(payload, charset)
         if isinstance(note, CmpayError):
-            return Receipt(ack=REFUSED, notification=None, handled=False, error=note)
+            return Receipt(ack=REFUSED, error=note)
         try:
             handled = await self._once(_event_of(note))
         except StoreError as exc:
-            return Receipt(ack=_unavailable(exc), notification=note, handled=False, error=None)
+            return Receipt(ack=_unavailable(exc), notification=note)
         answer = _HANDLED if handled else _RETRY_LATER
-        return Receipt(ack=answer, notification=note, handled=handled, error=None)
+        return Receipt(ack=answer, notification=note, handled=handled)
 
     def _verify(
         self, payload: Payload, charset: str | None

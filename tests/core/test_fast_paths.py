@@ -231,6 +231,12 @@ def test_the_reader_source_is_plain_python_per_field() -> None:
     positions = [source.index(f"# {f.wire}:") for f in REGISTRY["PageNotify"].fields[:19]]
     assert positions == sorted(positions)
     compile(source, "<reader>", "exec")
+    # By name unless asked by position: the two readers' sources, each read its own way.
+    assert "fields['merchantId']" in source
+    assert "text = t0\n" not in source
+    by_position = reader_source(REGISTRY["PageNotify"], PageNotify, by_position=True)
+    assert "text = t0\n" in by_position
+    assert "fields[" not in by_position
 
 
 # -- verify_notification end to end against the straightforward decoding -----------------

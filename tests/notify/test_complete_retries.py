@@ -349,15 +349,24 @@ async def test_a_plain_handler_that_returns_a_coroutine_has_it_awaited() -> None
     assert [ORDER] == seen
 
 
+@pytest.mark.parametrize("call", ["process", "receive"])
 async def test_a_claim_the_library_store_fails_is_a_warning_naming_the_claim(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    call: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The library's own store (no cancel scope of the processor's around it) fails the
-    claim: 503 FAIL, and a WARNING that names the failed claim."""
+    claim: 503 FAIL, and a WARNING that names the failed claim (process and receive)."""
     caplog.set_level(logging.WARNING, logger="cmpay_async")
     store = SqliteStore(tmp_path / "missing" / "events.db")
     try:
-        answer = await _processor(store, []).process(sign_notification(order_id=ORDER))
+        processor = _processor(store, [])
+        if call == "process":
+            answer = await processor.process(sign_notification(order_id=ORDER))
+        else:
+            receipt = await processor.receive(sign_notification(order_id=ORDER))
+            assert (False, None) == (receipt.handled, receipt.error)
+            assert receipt.notification is not None
+            assert ORDER == receipt.notification.order_id
+            answer = receipt.ack
     finally:
         store.close()
 
