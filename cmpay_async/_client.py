@@ -85,6 +85,7 @@ def _china_now() -> dt.datetime:
 
 
 def _loop_pools(
+    endpoint: str,
     timeout: httpx.Timeout,
     http_client: httpx.AsyncClient | None,
     transport: httpx.AsyncBaseTransport | None,
@@ -118,6 +119,8 @@ def _loop_pools(
         # Only httpcore's own transports report when the request starts to be written.
         precise=http_client is None
         and (transport is None or isinstance(transport, httpx.AsyncHTTPTransport)),
+        # A caller's own client keeps every layer it was given (hooks, auth, cookies).
+        route_to=_parsed_url(endpoint) if http_client is None else None,
     )
 
 
@@ -179,7 +182,7 @@ class CmpayClient:
         self._timeout = self._timeouts.to_httpx()
         self._transport, self._closed = transport, False
         self._owns_transport = http_client is None and transport is not None
-        self._pools = _loop_pools(self._timeout, http_client, transport, max_connections)
+        self._pools = _loop_pools(endpoint, self._timeout, http_client, transport, max_connections)
         # None unless asked for: the untraced path pays one test per call and attempt.
         self._tracing = Tracing(tracer_provider) if tracing or tracer_provider else None
         self._engine = Engine(

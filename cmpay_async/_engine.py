@@ -309,6 +309,7 @@ class Engine:
                             timeout=self.request_timeout,
                             flag=flag,
                             sent_before=state.sent,
+                            route=pools.route,
                         )
                     except CmpayError as exc:
                         outcome.error = exc

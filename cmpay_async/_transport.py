@@ -25,6 +25,7 @@ from ._exceptions import (
     TransportError,
     TransportTimeoutError,
 )
+from ._pools import Route
 from ._protocol import PreparedRequest
 from ._redact import redact_untrusted
 
@@ -47,6 +48,10 @@ MAX_ANSWER = 64 * 1024
 
 NEVER = "the request never reached the gateway"
 MAYBE = "the request may have reached the gateway: query the order before trying again"
+
+
+# A compressed answer could expand a thousandfold before any size check.
+_IDENTITY = (b"Accept-Encoding", b"identity")
 
 
 class Verdict(enum.Enum):
@@ -189,24 +194,17 @@ async def post(
     timeout: httpx.Timeout | None,
     flag: SentFlag,
     sent_before: bool,
+    route: Route | None = None,
 ) -> tuple[int, bytes]:
     """POST ``request``; return the status and at most ``MAX_ANSWER`` bytes of answer.
 
+    With a ``route`` (a client we made, still open), straight to its transport with the
+    headers and timeout the client would add; otherwise through ``http.send``.
     Raises only our errors: a translated ``TransportError``, or a ``DecodeError`` for an
     answer too large or encoded against our wish (``maybe_sent``: something answered).
     """
     try:
-        http_request = http.build_request(
-            "POST",
-            url,
-            content=request.body,
-            # identity: a compressed answer could expand a thousandfold before any size check.
-            headers={"Content-Type": request.content_type, "Accept-Encoding": "identity"},
-            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            extensions={"trace": flag.trace},
-        )
-        flag.extensions = http_request.extensions  # httpx's own copy; httpcore gets this one
-        response = await http.send(http_request, stream=True)
+        response = await _send(http, url, request, timeout, flag, route)
         try:
             status = response.status_code
             if response.is_stream_consumed:  # made in memory (a mock transport): read already
@@ -231,6 +229,39 @@ async def post(
             sent=flag.sent,
             sent_before=sent_before,
         ) from exc
+
+
+async def _send(
+    http: httpx.AsyncClient,
+    url: httpx.URL,
+    request: PreparedRequest,
+    timeout: httpx.Timeout | None,
+    flag: SentFlag,
+    route: Route | None,
+) -> httpx.Response:
+    """The response, its body not yet read: by ``route`` when there is one and ``http`` is open."""
+    if route is not None and not http.is_closed:
+        http_request = httpx.Request(
+            "POST",
+            url,
+            content=request.body,
+            # After the client's own, as build_request merges them: the same bytes on the wire.
+            headers=[*route.headers, (b"Content-Type", request.content_type.encode()), _IDENTITY],
+            extensions={"timeout": route.timeout, "trace": flag.trace},
+        )
+        flag.extensions = http_request.extensions  # httpx's own copy; httpcore reads it
+        return await route.transport.handle_async_request(http_request)
+    # A caller's client (its hooks, auth, cookies), or a closed one (it refuses to send).
+    http_request = http.build_request(
+        "POST",
+        url,
+        content=request.body,
+        headers={"Content-Type": request.content_type, "Accept-Encoding": "identity"},
+        timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        extensions={"trace": flag.trace},
+    )
+    flag.extensions = http_request.extensions
+    return await http.send(http_request, stream=True)
 
 
 def _within_cap(body: bytes, status: int) -> bytes:
