@@ -188,8 +188,8 @@ class CmpayClient:
         self._engine = Engine(
             url=_parsed_url(endpoint),
             timeouts=self._timeouts,
-            # Our own clients have the timeouts already; a caller's has its own defaults.
-            request_timeout=self._timeout if http_client is not None else None,
+            # Every request carries them: a caller's client has defaults of its own.
+            request_timeout=self._timeout,
             retry=retry or RetryPolicy(),
             rng=rng or random.Random(),  # noqa: S311 - backoff jitter, not cryptography
             pools=self._pools,

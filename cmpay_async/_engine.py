@@ -60,7 +60,7 @@ class Engine:
         *,
         url: httpx.URL,
         timeouts: Timeouts,
-        request_timeout: httpx.Timeout | None,
+        request_timeout: httpx.Timeout,
         retry: RetryPolicy,
         rng: random.Random,
         pools: LoopPools,

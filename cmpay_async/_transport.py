@@ -191,7 +191,7 @@ async def post(
     url: httpx.URL,
     request: PreparedRequest,
     *,
-    timeout: httpx.Timeout | None,
+    timeout: httpx.Timeout,
     flag: SentFlag,
     sent_before: bool,
     route: Route | None = None,
@@ -235,7 +235,7 @@ async def _send(
     http: httpx.AsyncClient,
     url: httpx.URL,
     request: PreparedRequest,
-    timeout: httpx.Timeout | None,
+    timeout: httpx.Timeout,
     flag: SentFlag,
     route: Route | None,
 ) -> httpx.Response:
@@ -251,13 +251,14 @@ async def _send(
         )
         flag.extensions = http_request.extensions  # httpx's own copy; httpcore reads it
         return await route.transport.handle_async_request(http_request)
-    # A caller's client (its hooks, auth, cookies), or a closed one (it refuses to send).
+    # A caller's client (its hooks, auth, cookies), a closed one (it refuses to send), or
+    # an httpx that no longer picks transports as direct_route reads.
     http_request = http.build_request(
         "POST",
         url,
         content=request.body,
         headers={"Content-Type": request.content_type, "Accept-Encoding": "identity"},
-        timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        timeout=timeout,
         extensions={"trace": flag.trace},
     )
     flag.extensions = http_request.extensions

@@ -22,6 +22,13 @@ class ServedSandbox(NamedTuple):
     url: str
 
 
+@pytest.fixture
+def without_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's own pools made without a route (as on an httpx whose transports it
+    cannot read): every request then goes through ``AsyncClient.send``."""
+    monkeypatch.setattr("cmpay_async._pools.direct_route", lambda http, url: None)
+
+
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[ServedSandbox]:
     """A sandbox served over loopback TCP in a thread."""

@@ -304,10 +304,15 @@ async def test_a_deadline_met_while_connecting_was_never_sent(
 
 @pytest.mark.parametrize("fake_gateway", ["redirect"], indirect=True)
 @pytest.mark.parametrize("transport", ["default", "explicit"])
-async def test_a_redirect_is_not_followed(fake_gateway: FakeGateway, transport: str) -> None:
+@pytest.mark.parametrize("route", ["route", "no route"])
+async def test_a_redirect_is_not_followed(
+    fake_gateway: FakeGateway, transport: str, route: str, request: pytest.FixtureRequest
+) -> None:
     """A 302 from the gateway's address is an HTTP status error, not a second request
     somewhere else (a payment must go to the configured endpoint only), over the client's
-    own pools or an explicit transport."""
+    own pools or an explicit transport, straight to it or through httpx's send."""
+    if route == "no route":
+        request.getfixturevalue("without_route")
     kw: dict[str, Any] = {} if transport == "default" else {"transport": httpx.AsyncHTTPTransport()}
     with anyio.fail_after(TOTAL + MARGIN * 5):
         async with client_for(fake_gateway, **kw) as client:

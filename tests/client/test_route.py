@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 
@@ -20,6 +22,7 @@ from cmpay_async import (
     CmpayClient,
     HTTPStatusError,
     Md5Signer,
+    PayloadTooLargeError,
     PaymentResponse,
     RetryPolicy,
     Timeouts,
@@ -96,10 +99,36 @@ def _client(endpoint: str, **kw: Any) -> CmpayClient:
     )
 
 
-async def test_our_pool_writes_the_bytes_httpx_would(recorder: Recorder) -> None:
+#: The three ways a request leaves: our pool's route, our pool through send (an httpx the
+#: route cannot read), and a caller's own client through send.
+WAYS = ["route", "no route", "callers client"]
+
+
+def _way(way: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Arguments for a client whose requests leave the given way."""
+    if way == "no route":
+        request.getfixturevalue("without_route")
+    return {"http_client": httpx.AsyncClient()} if way == "callers client" else {}
+
+
+def _way_over(
+    way: str, transport: httpx.AsyncBaseTransport, request: pytest.FixtureRequest
+) -> dict[str, Any]:
+    """The same, over an in-process transport."""
+    if way == "no route":
+        request.getfixturevalue("without_route")
+    if way == "callers client":
+        return {"http_client": httpx.AsyncClient(transport=transport)}
+    return {"transport": transport}
+
+
+@pytest.mark.parametrize("way", WAYS)
+async def test_each_way_writes_the_bytes_httpx_would(
+    recorder: Recorder, way: str, request: pytest.FixtureRequest
+) -> None:
     """Request line, headers in order, and body: as httpx.AsyncClient writes them."""
     endpoint = f"{recorder.url}/ips/cmpayService"
-    async with _client(endpoint) as client:
+    async with _client(endpoint, **_way(way, request)) as client:
         with pytest.raises(HTTPStatusError):
             await client.create_payment(valid_order(), ip_address="203.0.113.7")
     ours_head, body = recorder.requests[0]
@@ -114,6 +143,47 @@ async def test_our_pool_writes_the_bytes_httpx_would(recorder: Recorder) -> None
         await http.post(endpoint, content=body, headers=headers)
 
     assert [recorder.requests[1]] == [(ours_head, body)]
+
+
+class _Endless(httpx.AsyncByteStream):
+    """An answer that never ends (an iterator, not a generator: nothing left to finalise)."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        await anyio.lowlevel.checkpoint()
+        return b"x" * 16384
+
+
+@pytest.mark.parametrize("way", WAYS)
+async def test_each_way_stops_reading_at_the_cap(way: str, request: pytest.FixtureRequest) -> None:
+    """An endless answer is refused once past MAX_ANSWER, not read until the deadline."""
+    mock = httpx.MockTransport(lambda r: httpx.Response(200, stream=_Endless()))
+    kw = _way_over(way, mock, request)
+    client = _client("https://gateway.test/ips/cmpayService", timeouts=Timeouts(total=5), **kw)
+    with anyio.fail_after(15):
+        async with client:
+            with pytest.raises(PayloadTooLargeError) as caught:
+                await client.create_payment(valid_order(), ip_address="203.0.113.7")
+    assert str(caught.value).startswith(f"the answer is larger than {64 * 1024} bytes (HTTP 200")
+
+
+@pytest.mark.parametrize("way", WAYS)
+async def test_each_way_names_the_order_a_lost_answer_may_have_created(
+    way: str, request: pytest.FixtureRequest
+) -> None:
+    """A read error after sending: maybe_sent, and the message names the call's order."""
+
+    def fail(r: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("connection reset")
+
+    kw = _way_over(way, httpx.MockTransport(fail), request)
+    async with _client("https://gateway.test/ips/cmpayService", **kw) as client:
+        with pytest.raises(TransportError) as caught:
+            await client.create_payment(valid_order(order_id="LOST-7"), ip_address="203.0.113.7")
+    assert (True, "LOST-7") == (caught.value.maybe_sent, caught.value.order_id)
+    assert "may have reached the gateway and created order 'LOST-7'" in str(caught.value)
 
 
 async def test_the_environments_proxy_still_carries_the_request(
