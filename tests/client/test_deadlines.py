@@ -160,8 +160,14 @@ async def test_dripping_answer_ends_at_the_deadline(fake_gateway: FakeGateway) -
 
 
 @pytest.mark.parametrize("fake_gateway", ["silent"], indirect=True)
-async def test_no_answer_at_all_ends_at_the_deadline(fake_gateway: FakeGateway) -> None:
-    """A gateway that reads the order and never answers: maybe_sent, within the deadline."""
+@pytest.mark.parametrize("route", ["route", "no route"])
+async def test_no_answer_at_all_ends_at_the_deadline(
+    fake_gateway: FakeGateway, route: str, request: pytest.FixtureRequest
+) -> None:
+    """A gateway that reads the order and never answers: maybe_sent (httpcore's trace saw
+    the request go out, straight to the transport or through send), within the deadline."""
+    if route == "no route":
+        request.getfixturevalue("without_route")
     timeouts = Timeouts(total=TOTAL, read=FOREVER)  # only the deadline can end it
     started = time.monotonic()
     with anyio.fail_after(TOTAL + MARGIN * 5):
