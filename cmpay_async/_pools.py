@@ -146,7 +146,8 @@ class Route:
     timeout: dict[str, float | None]
 
 
-#: Headers each request sets itself, so the client's defaults for them are left out.
+#: Headers each request sets itself (``_transport._send``), so the client's defaults for them
+#: are left out.
 _OWN_HEADERS = frozenset((b"content-type", b"accept-encoding"))
 
 
@@ -169,11 +170,8 @@ def direct_route(http: httpx.AsyncClient, url: httpx.URL) -> Route | None:
         or http.base_url.raw_host
     ):
         return None
-    transport = pick(url)
-    if not isinstance(transport, httpx.AsyncBaseTransport):  # pragma: no cover - httpx's type
-        return None
     headers = tuple((k, v) for k, v in http.headers.raw if k.lower() not in _OWN_HEADERS)
-    return Route(transport=transport, headers=headers, timeout=http.timeout.as_dict())
+    return Route(transport=pick(url), headers=headers, timeout=http.timeout.as_dict())
 
 
 @attrs.define(eq=False)

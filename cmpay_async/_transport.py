@@ -194,7 +194,7 @@ async def post(
     timeout: httpx.Timeout,
     flag: SentFlag,
     sent_before: bool,
-    route: Route | None = None,
+    route: Route | None,
 ) -> tuple[int, bytes]:
     """POST ``request``; return the status and at most ``MAX_ANSWER`` bytes of answer.
 
@@ -240,13 +240,14 @@ async def _send(
     route: Route | None,
 ) -> httpx.Response:
     """The response, its body not yet read: by ``route`` when there is one and ``http`` is open."""
+    own = [(b"Content-Type", request.content_type.encode()), _IDENTITY]
     if route is not None and not http.is_closed:
         http_request = httpx.Request(
             "POST",
             url,
             content=request.body,
             # After the client's own, as build_request merges them: the same bytes on the wire.
-            headers=[*route.headers, (b"Content-Type", request.content_type.encode()), _IDENTITY],
+            headers=[*route.headers, *own],
             extensions={"timeout": route.timeout, "trace": flag.trace},
         )
         flag.extensions = http_request.extensions  # httpx's own copy; httpcore reads it
@@ -257,7 +258,7 @@ async def _send(
         "POST",
         url,
         content=request.body,
-        headers={"Content-Type": request.content_type, "Accept-Encoding": "identity"},
+        headers=own,
         timeout=timeout,
         extensions={"trace": flag.trace},
     )
