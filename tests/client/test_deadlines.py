@@ -27,6 +27,7 @@ from cmpay_async import (
     TransportTimeoutError,
 )
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT
+from tests.support.raw_http import read_request
 
 pytestmark = pytest.mark.anyio
 
@@ -73,20 +74,6 @@ class FakeGateway:
             self._threads.append(thread)
             thread.start()
 
-    def _read_request(self, conn: socket.socket) -> None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += conn.recv(65536)
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        while len(body) < length:
-            body += conn.recv(65536)
-        self.requests += 1
-
     def _drip(self, conn: socket.socket, data: bytes) -> None:
         for i in range(len(data)):
             if self._stop.wait(FOREVER / len(data)):
@@ -97,7 +84,8 @@ class FakeGateway:
         with conn:
             conn.settimeout(FOREVER)
             try:
-                self._read_request(conn)
+                read_request(conn)
+                self.requests += 1
                 if self.mode == "redirect":
                     conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\n")
                     conn.sendall(b"Content-Length: 0\r\n\r\n")

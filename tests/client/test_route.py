@@ -31,6 +31,7 @@ from cmpay_async import (
 from cmpay_async._pools import direct_route
 from cmpay_async.testing import PUBLIC_TEST_KEY, PUBLIC_TEST_MERCHANT, Sandbox
 from tests.support.helpers import make_client, valid_order
+from tests.support.raw_http import read_request
 
 pytestmark = pytest.mark.anyio
 
@@ -59,18 +60,7 @@ class Recorder:
                 continue
             with conn:
                 conn.settimeout(10)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                while len(body) < length:
-                    body += conn.recv(65536)
-                self.requests.append((head, body))
+                self.requests.append(read_request(conn))
                 conn.sendall(UNAVAILABLE)
 
     def close(self) -> None:
@@ -104,22 +94,16 @@ def _client(endpoint: str, **kw: Any) -> CmpayClient:
 WAYS = ["route", "no route", "callers client"]
 
 
-def _way(way: str, request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Arguments for a client whose requests leave the given way."""
-    if way == "no route":
-        request.getfixturevalue("without_route")
-    return {"http_client": httpx.AsyncClient()} if way == "callers client" else {}
-
-
-def _way_over(
-    way: str, transport: httpx.AsyncBaseTransport, request: pytest.FixtureRequest
+def _way(
+    way: str, request: pytest.FixtureRequest, transport: httpx.AsyncBaseTransport | None = None
 ) -> dict[str, Any]:
-    """The same, over an in-process transport."""
+    """Arguments for a client whose requests leave the given way, over ``transport`` if given
+    (an in-process one) or over TCP."""
     if way == "no route":
         request.getfixturevalue("without_route")
     if way == "callers client":
         return {"http_client": httpx.AsyncClient(transport=transport)}
-    return {"transport": transport}
+    return {} if transport is None else {"transport": transport}
 
 
 @pytest.mark.parametrize("way", WAYS)
@@ -160,7 +144,7 @@ class _Endless(httpx.AsyncByteStream):
 async def test_each_way_stops_reading_at_the_cap(way: str, request: pytest.FixtureRequest) -> None:
     """An endless answer is refused once past MAX_ANSWER, not read until the deadline."""
     mock = httpx.MockTransport(lambda r: httpx.Response(200, stream=_Endless()))
-    kw = _way_over(way, mock, request)
+    kw = _way(way, request, mock)
     client = _client("https://gateway.test/ips/cmpayService", timeouts=Timeouts(total=5), **kw)
     with anyio.fail_after(15):
         async with client:
@@ -178,7 +162,7 @@ async def test_each_way_names_the_order_a_lost_answer_may_have_created(
     def fail(r: httpx.Request) -> httpx.Response:
         raise httpx.ReadError("connection reset")
 
-    kw = _way_over(way, httpx.MockTransport(fail), request)
+    kw = _way(way, request, httpx.MockTransport(fail))
     async with _client("https://gateway.test/ips/cmpayService", **kw) as client:
         with pytest.raises(TransportError) as caught:
             await client.create_payment(valid_order(order_id="LOST-7"), ip_address="203.0.113.7")
